@@ -1,0 +1,227 @@
+"""Settings: built-in defaults < TOML file < environment < command-line flags, validated up front.
+
+Every key of the contract's TOML lives in one frozen dataclass per section. Each field carries its
+own range check in its metadata, so adding a key means adding one line, and the error message
+always names the key (``filter_4h.workers``) the user has to fix. Nothing starts before the whole
+configuration is known to be valid.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from surge.errors import ConfigError
+
+DEFAULT_REST_URL = "https://fapi.binance.com"
+DEFAULT_WS_URL = "wss://fstream.binance.com/market"
+MAX_FILTER_WORKERS = 3
+MAX_STREAMS_PER_CONNECTION = 1024  # Binance's per-connection limit
+
+
+def _key(check: Callable[[Any], bool], rule: str) -> Any:
+    """A dataclass field default's metadata: the check its value must pass and the rule in words."""
+    return {"check": check, "rule": rule}
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: lo <= v <= hi
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Filter4hSettings:
+    workers: int = field(default=3, metadata=_key(_between(1, MAX_FILTER_WORKERS), "between 1 and 3"))
+    batch_size: int = field(default=100, metadata=_key(_between(1, 10_000), "between 1 and 10000"))
+    # <100 keeps every klines request at weight 1; 2 is the least that holds a closed and a current candle
+    lookback: int = field(default=6, metadata=_key(_between(2, 99), "between 2 and 99 (request weight 1)"))
+    min_change_pct: float = field(default=-5.0, metadata=_key(_finite, "a finite number"))
+    max_change_pct: float = field(default=10.0, metadata=_key(_finite, "a finite number"))
+    min_quote_volume: float = field(default=5_000_000.0, metadata=_key(_non_negative, ">= 0"))
+    refresh_s: float = field(default=900.0, metadata=_key(_between(10, 86_400), "between 10 and 86400"))
+
+
+@dataclass(frozen=True, slots=True)
+class SurgeSettings:
+    min_change_pct: float = field(default=3.0, metadata=_key(_positive, "> 0"))
+    volume_multiple: float = field(default=3.0, metadata=_key(_positive, "> 0"))
+    volume_lookback: int = field(default=20, metadata=_key(_between(1, 1000), "between 1 and 1000"))
+    min_quote_volume: float = field(default=50_000.0, metadata=_key(_non_negative, ">= 0"))
+    cooldown_s: float = field(default=900.0, metadata=_key(_non_negative, ">= 0"))
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSettings:
+    mode: str = field(default="paper", metadata=_key(lambda v: v in ("paper", "live"), '"paper" or "live"'))
+    position_usdt: float = field(default=100.0, metadata=_key(_positive, "> 0"))
+    take_profit_pct: float = field(default=2.0, metadata=_key(_between(0.01, 1000), "between 0.01 and 1000"))
+    stop_loss_pct: float = field(default=1.0, metadata=_key(_between(0.01, 99.99), "between 0.01 and 99.99"))
+    max_hold_s: float = field(default=3600.0, metadata=_key(_positive, "> 0"))
+    max_open_positions: int = field(default=5, metadata=_key(_between(1, 1000), "between 1 and 1000"))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    streams_per_connection: int = field(
+        default=200,
+        metadata=_key(_between(1, MAX_STREAMS_PER_CONNECTION), f"between 1 and {MAX_STREAMS_PER_CONNECTION}"),
+    )
+
+
+SECTIONS: dict[str, type] = {
+    "filter_4h": Filter4hSettings,
+    "surge": SurgeSettings,
+    "trade": TradeSettings,
+    "stream": StreamSettings,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a command needs to know, already validated. Secrets never appear in ``repr``."""
+
+    filter_4h: Filter4hSettings = field(default_factory=Filter4hSettings)
+    surge: SurgeSettings = field(default_factory=SurgeSettings)
+    trade: TradeSettings = field(default_factory=TradeSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    rest_url: str = DEFAULT_REST_URL
+    ws_url: str = DEFAULT_WS_URL
+    home: Path = field(default_factory=lambda: Path("~/.surge").expanduser())
+    config_path: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "surge.db"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
+    """Check the TOML value's type against the default's; ints are accepted where floats are."""
+    if isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a finite number"
+    else:
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if not ok:
+        raise ConfigError(f"{section}.{name} must be {expected}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
+
+
+def _build_section(section: str, values: Mapping[str, Any], base: Any) -> Any:
+    cls = SECTIONS[section]
+    known = {f.name: f for f in fields(cls)}
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        f = known.get(name)
+        if f is None:
+            raise ConfigError(f"unknown config key {section}.{name} (known: {', '.join(sorted(known))})")
+        value = _coerce(section, name, value, f.default)
+        if not f.metadata["check"](value):
+            raise ConfigError(f"{section}.{name} must be {f.metadata['rule']}, got {value!r}")
+        changes[name] = value
+    return replace(base, **changes)
+
+
+def _check_cross_field(settings: Settings) -> None:
+    flt = settings.filter_4h
+    if flt.min_change_pct > flt.max_change_pct:
+        raise ConfigError(
+            f"filter_4h.min_change_pct ({flt.min_change_pct}) must not exceed "
+            f"filter_4h.max_change_pct ({flt.max_change_pct})"
+        )
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
+    url = url.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in schemes or not rest:
+        raise ConfigError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL, got {url!r}")
+    return url
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The config file as a dict; a missing, unreadable or invalid file is a ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section [{section}] in {path} (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section} must be a [{section}] table in {path}")
+    return data
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the settings: flag (``overrides`` and ``config_path``) > environment > file > default.
+
+    ``overrides`` maps dotted keys (``"filter_4h.workers"``) or top-level names (``"rest_url"``) to
+    values from command-line flags; ``None`` values mean "flag not given".
+    """
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    home = Path(env.get("SURGE_HOME") or "~/.surge").expanduser()
+    if config_path is None and env.get("SURGE_CONFIG"):
+        config_path = env["SURGE_CONFIG"]
+    if config_path is not None:
+        path: Path | None = Path(config_path).expanduser()
+        data = read_toml(path)  # named explicitly: it must exist
+    else:
+        default_path = home / "surge.toml"
+        path = default_path if default_path.is_file() else None
+        data = read_toml(path) if path else {}
+
+    sections = {name: _build_section(name, data.get(name, {}), cls()) for name, cls in SECTIONS.items()}
+    for dotted, value in overrides.items():
+        section, _, name = dotted.partition(".")
+        if section in sections and name:
+            sections[section] = _build_section(section, {name: value}, sections[section])
+        elif dotted not in ("rest_url", "ws_url"):
+            raise ValueError(f"unknown override {dotted!r}")  # a programming error, not a user's
+
+    rest_url = overrides.get("rest_url") or env.get("SURGE_REST_URL") or DEFAULT_REST_URL
+    ws_url = overrides.get("ws_url") or env.get("SURGE_WS_URL") or DEFAULT_WS_URL
+    settings = Settings(
+        **sections,
+        rest_url=_check_url("SURGE_REST_URL", rest_url, ("http", "https")),
+        ws_url=_check_url("SURGE_WS_URL", ws_url, ("ws", "wss")),
+        home=home,
+        config_path=path,
+        api_key=env.get("SURGE_API_KEY") or None,
+        api_secret=env.get("SURGE_API_SECRET") or None,
+    )
+    _check_cross_field(settings)
+    return settings

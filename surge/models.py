@@ -1,0 +1,95 @@
+"""The values that travel along the data path.
+
+Frozen, slotted dataclasses: they cross threads (connection thread -> strategy loop), so they must
+not change after they are built, and there are many of them, so they should stay small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Every kline interval Binance USD-M futures serves, in ascending length.
+INTERVALS: tuple[str, ...] = (
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+)
+
+_MINUTE_MS = 60_000
+#: Length of each fixed-length interval in milliseconds ("1M" is calendar based and absent).
+INTERVAL_MS: dict[str, int] = {
+    "1m": _MINUTE_MS,
+    "3m": 3 * _MINUTE_MS,
+    "5m": 5 * _MINUTE_MS,
+    "15m": 15 * _MINUTE_MS,
+    "30m": 30 * _MINUTE_MS,
+    "1h": 60 * _MINUTE_MS,
+    "2h": 120 * _MINUTE_MS,
+    "4h": 240 * _MINUTE_MS,
+    "6h": 360 * _MINUTE_MS,
+    "8h": 480 * _MINUTE_MS,
+    "12h": 720 * _MINUTE_MS,
+    "1d": 1440 * _MINUTE_MS,
+    "3d": 3 * 1440 * _MINUTE_MS,
+    "1w": 7 * 1440 * _MINUTE_MS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Kline:
+    """One candle, from a WebSocket kline event or a REST kline row.
+
+    ``closed`` is False for the candle still in progress. ``event_time`` is the exchange's event
+    stamp (``E``) for stream events, 0 for REST rows; it is what latency is measured from.
+    """
+
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    closed: bool
+    event_time: int = 0
+
+    @property
+    def change_pct(self) -> float:
+        """(close - open) / open * 100: the move of this candle so far."""
+        return (self.close - self.open) / self.open * 100.0 if self.open else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    """The parts of an exchangeInfo symbol entry the bot uses (trading rules included)."""
+
+    symbol: str
+    status: str
+    contract_type: str
+    quote_asset: str
+    base_asset: str = ""
+    tick_size: float = 0.0
+    step_size: float = 0.0
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+
+    @property
+    def is_usdt_perpetual(self) -> bool:
+        """Exact match: ``TRADIFI_PERPETUAL`` and friends are not perpetuals for this bot."""
+        return self.status == "TRADING" and self.contract_type == "PERPETUAL" and self.quote_asset == "USDT"
