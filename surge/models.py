@@ -93,3 +93,24 @@ class SymbolInfo:
     def is_usdt_perpetual(self) -> bool:
         """Exact match: ``TRADIFI_PERPETUAL`` and friends are not perpetuals for this bot."""
         return self.status == "TRADING" and self.contract_type == "PERPETUAL" and self.quote_asset == "USDT"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A 1-minute surge the rule accepted: what the trader sees in ``surge signals``.
+
+    ``key`` identifies the candle that surged (one signal per symbol and candle at most); it is the
+    idempotency key that keeps a signal from entering twice, even across a crash and restart.
+    """
+
+    symbol: str
+    time: int  # exchange event time of the update that surged (ms)
+    open_time: int  # open time of the surging 1m candle
+    change_pct: float
+    volume_multiple: float
+    quote_volume: float
+    price: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.symbol}:{self.open_time}"
