@@ -74,6 +74,9 @@ class TradeSettings:
     stop_loss_pct: float = field(default=1.0, metadata=_key(_between(0.01, 99.99), "between 0.01 and 99.99"))
     max_hold_s: float = field(default=3600.0, metadata=_key(_positive, "> 0"))
     max_open_positions: int = field(default=5, metadata=_key(_between(1, 1000), "between 1 and 1000"))
+    # paper fills: the price moves against you by the slippage, and Binance's taker fee is paid both ways
+    slippage_pct: float = field(default=0.05, metadata=_key(_between(0, 10), "between 0 and 10"))
+    taker_fee_pct: float = field(default=0.05, metadata=_key(_between(0, 10), "between 0 and 10"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,3 +114,30 @@ class Signal:
     @property
     def key(self) -> str:
         return f"{self.symbol}:{self.open_time}"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One long position opened from a signal; exit fields stay None while it is open.
+
+    ``key`` is the signal's key: the database refuses a second position with the same key, which is
+    what keeps one signal from entering twice.
+    """
+
+    key: str
+    symbol: str
+    qty: float
+    entry_price: float
+    entry_time: int
+    take_profit: float
+    stop_loss: float
+    deadline: int  # ms: max hold ends here
+    fees: float = 0.0
+    exit_price: float | None = None
+    exit_time: int | None = None
+    exit_reason: str | None = None  # "take_profit" | "stop_loss" | "max_hold"
+    pnl: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.exit_time is None
