@@ -1,0 +1,641 @@
+"""The simulated market-stream server against a real WebSocket client (websocket-client) on loopback.
+
+Why these tests: every stream test of the bot trusts this server to behave like Binance (paths,
+replies, error codes, limits, 250 ms pushes, candle-close events, E per event) and to inject faults
+on demand. Each test waits on a condition with a deadline; rates are asserted with wide bounds
+because the machine is small and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import websocket
+
+from surge.exchange import wire
+from surge.sim.market import Market
+from surge.sim.ws import WsServer, parse_ws_path
+from surge.sim.ws_frames import kline_templates
+
+SEED = 11
+SYMBOLS = Market(seed=SEED).tradable_symbols()  # 531 realistic names, BTCUSDT among them
+
+
+def make_server(**kw: Any) -> WsServer:
+    market = kw.pop("market", None) or Market(seed=SEED, surge_interval_s=None)
+    kw.setdefault("push_interval_s", 0.1)
+    server = WsServer(market, **kw)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[WsServer]:
+    """One lenient server for the functional tests (rate limit raised so tables can be sent quickly)."""
+    srv = make_server(max_incoming_per_s=1000)
+    yield srv
+    srv.stop()
+
+
+# --------------------------------------------------------------------------- client helpers
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Client:
+    """websocket-client connection with JSON helpers; answers server pings while reading."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.ws = websocket.create_connection(url, timeout=timeout)
+        self.next_id = 1
+
+    def send(self, obj: Any) -> None:
+        self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    def recv(self, timeout: float = 5.0) -> Any:
+        self.ws.settimeout(timeout)
+        return json.loads(self.ws.recv())
+
+    def request(self, method: str, params: Any = None, timeout: float = 5.0) -> Any:
+        """Send one request and return its reply, skipping events in between."""
+        rid = self.next_id
+        self.next_id += 1
+        req: dict[str, Any] = {"method": method, "id": rid}
+        if params is not None:
+            req["params"] = params
+        self.send(req)
+        return self.reply(rid, timeout)
+
+    def reply(self, rid: int | None, timeout: float = 5.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(max(0.05, deadline - time.monotonic()))
+            is_reply = isinstance(msg, dict) and ("result" in msg or "error" in msg)
+            if is_reply and msg.get("id", "none") == rid:
+                return msg
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no reply with id {rid}")
+
+    def events(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The next ``n`` kline events (raw or combined), replies skipped."""
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            msg = self.recv(max(0.05, deadline - time.monotonic()))
+            if isinstance(msg, dict) and ("data" in msg or msg.get("e") == "kline"):
+                out.append(msg)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"got {len(out)} of {n} events")
+        return out
+
+    def closed_within(self, timeout: float) -> bool:
+        """Read until the server closes (True) or the time is up (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.ws.settimeout(max(0.05, deadline - time.monotonic()))
+                opcode, _ = self.ws.recv_data(control_frame=False)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    return True
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+                return True
+        return False
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[[str], Client]]:
+    opened: list[Client] = []
+
+    def connect(url: str) -> Client:
+        c = Client(url)
+        opened.append(c)
+        return c
+
+    yield connect
+    for c in opened:
+        c.close()
+
+
+def conn_ids(server: WsServer) -> set[int]:
+    return {c["id"] for c in server.stats()["connections"]}
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize(
+    ("path", "combined", "streams", "routed"),
+    [
+        ("/stream?streams=btcusdt@kline_1m/ethusdt@kline_4h", True,
+         ("btcusdt@kline_1m", "ethusdt@kline_4h"), False),
+        ("/stream", True, (), False),
+        ("/market/stream", True, (), True),
+        ("/market/stream?streams=btcusdt@kline_1m", True, ("btcusdt@kline_1m",), True),
+        ("/ws/btcusdt@kline_1m", False, ("btcusdt@kline_1m",), False),
+        ("/ws/btcusdt@kline_1m/ethusdt@kline_1m", False, ("btcusdt@kline_1m", "ethusdt@kline_1m"), False),
+        ("/ws", False, (), False),
+        ("/public/ws/btcusdt@kline_1m", False, ("btcusdt@kline_1m",), False),
+        ("/market/ws/", False, (), True),
+        ("/ws/btcusdt%40kline_1m", False, ("btcusdt@kline_1m",), False),
+    ],
+)
+def test_parse_ws_path(path: str, combined: bool, streams: tuple[str, ...], routed: bool) -> None:
+    route = parse_ws_path(path)
+    assert route is not None
+    assert (route.combined, route.streams, route.routed) == (combined, streams, routed)
+
+
+@pytest.mark.parametrize("path", ["/", "/foo", "/stream/extra", "/market"])
+def test_parse_ws_path_refuses_other_paths(path: str) -> None:
+    assert parse_ws_path(path) is None
+
+
+def test_templates_are_kline_to_event_with_their_own_e() -> None:
+    market = Market(seed=SEED)
+    k = market.current_kline("BTCUSDT", "1m", market.now_ms())
+    tpl = kline_templates("btcusdt@kline_1m", k, 2, 3)
+    for e in (1_795_000_000_500, 42):  # 13-digit fast path and the general path
+        raw = tpl.raw.frame(e)
+        payload = raw[2:] if raw[1] < 126 else raw[4:]
+        assert json.loads(payload) == wire.kline_to_event(k, e, 2, 3)
+        comb = tpl.combined.frame(e)
+        assert comb[0] == 0x81
+        payload = comb[2:] if comb[1] < 126 else comb[4:]
+        assert len(payload) == (comb[1] if comb[1] < 126 else int.from_bytes(comb[2:4], "big"))
+        assert json.loads(payload) == {"stream": "btcusdt@kline_1m", "data": wire.kline_to_event(k, e, 2, 3)}
+
+
+# --------------------------------------------------------------------------- paths and envelopes
+
+
+@pytest.mark.parametrize(
+    ("path", "live", "combined"),
+    [
+        ("/stream?streams=btcusdt@kline_1m", False, True),
+        ("/market/stream?streams=btcusdt@kline_1m", False, True),
+        ("/stream", True, True),
+        ("/market/stream", True, True),
+        ("/ws/btcusdt@kline_1m", False, False),
+        ("/public/ws/btcusdt@kline_1m", False, False),
+        ("/ws", True, False),
+    ],
+)
+def test_every_path_form_delivers_klines(server: WsServer, clients: Callable[[str], Client], path: str,
+                                         live: bool, combined: bool) -> None:
+    c = clients(server.url + path)
+    if live:
+        assert c.request("SUBSCRIBE", ["btcusdt@kline_1m"]) == {"result": None, "id": 1}
+    msg = c.events(1)[0]
+    if combined:
+        assert msg["stream"] == "btcusdt@kline_1m"
+        stream, kline = wire.parse_combined(msg)
+    else:
+        assert "stream" not in msg
+        kline = wire.kline_from_event(msg)
+    assert (kline.symbol, kline.interval, kline.closed) == ("BTCUSDT", "1m", False)
+
+
+def test_raw_path_with_two_streams(server: WsServer, clients: Callable[[str], Client]) -> None:
+    c = clients(server.url + "/ws/btcusdt@kline_1m/ethusdt@kline_4h")
+    seen = {(e["s"], e["k"]["i"]) for e in c.events(6)}
+    assert seen == {("BTCUSDT", "1m"), ("ETHUSDT", "4h")}
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/nothing", 404), ("/stream/extra", 404), ("/stream?streams=nosuch@kline_1m", 400),
+     ("/ws/btcusdt@kline_7m", 400)],
+)
+def test_bad_paths_are_refused_at_handshake(server: WsServer, path: str, status: int) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        websocket.create_connection(server.url + path, timeout=5)
+    assert info.value.status_code == status
+
+
+# --------------------------------------------------------------------------- live requests
+
+
+def test_subscribe_unsubscribe_list_replies(server: WsServer, clients: Callable[[str], Client]) -> None:
+    c = clients(server.url + "/market/stream")
+    c.send({"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m", "ethusdt@kline_1m"], "id": 7})
+    assert c.reply(7) == {"result": None, "id": 7}
+    c.send({"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m", "solusdt@kline_4h"], "id": 8})
+    assert c.reply(8) == {"result": None, "id": 8}
+    c.send({"method": "LIST_SUBSCRIPTIONS", "id": 9})
+    assert c.reply(9) == {"result": ["btcusdt@kline_1m", "ethusdt@kline_1m", "solusdt@kline_4h"], "id": 9}
+    big = 1_795_000_000_000  # connector libraries use a millisecond timestamp as id
+    # unsubscribing a well-formed name that was never subscribed is acknowledged, a malformed one is not
+    c.send({"method": "UNSUBSCRIBE", "params": ["ethusdt@kline_1m", "never@kline_1m"], "id": big})
+    assert c.reply(big) == {"result": None, "id": big}
+    c.send({"method": "UNSUBSCRIBE", "params": ["btcusdt@kline_9m"], "id": big + 1})
+    assert c.reply(big + 1)["error"] == {"code": 2, "msg": "Invalid request: invalid stream"}
+    assert c.request("LIST_SUBSCRIPTIONS")["result"] == ["btcusdt@kline_1m", "solusdt@kline_4h"]
+    stats = server.stats()
+    mine = [s for s in stats["connections"] if s["path"] == "/market/stream"]
+    assert any(s["subscriptions"] == ["btcusdt@kline_1m", "solusdt@kline_4h"] for s in mine)
+    # events after the UNSUBSCRIBE reply are only for the remaining streams
+    assert {e["stream"] for e in c.events(6)} <= {"btcusdt@kline_1m", "solusdt@kline_4h"}
+
+
+BAD_STREAM = "Invalid request: invalid stream"
+TOO_MANY = "Invalid request: too many parameters"
+ERRORS: list[tuple[str, int | None, int, str]] = [
+    ("{not json", None, 3, "Invalid JSON: "),
+    ('{"params":[],"id":5}', 5, 2, "Invalid request: missing field `method`"),
+    ('{"method":"SUBSCRIBEX","params":[],"id":6}', 6, 2, "Invalid request: unknown variant `SUBSCRIBEX`"),
+    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":"abc"}', None, 2,
+     "Invalid request: request ID must be an unsigned integer"),
+    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":-1}', None, 2,
+     "Invalid request: request ID must be an unsigned integer"),
+    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"]}', None, 2,
+     "Invalid request: request ID must be an unsigned integer"),
+    ('{"method":"SUBSCRIBE","params":["nosuchusdt@kline_1m"],"id":10}', 10, 2, BAD_STREAM),
+    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_7m"],"id":11}', 11, 2, BAD_STREAM),
+    ('{"method":"SUBSCRIBE","params":["BTCUSDT@kline_1m"],"id":12}', 12, 2, BAD_STREAM),
+    ('{"method":"SUBSCRIBE","params":["btcusdt@aggTrade"],"id":13}', 13, 2, BAD_STREAM),
+    ('{"method":"SUBSCRIBE","params":[1],"id":14}', 14, 2, BAD_STREAM),
+    ('{"method":"LIST_SUBSCRIPTIONS","params":["x"],"id":15}', 15, 2, TOO_MANY),
+    ('{"method":"SET_PROPERTY","params":["nosuch",true],"id":16}', 16, 0, "Unknown property"),
+    ('{"method":"SET_PROPERTY","params":["combined","yes"],"id":17}', 17, 1,
+     "Invalid value type: expected Boolean"),
+    ('{"method":"SET_PROPERTY","params":[5,true],"id":18}', 18, 2,
+     "Invalid request: property name must be a string"),
+    ('{"method":"GET_PROPERTY","params":["combined","x"],"id":19}', 19, 2, TOO_MANY),
+    ('{"method":"GET_PROPERTY","params":["nosuch"],"id":20}', 20, 0, "Unknown property"),
+    ("[1,2]", None, 2, "Invalid request: "),
+]
+
+
+def test_error_replies_are_binance_shaped(server: WsServer, clients: Callable[[str], Client]) -> None:
+    c = clients(server.url + "/market/stream")
+    for text, rid, code, msg in ERRORS:
+        c.send(text)
+        reply = c.reply(rid)
+        assert set(reply) == {"error", "id"}, text
+        assert reply["error"]["code"] == code, text
+        assert reply["error"]["msg"].startswith(msg), (text, reply)
+    # nothing of it was subscribed, and the connection is still usable
+    assert c.request("LIST_SUBSCRIPTIONS")["result"] == []
+
+
+def test_properties_switch_the_envelope(server: WsServer, clients: Callable[[str], Client]) -> None:
+    c = clients(server.url + "/ws/btcusdt@kline_1m")
+    assert c.request("GET_PROPERTY", ["combined"])["result"] is False
+    assert "stream" not in c.events(1)[0]
+    assert c.request("SET_PROPERTY", ["combined", True]) == {"result": None, "id": 2}
+    assert c.request("GET_PROPERTY", ["combined"])["result"] is True
+    assert c.events(1)[0]["stream"] == "btcusdt@kline_1m"
+
+
+def test_stream_cap_per_connection() -> None:
+    srv = make_server(max_incoming_per_s=100, push_interval_s=0.25)
+    try:
+        names = [wire.stream_name(s, i) for s in SYMBOLS for i in ("1m", "4h")][:1024]
+        assert len(names) == 1024
+        c = Client(srv.url + "/market/stream")
+        try:
+            assert c.request("SUBSCRIBE", names[:1000]) == {"result": None, "id": 1}
+            assert c.request("SUBSCRIBE", names[1000:]) == {"result": None, "id": 2}
+            over = c.request("SUBSCRIBE", ["btcusdt@kline_1M"])
+            assert over["error"]["code"] == 2 and over["id"] == 3
+            listed = c.request("LIST_SUBSCRIPTIONS")["result"]
+            assert len(listed) == 1024 and set(listed) == set(names)
+            # re-subscribing what is already there is not "more"
+            assert c.request("SUBSCRIBE", names[:5]) == {"result": None, "id": 5}
+        finally:
+            c.close()
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_stream_cap_in_the_url() -> None:
+    srv = make_server(max_streams=2)
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            websocket.create_connection(
+                srv.url + "/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m/solusdt@kline_1m", timeout=5)
+        assert info.value.status_code == 400
+        c = Client(srv.url + "/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m")
+        assert c.request("SUBSCRIBE", ["solusdt@kline_1m"])["error"]["code"] == 2
+        c.close()
+    finally:
+        srv.stop()
+
+
+def test_more_than_ten_messages_a_second_disconnects() -> None:
+    srv = make_server()
+    try:
+        ok = Client(srv.url + "/market/stream")
+        for i in range(10):  # exactly the limit: fine
+            ok.send({"method": "LIST_SUBSCRIPTIONS", "id": i})
+        for i in range(10):
+            ok.reply(i)
+        flood = Client(srv.url + "/market/stream")
+        for i in range(30):
+            try:
+                flood.send({"method": "LIST_SUBSCRIPTIONS", "id": i})
+            except (websocket.WebSocketConnectionClosedException, OSError):
+                break
+        assert flood.closed_within(5.0)
+        stats = wait_for(lambda: (s := srv.stats())["disconnects"]["rate_limit"] == 1 and s, what="close")
+        flooded = [c for c in stats["closed_connections"] if c["close_reason"] == "rate_limit"]
+        assert flooded[0]["max_incoming_per_s"] > 10
+        assert stats["max_incoming_per_s"][flooded[0]["id"]] > 10
+        # the polite one (exactly 10 in a second) lives on
+        assert [c["max_incoming_per_s"] for c in stats["connections"]] == [10]
+        ok.close()
+        flood.close()
+    finally:
+        srv.stop()
+
+
+def test_pings_need_pongs_and_lifetime_closes() -> None:
+    srv = make_server(ping_interval_s=0.1, pong_timeout_s=0.5, connection_lifetime_s=30.0)
+    try:
+        answering = Client(srv.url + "/market/stream")  # websocket-client echoes the ping payload on recv
+        empty = websocket.create_connection(srv.url + "/market/stream", timeout=5)  # pongs b"" by hand
+        silent = websocket.create_connection(srv.url + "/market/stream", timeout=5)  # never reads
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline and srv.stats()["disconnects"]["pong_timeout"] == 0:
+            answering.closed_within(0.05)
+            empty.settimeout(0.05)
+            try:
+                frame = empty.recv_frame()  # low level: no automatic pong
+                if frame.opcode == websocket.ABNF.OPCODE_PING:
+                    empty.pong(b"")
+            except websocket.WebSocketTimeoutException:
+                pass
+        stats = srv.stats()
+        assert stats["disconnects"]["pong_timeout"] == 1
+        live = stats["connections"]
+        assert len(live) == 2 and all(c["pongs_received"] >= 2 for c in live)
+        silent.close()
+        empty.close()
+        answering.close()
+    finally:
+        srv.stop()
+    short = make_server(connection_lifetime_s=0.3)
+    try:
+        c = Client(short.url + "/stream?streams=btcusdt@kline_1m")
+        started = time.monotonic()
+        assert c.closed_within(5.0)
+        assert time.monotonic() - started >= 0.2
+        assert wait_for(lambda: short.stats()["disconnects"]["lifetime"] == 1, what="lifetime close")
+        c.close()
+    finally:
+        short.stop()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_each_event_is_stamped_when_sent(clients: Callable[[str], Client]) -> None:
+    srv = make_server()
+    try:
+        ticks = iter(range(1_795_000_000_000, 1_795_000_000_000 + 10**9))
+        lock = threading.Lock()
+
+        def counter() -> int:  # a clock that moves 1 ms per reading: one reading per event
+            with lock:
+                return next(ticks)
+
+        srv.clock_ms = counter
+        names = [wire.stream_name(s, "1m") for s in SYMBOLS[:8]]
+        c = clients(srv.url + "/market/stream?streams=" + "/".join(names))
+        stamps = [e["data"]["E"] for e in c.events(40)]
+        assert len(set(stamps)) == len(stamps), "two events shared one E"
+        assert stamps == sorted(stamps)
+    finally:
+        srv.stop()
+
+
+def test_event_time_is_the_send_time(server: WsServer, clients: Callable[[str], Client]) -> None:
+    c = clients(server.url + "/market/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m")
+    for _ in range(8):
+        msg = c.events(1)[0]
+        received = time.time() * 1000
+        assert received - 2000 <= msg["data"]["E"] <= received + 5
+
+
+def test_a_closing_candle_gets_a_final_x_true_event() -> None:
+    t0 = time.time()
+    fast = Market(seed=SEED, clock=lambda: t0 + (time.time() - t0) * 300)  # a 1m candle lasts 0.2 s
+    srv = make_server(market=fast, push_interval_s=0.05)
+    try:
+        c = Client(srv.url + "/market/stream?streams=btcusdt@kline_1m")
+        klines = [wire.parse_combined(m)[1] for m in c.events(25, timeout=10)]
+        c.close()
+    finally:
+        srv.stop()
+    opens = [k.open_time for k in klines]
+    assert len(set(opens)) >= 3
+    for prev, nxt in zip(klines, klines[1:], strict=False):
+        if nxt.open_time != prev.open_time:  # a new candle starts only right after its predecessor closed
+            assert prev.closed and prev.open_time < nxt.open_time, (prev, nxt)
+    closed = [k for k in klines if k.closed]
+    assert len(closed) >= 2 and len({k.open_time for k in closed}) == len(closed)
+    assert all(k.close_time == k.open_time + 59_999 for k in closed)
+
+
+# --------------------------------------------------------------------------- controls and observations
+
+
+def test_drop_all_and_observations(server: WsServer, clients: Callable[[str], Client]) -> None:
+    before = server.stats()
+    a = clients(server.url + "/market/stream?streams=btcusdt@kline_1m")
+    b = clients(server.url + "/ws/ethusdt@kline_1m")
+    a.events(1)
+    b.events(1)
+    stats = server.stats()
+    assert stats["connections_accepted"] >= before["connections_accepted"] + 2
+    mine = {s["path"]: s for s in stats["connections"]}
+    info = mine["/market/stream?streams=btcusdt@kline_1m"]
+    assert info["subscriptions"] == ["btcusdt@kline_1m"]
+    assert info["messages_out"] >= 1 and info["messages_in"] == 0
+    assert time.time() - 30 < info["opened_at"] <= time.time()
+    assert stats["subscriptions"][info["id"]] == ["btcusdt@kline_1m"]
+    assert server.drop_all() >= 2
+    assert a.closed_within(5.0) and b.closed_within(5.0)
+    after = wait_for(lambda: (s := server.stats())["open_connections"] == 0 and s, what="all dropped")
+    assert after["disconnects"]["dropped"] >= before["disconnects"]["dropped"] + 2
+
+
+def test_stall_silences_one_connection_only(server: WsServer, clients: Callable[[str], Client]) -> None:
+    a = clients(server.url + "/market/stream?streams=btcusdt@kline_1m")
+    a.events(1)
+    a_id = max(conn_ids(server))
+    b = clients(server.url + "/market/stream?streams=btcusdt@kline_1m")
+    b.events(1)
+    assert server.stall(1.2, conn_id=a_id) == 1
+    t0 = time.monotonic()
+    a.ws.settimeout(0.4)
+    silent = False
+    while not silent and time.monotonic() - t0 < 0.8:  # what was in flight may still arrive
+        try:
+            a.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            silent = True
+    assert silent, "a stalled connection kept sending"
+    assert len(b.events(2, timeout=3)) == 2  # the other connection is not affected
+    assert a_id in conn_ids(server)  # stalled, not closed
+    assert len(a.events(2, timeout=5)) == 2  # and it resumes
+    with pytest.raises(KeyError):
+        server.stall(1.0, conn_id=10**6)
+
+
+def test_malformed_and_unknown_stream_frames(server: WsServer, clients: Callable[[str], Client]) -> None:
+    c = clients(server.url + "/market/stream?streams=btcusdt@kline_1m")
+    c.events(1)
+    cid = max(conn_ids(server))
+    assert server.send_malformed(7, conn_id=cid) == 7
+    assert server.send_unknown_stream(3, conn_id=cid) == 3
+    bad = unknown = 0
+    c.ws.settimeout(5)
+    deadline = time.monotonic() + 5
+    while (bad < 7 or unknown < 3) and time.monotonic() < deadline:
+        text = c.ws.recv()
+        try:
+            stream, kline = wire.parse_combined(wire.loads(text))
+        except wire.WireError:
+            bad += 1
+            continue
+        if stream != "btcusdt@kline_1m":
+            unknown += 1
+            assert stream == wire.stream_name(kline.symbol, kline.interval)
+    assert (bad, unknown) == (7, 3)
+    stats = server.stats()
+    assert stats["malformed_sent"] >= 7 and stats["unknown_stream_sent"] >= 3
+
+
+def test_require_market_route(server: WsServer, clients: Callable[[str], Client]) -> None:
+    server.require_market_route(True)
+    try:
+        unrouted = clients(server.url + "/stream")
+        routed = clients(server.url + "/market/stream")
+        assert unrouted.request("SUBSCRIBE", ["btcusdt@kline_1m"]) == {"result": None, "id": 1}
+        assert routed.request("SUBSCRIBE", ["btcusdt@kline_1m"]) == {"result": None, "id": 1}
+        assert len(routed.events(4)) == 4
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            unrouted.events(1, timeout=0.6)
+    finally:
+        server.require_market_route(False)
+    assert unrouted.events(1)[0]["stream"] == "btcusdt@kline_1m"
+
+
+def test_firehose_pushes_back_to_back_with_rising_e(clients: Callable[[str], Client]) -> None:
+    srv = make_server(push_interval_s=0.25)
+    try:
+        c = clients(srv.url + "/market/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m")
+        c.events(1)
+        srv.firehose(True)
+        c.ws.settimeout(5)
+        t0 = time.monotonic()
+        stamps = []
+        for _ in range(1000):
+            msg = json.loads(c.ws.recv())
+            if "data" in msg:
+                stamps.append(msg["data"]["E"])
+        assert time.monotonic() - t0 < 20
+        srv.firehose(False)
+        assert stamps == sorted(stamps)
+        assert srv.stats()["events_sent"] >= 1000
+    finally:
+        srv.stop()
+
+
+def test_1062_streams_over_6_connections_arrive_about_4_a_second() -> None:
+    srv = make_server(push_interval_s=0.25)
+    names = [wire.stream_name(s, i) for s in SYMBOLS for i in ("1m", "4h")]
+    chunks = [names[i::6] for i in range(6)]
+    counts: list[Counter[str]] = [Counter() for _ in chunks]
+    windows: list[float] = [0.0] * 6
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def reader(idx: int) -> None:
+        try:
+            c = Client(srv.url + "/market/stream")
+            assert c.request("SUBSCRIBE", chunks[idx], timeout=10)["result"] is None
+            start.wait(10)
+            c.events(len(chunks[idx]), timeout=10)  # settle: one round
+            t0 = time.monotonic()
+            c.ws.settimeout(5)
+            while (elapsed := time.monotonic() - t0) < 2.0:
+                counts[idx][json.loads(c.ws.recv())["stream"]] += 1
+            windows[idx] = elapsed
+            c.close()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            try:
+                start.abort()
+            except threading.BrokenBarrierError:
+                pass
+
+    threads = [threading.Thread(target=reader, args=(i,), name=f"test-reader-{i}") for i in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+    finally:
+        srv.stop()
+    rates = [counts[i][n] / windows[i] for i in range(6) for n in chunks[i]]
+    assert len(rates) == 1062
+    assert min(rates) >= 1.0, min(rates)  # ~4/s; wide bounds for a loaded 2-core machine
+    assert max(rates) <= 6.5, max(rates)
+    assert 2.5 <= sorted(rates)[len(rates) // 2] <= 5.0
+
+
+def test_stop_joins_everything_and_keeps_final_stats() -> None:
+    srv = make_server()
+    c = Client(srv.url + "/market/stream?streams=btcusdt@kline_1m")
+    c.events(1)
+    assert any(t.name == srv.thread_name for t in threading.enumerate())
+    srv.stop()
+    assert c.closed_within(5.0)
+    assert not [t for t in threading.enumerate() if t.name == srv.thread_name]
+    final = srv.stats()
+    assert final["open_connections"] == 0 and final["disconnects"]["server_stop"] == 1
+    with pytest.raises(RuntimeError):
+        srv.drop_all()
+    srv.stop()  # idempotent
+    c.close()
+
+
+def test_port_in_use_fails_clearly() -> None:
+    before = set(threading.enumerate())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        srv = WsServer(Market(seed=SEED), port=busy.getsockname()[1])
+        with pytest.raises(RuntimeError, match="failed to start"):
+            srv.start()
+    assert set(threading.enumerate()) <= before
