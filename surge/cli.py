@@ -138,3 +138,68 @@ def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int
     finally:
         simulator.stop()
     sys.exit(EXIT_OK)
+
+
+# --------------------------------------------------------------------------- filter-4h (issue 3)
+
+
+@main.command("filter-4h", context_settings=CONTEXT)
+@click.option("--symbols", default=None, metavar="A,B,...",
+              help="Scan only these symbols (default: every TRADING USDT perpetual).")
+@click.option("--workers", type=int, default=None,
+              help="Parallel requests, 1..3 (default: filter_4h.workers, 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@config_option
+@click.pass_context
+def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | None, as_json: bool,
+                      no_progress: bool, config_path: str | None) -> None:
+    """One-shot 4h filter scan of every TRADING USDT perpetual (or --symbols).
+
+    A symbol passes when min_change_pct <= change of its current 4h candle <= max_change_pct and the
+    quote volume of its latest closed 4h candle >= min_quote_volume ([filter_4h] in the config).
+    Closed candles are cached in $SURGE_HOME/surge.db, so a repeated scan in the same 4h window
+    needs about one request. Symbols the exchange rejects land in "errors" (exit 0); exit 1 when
+    the exchange is unreachable or nothing could be checked.
+    """
+    import json
+
+    from surge.errors import EXIT_RUNTIME
+    from surge.filter4h import ScanProgress, format_table, run_scan
+
+    settings = settings_for(ctx, config_path, **{"filter_4h.workers": workers})
+    wanted: list[str] | None = None
+    if symbols is not None:
+        wanted = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not wanted:
+            raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
+
+    bar: Any = None
+    shown = 0
+
+    def on_progress(p: ScanProgress) -> None:
+        nonlocal bar, shown
+        if bar is None:
+            bar = click.progressbar(length=p.total, label="filter-4h", file=sys.stderr, show_pos=True,
+                                    item_show_func=lambda text: text)
+            bar.__enter__()
+        bar.update(p.done - shown, f"batch {p.batch}/{p.batches}, {p.passed} passed, "
+                                   f"{p.requests} requests, weight {p.used_weight}")
+        shown = p.done
+
+    show_progress = not no_progress and sys.stderr.isatty()
+    try:
+        result = run_scan(settings, wanted, progress=on_progress if show_progress else None)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo(format_table(result))
+    if result.checked == 0:
+        if result.errors:
+            first = next(iter(sorted(result.errors.items())))
+            fail(f"nothing checked: {first[0]}: {first[1]}", EXIT_RUNTIME)
+        fail("nothing checked: no symbol to scan", EXIT_RUNTIME)
+    sys.exit(EXIT_OK)
