@@ -17,7 +17,7 @@ import click
 
 from surge import __version__
 from surge.config import Settings, load_settings
-from surge.errors import EXIT_OK, SurgeError
+from surge.errors import EXIT_OK, ConfigError, SurgeError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -55,15 +55,20 @@ def settings_for(ctx: click.Context, config_path: str | None, **overrides: Any) 
     return load_settings(config_path=config_path or root, overrides=overrides)
 
 
-def wait_for_shutdown_signal(stop: threading.Event) -> None:
-    """Block until SIGINT or SIGTERM (Ctrl+C / Ctrl+Break on Windows) or until ``stop`` is set."""
+def install_stop_handlers(stop: Callable[[], None]) -> None:
+    """SIGINT and SIGTERM (Ctrl+C / Ctrl+Break on Windows) call ``stop`` instead of killing us."""
 
     def _handler(signum: int, frame: object) -> None:
-        stop.set()
+        stop()
 
     for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _handler)
+
+
+def wait_for_shutdown_signal(stop: threading.Event) -> None:
+    """Block until SIGINT or SIGTERM or until ``stop`` is set."""
+    install_stop_handlers(stop.set)
     while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt on every platform
         pass
 
@@ -202,4 +207,369 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
             first = next(iter(sorted(result.errors.items())))
             fail(f"nothing checked: {first[0]}: {first[1]}", EXIT_RUNTIME)
         fail("nothing checked: no symbol to scan", EXIT_RUNTIME)
+    sys.exit(EXIT_OK)
+
+
+# --------------------------------------------------------------------------- run (issue 5)
+
+
+def _check_live_opt_in(settings: Settings, live_flag: bool) -> None:
+    """Live trading only when asked twice: ``[trade] mode = "live"`` AND ``--live``."""
+    live_mode = settings.trade.mode == "live"
+    if live_flag and not live_mode:
+        raise ConfigError('--live needs [trade] mode = "live" in the config file as well (it says "paper")')
+    if live_mode and not live_flag:
+        raise ConfigError('[trade] mode = "live" needs --live on the command line as well: not trading live')
+    if live_mode and live_flag:
+        keys = (("SURGE_API_KEY", settings.api_key), ("SURGE_API_SECRET", settings.api_secret))
+        missing = [name for name, value in keys if not value]
+        if missing:
+            raise ConfigError(f"live trading needs {' and '.join(missing)} in the environment")
+        raise ConfigError("live trading is not available in this version yet: run without --live (paper)")
+
+
+@main.command("run", context_settings=CONTEXT)
+@click.option("--sim", is_flag=True, help="Start the built-in simulated exchange on loopback; trade on it.")
+@click.option("--duration", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Stop cleanly after this many seconds (default: run until SIGINT/SIGTERM).")
+@click.option("--symbols", default=None, metavar="A,B,...", help="Watch only these symbols (default: all).")
+@click.option("--live", is_flag=True,
+              help='Trade for real. Also needs [trade] mode = "live" and SURGE_API_KEY/SURGE_API_SECRET.')
+@config_option
+@click.pass_context
+def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: str | None, live: bool,
+                config_path: str | None) -> None:
+    """Run the bot: 4h filter, 1m kline streams, surge rule, paper (or live) trades.
+
+    Universe -> 4h filter (warm from $SURGE_HOME/surge.db) -> kline_4h streams for every symbol and
+    kline_1m streams for those that pass -> the [surge] rule on every 1m update -> an entry with
+    take-profit, stop-loss and max hold. State survives restarts; SIGINT/SIGTERM stop it cleanly
+    (exit 0). One instance per SURGE_HOME: a second one exits 3. Logs: $SURGE_HOME/logs/surge.log.
+    """
+    from surge.app import Bot
+    from surge.runtime import setup_logging
+
+    settings = settings_for(ctx, config_path)
+    _check_live_opt_in(settings, live)
+    wanted = None
+    if symbols is not None:
+        wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        if not wanted:
+            raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
+    simulator = None
+    if sim:
+        from surge.sim import Simulator
+
+        simulator = Simulator(n_symbols=531, seed=1, surge_interval_s=20.0)
+    setup_logging(settings.home, secrets=[settings.api_key, settings.api_secret])
+    venue = "sim" if sim else None
+    bot = Bot(settings, symbols=wanted, duration_s=duration, venue=venue, simulator=simulator)
+    install_stop_handlers(bot.request_stop)
+    bot.run()
+    sys.exit(EXIT_OK)
+
+
+# ------------------------------------------------------------------- status, signals, positions (issue 5)
+# Read-only: they open the database read-only (never create $SURGE_HOME, never migrate, never wait on a
+# running bot's transaction) and work while `surge run` writes, from another process.
+
+#: A heartbeat older than this while the lock is held means the bot is alive but stuck (or its
+#: heartbeat stopped): worth a warning, because cron will not restart a process that holds the lock.
+HEARTBEAT_STALE_S = 30.0
+
+
+def _utc(ms: int | None) -> str:
+    """Milliseconds since the epoch as ``YYYY-mm-dd HH:MM:SS`` UTC (the exchange's clock, not local)."""
+    from datetime import UTC, datetime
+
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float, digits: int = 8) -> str:
+    """A price or quantity with ``digits`` significant digits and never an exponent (0.00001234)."""
+    import math
+
+    text = f"{value:.{digits}g}"
+    if "e" not in text:
+        return text
+    decimals = max(0, min(16, digits - 1 - math.floor(math.log10(abs(value)))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric: set[int]) -> str:
+    """Columns aligned to their widest cell: numbers (column indices in ``numeric``) to the right."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                          strict=True))]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+def _heartbeat_number(heartbeat: dict[str, Any] | None, key: str) -> float | None:
+    """A numeric heartbeat field, or None if absent or not a number (a hand-edited or older file)."""
+    value = heartbeat.get(key) if heartbeat else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def collect_status(
+    settings: Settings, now: float | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """The contract's status object, the heartbeat file as read, and warnings for a person.
+
+    ``running``/``pid`` come from the lock, never from the heartbeat alone: kill -9 leaves a heartbeat
+    behind but the kernel releases the lock. A heartbeat written by another pid than the lock holder's
+    is from an earlier run and is ignored. Signal and position counts come from the database (the
+    heartbeat's copy may be seconds old): for the running bot's venue, else for every venue.
+    """
+    import os
+    import time
+
+    from surge.runtime import LOCK_NAME, lock_holder, read_heartbeat
+    from surge.store import read_store
+
+    now = time.time() if now is None else now
+    home = settings.home
+    running, pid = lock_holder(home)
+    heartbeat = read_heartbeat(home)
+    hb_pid = _heartbeat_number(heartbeat, "pid")
+    current = running and heartbeat is not None and (pid is None or hb_pid == pid)
+    live = heartbeat if current else None
+
+    venue = live.get("venue") if live else None
+    venue = venue if isinstance(venue, str) else None
+    signals = open_positions = 0
+    store = read_store(home)
+    if store is not None:
+        with store:
+            signals = store.signal_count(venue=venue)
+            open_positions = store.open_position_count(venue=venue)
+
+    last_message = _heartbeat_number(live, "last_message_at")
+    status = {
+        "running": running,
+        "pid": pid if running else None,
+        "connections": int(_heartbeat_number(live, "connections") or 0),
+        "streams": int(_heartbeat_number(live, "streams") or 0),
+        "threads": int(_heartbeat_number(live, "threads") or 0),
+        "last_message_age_s": round(max(0.0, now - last_message), 3) if last_message is not None else None,
+        "signals": signals,
+        "open_positions": open_positions,
+    }
+
+    notes: list[str] = []
+    if running:
+        written = _heartbeat_number(live, "written_at")
+        if written is not None:
+            age = now - written
+            if age > HEARTBEAT_STALE_S:
+                notes.append(f"warning: running but the heartbeat is {age:.0f} s old "
+                             f"(pid {pid}: stuck? check $SURGE_HOME/logs/surge.log)")
+        else:
+            try:
+                since = now - os.stat(home / LOCK_NAME).st_mtime  # the lock file is written on acquire
+            except OSError:
+                since = 0.0
+            if since > HEARTBEAT_STALE_S:
+                notes.append(f"warning: running but no heartbeat written in {since:.0f} s (pid {pid})")
+    return status, heartbeat, notes
+
+
+def format_status(status: dict[str, Any], heartbeat: dict[str, Any] | None, notes: list[str], home: object,
+                  now: float | None = None) -> str:
+    """A few aligned lines for a person; the JSON object is the machine's view."""
+    import time
+
+    now = time.time() if now is None else now
+    if status["running"]:
+        extra = []
+        if heartbeat and heartbeat.get("pid") == status["pid"]:
+            for key in ("mode", "venue"):
+                if isinstance(heartbeat.get(key), str):
+                    extra.append(heartbeat[key])
+            started = _heartbeat_number(heartbeat, "started_at")
+            if started is not None:
+                extra.append(f"up {_duration(max(0.0, now - started))}")
+        pid = status["pid"] if status["pid"] is not None else "unknown"
+        running = f"yes, pid {pid}" + (f" ({', '.join(extra)})" if extra else "")
+    else:
+        written = _heartbeat_number(heartbeat, "written_at")
+        running = "no" + (f" (last heartbeat {_utc(int(written * 1000))} UTC)" if written is not None else "")
+    age = status["last_message_age_s"]
+    rows = [
+        ("running", running),
+        ("connections", str(status["connections"])),
+        ("streams", str(status["streams"])),
+        ("threads", str(status["threads"])),
+        ("last message", f"{age:.1f} s ago" if age is not None else "-"),
+        ("signals", str(status["signals"])),
+        ("open positions", str(status["open_positions"])),
+        ("home", str(home)),
+    ]
+    return "\n".join([*(f"{name:<16}{value}" for name, value in rows), *notes])
+
+
+@main.command("status", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@config_option
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool, config_path: str | None) -> None:
+    """Whether `surge run` is running on this SURGE_HOME, and what it is doing.
+
+    Running and pid come from the instance lock (a killed bot is not reported as running); connections,
+    streams, threads and the age of the last market message from its heartbeat file; signals and open
+    positions from the database. Warns when the bot holds the lock but its heartbeat is over 30 s old.
+    """
+    import json
+
+    settings = settings_for(ctx, config_path)
+    status, heartbeat, notes = collect_status(settings)
+    if as_json:
+        click.echo(json.dumps(status))
+        for note in notes:
+            click.echo(note, err=True)
+    else:
+        click.echo(format_status(status, heartbeat, notes, settings.home))
+    sys.exit(EXIT_OK)
+
+
+def format_signals(records: list[Any]) -> str:
+    """Signals as a table with UTC times, newest first, with what became of each.
+
+    A venue column appears when the rows come from more than one (a simulator demo and real trading
+    on the same SURGE_HOME), so they are never mistaken for each other.
+    """
+    if not records:
+        return "no signals recorded yet"
+    rows = [
+        [_utc(r.signal.time), r.signal.symbol, f"{r.signal.change_pct:+.2f}",
+         f"{r.signal.volume_multiple:.2f}", f"{r.signal.quote_volume:,.0f}", _num(r.signal.price),
+         "entered" if r.entered else f"skipped: {r.skip_reason or '-'}", r.venue]
+        for r in records
+    ]
+    headers = ["time (UTC)", "symbol", "change %", "volume x", "quote vol", "price", "outcome", "venue"]
+    if len({r.venue for r in records}) == 1:
+        headers, rows = headers[:-1], [r[:-1] for r in rows]
+    return _table(headers, rows, numeric={2, 3, 4, 5})
+
+
+@main.command("signals", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list on stdout.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most this many (the newest).")
+@config_option
+@click.pass_context
+def signals_command(ctx: click.Context, as_json: bool, limit: int, config_path: str | None) -> None:
+    """Recorded surge signals, newest first, entered or skipped (and why).
+
+    JSON: a list of {"time": ms, "symbol", "change_pct", "volume_multiple", "price"}.
+    """
+    import json
+
+    from surge.store import read_store
+
+    settings = settings_for(ctx, config_path)
+    store = read_store(settings.home)
+    records = []
+    if store is not None:
+        with store:
+            records = store.signals(limit)
+    if as_json:
+        click.echo(json.dumps([
+            {"time": r.signal.time, "symbol": r.signal.symbol, "change_pct": r.signal.change_pct,
+             "volume_multiple": r.signal.volume_multiple, "price": r.signal.price}
+            for r in records
+        ]))
+    else:
+        click.echo(format_signals(records))
+    sys.exit(EXIT_OK)
+
+
+#: ``surge positions --json``: one object per position with these keys, in this order (the venue
+#: last: "sim" or the REST URL the bot traded on).
+POSITION_KEYS = ("symbol", "key", "qty", "entry_price", "entry_time", "take_profit", "stop_loss",
+                 "exit_price", "exit_time", "exit_reason", "fees", "pnl", "venue")
+
+
+def format_positions(records: list[Any], include_closed: bool, realised: float) -> str:
+    """Open positions with their exits to come, or (--all) every position with its outcome and PnL.
+
+    A venue column appears when the positions come from more than one venue.
+    """
+    positions = [r.position for r in records]
+    several = len({r.venue for r in records}) > 1
+    if not include_closed:
+        if not positions:
+            return "no open positions"
+        rows = [[_utc(p.entry_time), p.symbol, _num(p.qty), _num(p.entry_price), _num(p.take_profit),
+                 _num(p.stop_loss), f"{p.fees:.4f}", _utc(p.deadline)] for p in positions]
+        headers = ["entered (UTC)", "symbol", "qty", "entry", "take profit", "stop loss", "fees",
+                   "max hold until (UTC)"]
+        numeric = {2, 3, 4, 5, 6}
+    else:
+        if not positions:
+            return "no positions recorded yet"
+        rows = [[_utc(p.entry_time), p.symbol, _num(p.qty), _num(p.entry_price),
+                 _utc(p.exit_time) if p.exit_time is not None else "open",
+                 _num(p.exit_price) if p.exit_price is not None else "-", f"{p.fees:.4f}",
+                 f"{p.pnl:+.4f}" if p.pnl is not None else "-", p.exit_reason or "-"] for p in positions]
+        headers = ["entered (UTC)", "symbol", "qty", "entry", "exited (UTC)", "exit", "fees", "pnl", "reason"]
+        numeric = {2, 3, 5, 6, 7}
+    if several:
+        headers = [*headers, "venue"]
+        rows = [[*row, r.venue] for row, r in zip(rows, records, strict=True)]
+    table = _table(headers, rows, numeric)
+    if not include_closed:
+        return f"{table}\n{len(positions)} open position{'s' if len(positions) != 1 else ''}"
+    n_closed = sum(1 for p in positions if not p.is_open)
+    return (f"{table}\nrealised PnL: {realised:+.4f} USDT over {n_closed} closed position"
+            f"{'s' if n_closed != 1 else ''} (fees included), {len(positions) - n_closed} open")
+
+
+@main.command("positions", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list on stdout.")
+@click.option("--all", "include_closed", is_flag=True, help="Closed positions too, and the realised PnL.")
+@config_option
+@click.pass_context
+def positions_command(ctx: click.Context, as_json: bool, include_closed: bool,
+                      config_path: str | None) -> None:
+    """Open positions (or --all, newest first) with entry, exit, reason and PnL (fees included).
+
+    JSON: a list of {"symbol", "key", "qty", "entry_price", "entry_time", "take_profit", "stop_loss",
+    "exit_price", "exit_time", "exit_reason", "fees", "pnl", "venue"} (times in ms; exit fields null
+    while open; venue "sim" or the REST URL traded on).
+    """
+    import json
+
+    from surge.store import read_store
+
+    settings = settings_for(ctx, config_path)
+    store = read_store(settings.home)
+    records: list[Any] = []
+    realised = 0.0
+    if store is not None:
+        with store:
+            records = store.position_records(include_closed=include_closed)
+            realised = store.realised_pnl() if include_closed else 0.0
+    if as_json:
+        click.echo(json.dumps([
+            {key: r.venue if key == "venue" else getattr(r.position, key) for key in POSITION_KEYS}
+            for r in records
+        ]))
+    else:
+        click.echo(format_positions(records, include_closed, realised))
     sys.exit(EXIT_OK)

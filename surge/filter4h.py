@@ -469,3 +469,70 @@ def format_table(result: ScanResult, *, max_errors: int = 10) -> str:
         f"max used weight {result.max_used_weight})"
     )
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- kept current by the stream
+
+
+@dataclass(slots=True)
+class _Live4h:
+    open_time: int
+    open: float
+    last: float
+    closed_quote_volume: float | None
+
+
+class LiveFilter4h:
+    """The 4h rule kept current from ``kline_4h`` stream events, with no REST after the first scan.
+
+    ``surge run`` seeds it from a scan (:meth:`seed`), then feeds it every 4h event (:meth:`on_kline`).
+    A closed event carries the quote volume the rule needs; an event of a new candle carries its open.
+    :meth:`evaluate` answers the pass set at any moment. Symbols the stream has not told about keep
+    their scanned verdict's numbers.
+    """
+
+    def __init__(self, rule: Rule4h) -> None:
+        self.rule = rule
+        self._state: dict[str, _Live4h] = {}
+        self._decisions: dict[str, Decision] = {}
+
+    def seed(self, result: ScanResult) -> None:
+        """Take a scan's decisions (the current candle's open and last price, the closed volume)."""
+        window = result.server_time - result.server_time % H4 if result.server_time else 0
+        for sym, d in result.decisions.items():
+            self._decisions[sym] = d
+            if d.open > 0 and d.quote_volume > 0:
+                self._state[sym] = _Live4h(window, d.open, d.last, d.quote_volume)
+
+    def on_kline(self, k: Kline) -> bool:
+        """Feed one 4h event; True when it closed a candle (the caller then re-evaluates)."""
+        st = self._state.get(k.symbol)
+        if k.closed:
+            if st is None:
+                st = self._state[k.symbol] = _Live4h(k.open_time + H4, k.close, k.close, k.quote_volume)
+            elif k.open_time >= st.open_time:  # the candle we tracked closed; the next opens at its close
+                st.open_time, st.open, st.last = k.open_time + H4, k.close, k.close
+            st.closed_quote_volume = k.quote_volume
+            return True
+        if st is None:
+            self._state[k.symbol] = _Live4h(k.open_time, k.open, k.close, None)
+        elif k.open_time >= st.open_time:
+            if k.open_time > st.open_time or st.open != k.open:
+                st.open_time, st.open = k.open_time, k.open
+            st.last = k.close
+        return False
+
+    def forget(self, symbol: str) -> None:
+        self._state.pop(symbol, None)
+        self._decisions.pop(symbol, None)
+
+    def evaluate(self) -> dict[str, Decision]:
+        """The current verdict of every known symbol."""
+        for sym, st in self._state.items():
+            if st.closed_quote_volume is not None and st.open > 0:
+                qv = st.closed_quote_volume
+                self._decisions[sym] = self.rule.decide(sym, st.open, st.last, qv, "stream")
+        return dict(self._decisions)
+
+    def passing(self) -> set[str]:
+        return {s for s, d in self.evaluate().items() if d.passed}

@@ -11,6 +11,8 @@ The heartbeat is rewritten atomically (temp file + ``os.replace``), so a reader 
 from __future__ import annotations
 
 import json
+import logging
+import logging.handlers
 import os
 import sys
 import tempfile
@@ -143,3 +145,56 @@ def read_heartbeat(home: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------- logging
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class _Redact(logging.Filter):
+    """Replaces every secret's text in a record before any handler formats it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(
+    home: Path, *, secrets: list[str | None] = (), level: int = logging.INFO, stderr: bool = True
+) -> Path:
+    """The ``surge`` logger: a rotating file under ``home/logs`` (10 MB x 5) and stderr.
+
+    Secrets (API key and secret) are redacted from every record, whatever logged them. Calling it
+    again replaces the handlers it installed, so tests and repeated runs do not pile them up.
+    """
+    logs = Path(home) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / "surge.log"
+    logger = logging.getLogger("surge")
+    for handler in [h for h in logger.handlers if getattr(h, "_surge", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    redact = _Redact([s for s in secrets if s and len(s) >= 4])
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=10_000_000, backupCount=5, encoding="utf-8"
+    )
+    handlers: list[logging.Handler] = [file_handler]
+    if stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler._surge = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(redact)
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return path

@@ -1,4 +1,4 @@
-"""SQLite state at ``$SURGE_HOME/surge.db``: schema version, closed-candle cache (more tables later).
+"""SQLite state at ``$SURGE_HOME/surge.db``: schema version, closed-candle cache, signals, positions.
 
 Why it looks like this:
 
@@ -10,6 +10,14 @@ Why it looks like this:
   is never deleted, recreated or "repaired" behind the user's back.
 * **Migrations** are an ordered list: a later issue appends ``(2, "signals", SQL)`` and every
   existing database is brought up to date in one transaction on open.
+* **A signal enters at most once.** A signal and its position are written in ONE transaction
+  (:meth:`Store.record_entry`), and both tables are keyed by (venue, the signal's key
+  "SYMBOL:open_time"), so a replay after a crash or restart finds the key and writes nothing: there
+  is no moment at which the signal is stored and its position is not, and no way to store a second
+  position. The venue ("sim", the REST URL) keeps a simulator demo and real trading apart.
+* **Readers never write.** ``surge status``/``signals``/``positions`` open the file read-only
+  (``readonly=True``): no migration, no directory created, and, thanks to WAL, no waiting on a
+  ``surge run`` that is in the middle of a transaction.
 * **Closed candles never change**, so they are cached forever (pruned by age) and a repeated filter
   scan asks the exchange only for what is new. The *open* of the candle in progress never changes
   either once the candle has started, so it has its own small table.
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from surge.errors import SurgeError
-from surge.models import Kline
+from surge.models import Kline, Position, Signal
 
 #: ``PRAGMA application_id`` of a surge database: the ASCII bytes "SRGE".
 APPLICATION_ID = 0x53524745
@@ -62,8 +70,69 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        "signals and positions",
+        # ``key`` is Signal.key ("SYMBOL:open_time"); ``venue`` names the exchange the bot traded on
+        # ("sim", a REST URL, ...), so a simulator demo and real trading on one SURGE_HOME never resume
+        # or deduplicate each other's state. Signals keep what happened to them: "entered", or
+        # "skipped" with the reason (max open positions, symbol already held, shutting down, ...).
+        # A position's (venue, key) is its signal's and is the primary key: one position per signal.
+        """
+        CREATE TABLE signals (
+            venue           TEXT    NOT NULL,
+            key             TEXT    NOT NULL,
+            symbol          TEXT    NOT NULL,
+            time            INTEGER NOT NULL,
+            open_time       INTEGER NOT NULL,
+            change_pct      REAL    NOT NULL,
+            volume_multiple REAL    NOT NULL,
+            quote_volume    REAL    NOT NULL,
+            price           REAL    NOT NULL,
+            outcome         TEXT    NOT NULL CHECK (outcome IN ('entered', 'skipped')),
+            skip_reason     TEXT,
+            PRIMARY KEY (venue, key)
+        );
+        CREATE INDEX signals_by_time ON signals (time);
+        CREATE INDEX signals_by_symbol ON signals (venue, symbol, time);
+        CREATE TABLE positions (
+            venue       TEXT    NOT NULL,
+            key         TEXT    NOT NULL,
+            symbol      TEXT    NOT NULL,
+            qty         REAL    NOT NULL,
+            entry_price REAL    NOT NULL,
+            entry_time  INTEGER NOT NULL,
+            take_profit REAL    NOT NULL,
+            stop_loss   REAL    NOT NULL,
+            deadline    INTEGER NOT NULL,
+            fees        REAL    NOT NULL,
+            exit_price  REAL,
+            exit_time   INTEGER,
+            exit_reason TEXT,
+            pnl         REAL,
+            PRIMARY KEY (venue, key),
+            FOREIGN KEY (venue, key) REFERENCES signals (venue, key)
+        );
+        CREATE INDEX positions_open ON positions (entry_time) WHERE exit_time IS NULL;
+        CREATE INDEX positions_by_entry ON positions (entry_time);
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: The schema version that added the ``signals`` and ``positions`` tables.
+_STATE_VERSION = 2
+
+ENTERED = "entered"
+SKIPPED = "skipped"
+#: The venue of state recorded without naming one.
+DEFAULT_VENUE = "default"
+_POSITION_COLUMNS = (
+    "key, symbol, qty, entry_price, entry_time, take_profit, stop_loss, deadline, fees, "
+    "exit_price, exit_time, exit_reason, pnl"
+)
+_SIGNAL_COLUMNS = (
+    "symbol, time, open_time, change_pct, volume_multiple, quote_volume, price, outcome, skip_reason"
+)
 
 
 class StoreError(SurgeError):
@@ -79,21 +148,56 @@ class CandleState:
     current_open: float | None
 
 
-class Store:
-    """The surge database. Use as a context manager or call :meth:`close`."""
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """A stored signal, the venue it was seen on, and what became of it: entered, or skipped and why."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
+    signal: Signal
+    entered: bool
+    skip_reason: str | None
+    venue: str = DEFAULT_VENUE
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRecord:
+    """A stored position and the venue it was opened on (the model itself does not carry it)."""
+
+    position: Position
+    venue: str = DEFAULT_VENUE
+
+
+class Store:
+    """The surge database. Use as a context manager or call :meth:`close`.
+
+    ``readonly=True`` is for the commands that only look (``surge status``, ``signals``,
+    ``positions``): the file must exist, nothing is created or migrated, and a database from before
+    the signals/positions tables simply reads as empty.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        self._version = 0
         _check_file_header(self.path)
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"no database at {self.path}")
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
-        try:
-            self._db = sqlite3.connect(
-                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
+            if readonly:
+                self._db = sqlite3.connect(
+                    self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=busy_timeout_s,
+                    isolation_level=None, check_same_thread=False,
+                )
+            else:
+                self._db = sqlite3.connect(
+                    str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         try:
@@ -143,6 +247,9 @@ class Store:
         if check != "ok":
             raise StoreError(f"{self.path} failed SQLite's integrity check ({check}); it was left untouched")
         db.execute("PRAGMA busy_timeout = 10000")
+        if self.readonly:
+            self._version = self._read_version()
+            return
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: cannot switch to WAL journal mode (got {mode})")
@@ -169,10 +276,26 @@ class Store:
                     for statement in _statements(sql):
                         db.execute(statement)
                     db.execute("UPDATE schema_version SET version = ?", (version,))
+                    current = version
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._version = current
+
+    def _read_version(self) -> int:
+        """Schema version of a file opened read-only (0 if it has none yet); refuses a newer one."""
+        has_table = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        row = self._db.execute("SELECT version FROM schema_version").fetchone() if has_table else None
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this surge understands "
+                f"({SCHEMA_VERSION}); upgrade surge or use another SURGE_HOME"
+            )
+        return current
 
     # ------------------------------------------------------------------ candle cache
 
@@ -262,6 +385,190 @@ class Store:
             return cur.rowcount
 
 
+    # ------------------------------------------------------------------ signals and positions
+    # ``venue`` (keyword): the bot passes its own, so state of a simulator run and of real trading never
+    # mix. Readers that leave it out (None) see every venue.
+
+    def record_entry(
+        self,
+        signal: Signal,
+        position: Position | None,
+        skip_reason: str | None = None,
+        *,
+        venue: str = DEFAULT_VENUE,
+    ) -> bool:
+        """Store a signal and, if it entered, its position, in ONE transaction.
+
+        Returns False and writes nothing when this signal's key is already recorded on this venue: a
+        replay after a crash or restart (the same candle surging again) must not enter twice. Because
+        the signal and the position commit together there is no crash window between them, and the
+        position's (venue, key) is a primary key on top of that, so a second position cannot exist.
+        """
+        if position is not None and position.key != signal.key:
+            raise ValueError(f"position key {position.key!r} is not its signal's key {signal.key!r}")
+        if position is not None and skip_reason is not None:
+            raise ValueError("a signal that entered has no skip reason")
+        self._check_writable()
+        outcome = ENTERED if position is not None else SKIPPED
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute(
+                    f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (venue, signal.key, signal.symbol, signal.time, signal.open_time, signal.change_pct,
+                     signal.volume_multiple, signal.quote_volume, signal.price, outcome, skip_reason),
+                )
+                if cur.rowcount == 0:
+                    db.execute("ROLLBACK")
+                    return False
+                if position is not None:
+                    cur = db.execute(
+                        f"INSERT OR IGNORE INTO positions (venue, {_POSITION_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (venue, *_position_row(position)),
+                    )
+                    if cur.rowcount == 0:  # a position without its signal row: still never a second one
+                        db.execute("ROLLBACK")
+                        return False
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return True
+
+    def close_position(self, position: Position, *, venue: str | None = None) -> None:
+        """Record a position's exit (price, time, reason, total fees, PnL).
+
+        Idempotent: the first exit recorded wins and a repeat (a replayed exit after a restart) changes
+        nothing. ``venue=None`` finds the position by key alone, which must then be unambiguous. An
+        unknown key or a position without exit fields is a programming error (ValueError).
+        """
+        if position.exit_time is None or position.exit_price is None or position.exit_reason is None:
+            raise ValueError(f"position {position.key} has no exit to record")
+        self._check_writable()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                where = "venue = ? AND key = ?"
+                params: tuple[object, ...] = (venue, position.key)
+                if venue is None:  # by key alone: the one open position with it, if any
+                    venues = [r[0] for r in db.execute(
+                        "SELECT venue FROM positions WHERE key = ? AND exit_time IS NULL", (position.key,)
+                    )]
+                    if len(venues) > 1:
+                        raise ValueError(f"position {position.key} is open on venues {venues}: name one")
+                    if venues:
+                        params = (venues[0], position.key)
+                    else:
+                        where, params = "key = ?", (position.key,)
+                cur = db.execute(
+                    "UPDATE positions SET exit_price = ?, exit_time = ?, exit_reason = ?, fees = ?, pnl = ? "
+                    f"WHERE {where} AND exit_time IS NULL",
+                    (position.exit_price, position.exit_time, position.exit_reason, position.fees,
+                     position.pnl, *params),
+                )
+                if cur.rowcount == 0 and db.execute(
+                    f"SELECT 1 FROM positions WHERE {where}", params
+                ).fetchone() is None:
+                    raise ValueError(f"no stored position {position.key}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def open_positions(self, *, venue: str | None = None) -> list[Position]:
+        """Positions without an exit, oldest entry first: what a restart puts back in the book."""
+        where, params = _venue_filter(venue, "WHERE exit_time IS NULL")
+        rows = self._read(
+            f"SELECT {_POSITION_COLUMNS} FROM positions {where} ORDER BY entry_time, key", params
+        )
+        return [Position(*r) for r in rows]
+
+    def positions(
+        self, include_closed: bool = False, limit: int | None = None, *, venue: str | None = None
+    ) -> list[Position]:
+        """Open (or all) positions, newest entry first, at most ``limit`` of them."""
+        return [r.position for r in self.position_records(include_closed, limit, venue=venue)]
+
+    def position_records(
+        self, include_closed: bool = False, limit: int | None = None, *, venue: str | None = None
+    ) -> list[PositionRecord]:
+        """Like :meth:`positions`, with each position's venue (``surge positions`` shows it)."""
+        where, params = _venue_filter(venue, "" if include_closed else "WHERE exit_time IS NULL")
+        rows = self._read(
+            f"SELECT {_POSITION_COLUMNS}, venue FROM positions {where} "
+            "ORDER BY entry_time DESC, rowid DESC LIMIT ?",
+            (*params, -1 if limit is None else limit),
+        )
+        return [PositionRecord(Position(*r[:13]), r[13]) for r in rows]
+
+    def signals(self, limit: int | None = None, *, venue: str | None = None) -> list[SignalRecord]:
+        """Recorded signals, newest first (ties: the later recorded first), at most ``limit``."""
+        where, params = _venue_filter(venue)
+        rows = self._read(
+            f"SELECT {_SIGNAL_COLUMNS}, venue FROM signals {where} ORDER BY time DESC, rowid DESC LIMIT ?",
+            (*params, -1 if limit is None else limit),
+        )
+        return [SignalRecord(Signal(*r[:7]), r[7] == ENTERED, r[8], r[9]) for r in rows]
+
+    def signal_count(self, *, venue: str | None = None) -> int:
+        """Every signal ever recorded (on ``venue``), entered or skipped."""
+        where, params = _venue_filter(venue)
+        rows = self._read(f"SELECT count(*) FROM signals {where}", params)
+        return int(rows[0][0]) if rows else 0
+
+    def open_position_count(self, *, venue: str | None = None) -> int:
+        """How many positions have no exit yet (``surge status`` without loading them)."""
+        where, params = _venue_filter(venue, "WHERE exit_time IS NULL")
+        rows = self._read(f"SELECT count(*) FROM positions {where}", params)
+        return int(rows[0][0]) if rows else 0
+
+    def last_signal_times(self, *, venue: str | None = None) -> dict[str, int]:
+        """Symbol -> time (ms) of its newest signal, entered or skipped: restores cooldowns on start."""
+        where, params = _venue_filter(venue)
+        rows = self._read(f"SELECT symbol, MAX(time) FROM signals {where} GROUP BY symbol", params)
+        return {sym: int(t) for sym, t in rows}
+
+    def realised_pnl(self, *, venue: str | None = None) -> float:
+        """Sum of the PnL of every closed position (fees already deducted), 0.0 when none."""
+        where, params = _venue_filter(venue, "WHERE exit_time IS NOT NULL")
+        rows = self._read(f"SELECT total(pnl) FROM positions {where}", params)
+        return float(rows[0][0]) if rows else 0.0
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Run a query on the state tables; a database from before them reads as empty.
+
+        SQLite errors become :class:`StoreError` so that a damaged file is one line from the CLI,
+        not a traceback.
+        """
+        with self._lock:
+            if self._version < _STATE_VERSION:
+                return []
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot read {self.path}: {exc}") from None
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only")
+
+
+def _venue_filter(venue: str | None, where: str = "") -> tuple[str, tuple[object, ...]]:
+    """``where`` narrowed to one venue (None: every venue), and its parameters."""
+    if venue is None:
+        return where, ()
+    return (f"{where} AND venue = ?" if where else "WHERE venue = ?"), (venue,)
+
+
+def _position_row(p: Position) -> tuple:
+    return (p.key, p.symbol, p.qty, p.entry_price, p.entry_time, p.take_profit, p.stop_loss, p.deadline,
+            p.fees, p.exit_price, p.exit_time, p.exit_reason, p.pnl)
+
+
 def _kline(row: Sequence) -> Kline:
     sym, interval, t, close_t, o, h, low, c, v, q, n = row
     return Kline(sym, interval, t, close_t, o, h, low, c, v, q, n, True)
@@ -292,3 +599,15 @@ def _check_file_header(path: Path) -> None:
 def open_store(home: str | Path) -> Store:
     """The store at ``home/surge.db`` (what every command uses)."""
     return Store(Path(home) / "surge.db")
+
+
+def read_store(home: str | Path) -> Store | None:
+    """The store at ``home/surge.db`` opened read-only, or None when there is no database yet.
+
+    For the commands that only look: a missing home or database is "nothing recorded", and looking
+    must not create the directory, the file or a migration.
+    """
+    path = Path(home) / "surge.db"
+    if not path.exists():
+        return None
+    return Store(path, readonly=True)

@@ -1,14 +1,29 @@
-"""The SQLite store: schema version, WAL, candle cache, and refusing files that are not ours."""
+"""The SQLite store: schema version, WAL, candle cache, signals and positions, refusing files not ours."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from surge.models import Kline
-from surge.store import APPLICATION_ID, SCHEMA_VERSION, Store, StoreError, open_store
+from surge.models import Kline, Position, Signal
+from surge.store import (
+    _POSITION_COLUMNS,
+    APPLICATION_ID,
+    DEFAULT_VENUE,
+    SCHEMA_VERSION,
+    PositionRecord,
+    SignalRecord,
+    Store,
+    StoreError,
+    open_store,
+    read_store,
+)
 
 H4 = 4 * 3600 * 1000
 
@@ -99,6 +114,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer"):
         Store(path)
+    with pytest.raises(StoreError, match="newer"):
+        Store(path, readonly=True)
 
 
 def test_migrations_apply_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,15 +125,15 @@ def test_migrations_apply_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "surge.db"
     with Store(path) as store:
         store.put_candles([k("A", 0)])
-    extra = (SCHEMA_VERSION + 1, "signals",
-             "CREATE TABLE signals (time INTEGER NOT NULL, symbol TEXT NOT NULL)")
+    extra = (SCHEMA_VERSION + 1, "a later table",
+             "CREATE TABLE later_table (time INTEGER NOT NULL, symbol TEXT NOT NULL)")
     monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, extra))
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", extra[0])
     with Store(path) as store:
         assert store.schema_version == extra[0]
         assert store.candles("A", "4h") == [k("A", 0)]
     db = sqlite3.connect(path)
-    assert db.execute("SELECT count(*) FROM signals").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM later_table").fetchone()[0] == 0
     db.close()
 
 
@@ -124,3 +141,221 @@ def test_directory_in_the_way_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "surge.db").mkdir()
     with pytest.raises(StoreError, match="directory"):
         Store(tmp_path / "surge.db")
+
+
+# --------------------------------------------------------------------------- signals and positions
+
+M1 = 60_000
+
+
+def sig(sym: str = "BTCUSDT", minute: int = 0, *, price: float = 100.0) -> Signal:
+    t = 1_700_000_000_000 + minute * M1
+    return Signal(sym, t + 30_000, t, 3.5, 4.25, 75_000.5, price)
+
+
+def pos(signal: Signal, *, qty: float = 1.0) -> Position:
+    entry = signal.price * 1.0005
+    return Position(signal.key, signal.symbol, qty, entry, signal.time, entry * 1.02, entry * 0.99,
+                    signal.time + 3_600_000, fees=0.04)
+
+
+def closed(p: Position, price: float, *, reason: str = "take_profit", after_ms: int = 60_000) -> Position:
+    fees = p.fees + price * p.qty * 0.0004
+    return replace(p, exit_price=price, exit_time=p.entry_time + after_ms, exit_reason=reason, fees=fees,
+                   pnl=(price - p.entry_price) * p.qty - fees)
+
+
+def test_entry_stores_signal_and_position_once(tmp_path: Path) -> None:
+    s = sig(price=0.1 + 0.2)  # floats must round-trip exactly
+    p = pos(s, qty=1 / 3)
+    with Store(tmp_path / "surge.db") as store:
+        assert store.record_entry(s, p) is True
+        # the replay after a restart: same candle, same key -> nothing written, whatever is offered
+        assert store.record_entry(s, pos(s, qty=99.0)) is False
+        assert store.record_entry(s, None, "max_open_positions") is False
+        assert store.record_entry(replace(s, time=s.time + 1, price=1.0), None, "x") is False
+    with Store(tmp_path / "surge.db") as store:
+        assert store.signals() == [SignalRecord(s, True, None)]
+        assert store.open_positions() == [p] and store.positions(include_closed=True) == [p]
+        assert store.signal_count() == 1 and store.open_position_count() == 1
+        assert store.realised_pnl() == 0.0
+
+
+def test_skipped_signal_has_its_reason_and_no_position(tmp_path: Path) -> None:
+    with Store(tmp_path / "surge.db") as store:
+        assert store.record_entry(sig("ETHUSDT"), None, "max_open_positions") is True
+        assert store.signals() == [SignalRecord(sig("ETHUSDT"), False, "max_open_positions")]
+        assert store.open_positions() == [] and store.positions(True) == []
+        assert store.signal_count() == 1
+
+
+def test_bad_entries_are_refused_and_write_nothing(tmp_path: Path) -> None:
+    s = sig()
+    with Store(tmp_path / "surge.db") as store:
+        with pytest.raises(ValueError, match="key"):
+            store.record_entry(s, pos(sig(minute=1)))
+        with pytest.raises(ValueError, match="skip reason"):
+            store.record_entry(s, pos(s), "why")
+        assert store.signal_count() == 0
+        # a position row with no signal row (never written by surge): still no second position
+        store._db.execute(f"INSERT INTO positions (venue, {_POSITION_COLUMNS}) VALUES "
+                          "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (DEFAULT_VENUE, s.key, s.symbol, 1.0, 1.0, 0, 2.0, 0.5, 9, 0.0, *[None] * 4))
+        assert store.record_entry(s, pos(s)) is False
+        assert store.signal_count() == 0 and len(store.positions(True)) == 1
+
+
+CRASH_BETWEEN = """
+import os, sys
+from surge.store import Store
+from tests.test_store import pos, sig
+
+store = Store(sys.argv[1])
+def die_before_position(statement: str) -> None:
+    if statement.lstrip().upper().startswith("INSERT OR IGNORE INTO POSITIONS"):
+        os._exit(9)  # like kill -9: signal row written in the open transaction, position not yet
+store._db.set_trace_callback(die_before_position)
+store.record_entry(sig(), pos(sig()))
+os._exit(0)
+"""
+
+
+def test_crash_between_signal_and_position_leaves_neither(tmp_path: Path) -> None:
+    """The crash the issue names: dying after the signal's INSERT and before the position's."""
+    path = tmp_path / "surge.db"
+    Store(path).close()
+    proc = subprocess.run([sys.executable, "-c", CRASH_BETWEEN, str(path)], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 9, proc.stderr
+    with Store(path) as store:
+        assert store.signal_count() == 0 and store.positions(True) == []
+        assert store.record_entry(sig(), pos(sig())) is True  # the restart's replay enters exactly once
+        assert store.record_entry(sig(), pos(sig())) is False
+        assert store.open_positions() == [pos(sig())]
+
+
+def test_close_position_is_idempotent_and_counts_in_pnl(tmp_path: Path) -> None:
+    a, b, c = sig("A", 0), sig("B", 1), sig("C", 2)
+    with Store(tmp_path / "surge.db") as store:
+        for s in (a, b, c):
+            assert store.record_entry(s, pos(s))
+        win = closed(pos(a), 103.0)
+        loss = closed(pos(b), 98.0, reason="stop_loss")
+        store.close_position(win)
+        store.close_position(loss)
+        store.close_position(win)  # replayed exit: no change
+        store.close_position(closed(pos(a), 50.0, reason="max_hold"))  # a later, different exit: first wins
+        with pytest.raises(ValueError, match="no exit"):
+            store.close_position(pos(c))
+        with pytest.raises(ValueError, match="no stored position"):
+            store.close_position(closed(pos(sig("Z")), 1.0))
+    with Store(tmp_path / "surge.db") as store:
+        assert store.open_positions() == [pos(c)]
+        assert store.positions() == [pos(c)]
+        assert store.positions(include_closed=True) == [pos(c), loss, win]  # newest entry first
+        assert store.positions(True, limit=2) == [pos(c), loss]
+        assert store.realised_pnl() == pytest.approx(win.pnl + loss.pnl)  # type: ignore[operator]
+        assert store.open_position_count() == 1
+
+
+def test_signals_newest_first_and_last_times_per_symbol(tmp_path: Path) -> None:
+    with Store(tmp_path / "surge.db") as store:
+        store.record_entry(sig("A", 0), pos(sig("A", 0)))
+        store.record_entry(sig("B", 5), None, "cooldown")
+        store.record_entry(sig("A", 20), None, "max_open_positions")
+        store.record_entry(sig("C", 3), pos(sig("C", 3)))
+        newest_first = [sig("A", 20), sig("B", 5), sig("C", 3), sig("A", 0)]
+        assert [r.signal for r in store.signals()] == newest_first
+        assert [r.signal for r in store.signals(limit=2)] == [sig("A", 20), sig("B", 5)]
+        assert store.last_signal_times() == {"A": sig("A", 20).time, "B": sig("B", 5).time,
+                                             "C": sig("C", 3).time}
+        assert store.signal_count() == 4
+
+
+def make_v1_database(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database exactly as the version-1 surge wrote it (migration 1 is never edited)."""
+    import surge.store as store_mod
+
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:1])
+        m.setattr(store_mod, "SCHEMA_VERSION", 1)
+        with store_mod.Store(path) as store:
+            assert store.schema_version == 1
+            store.put_candles([k("A", 0), k("A", H4)])
+
+
+def test_version_1_database_migrates_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "surge.db"
+    make_v1_database(path, monkeypatch)
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.candles("A", "4h") == [k("A", 0), k("A", H4)]
+        assert store.signals() == [] and store.open_positions() == []
+        assert store.record_entry(sig(), pos(sig()))
+    with Store(path) as store:
+        assert store.open_positions() == [pos(sig())]
+
+
+def test_readonly_never_creates_or_migrates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    assert read_store(home) is None and not home.exists()
+    home.mkdir()
+    path = home / "surge.db"
+    make_v1_database(path, monkeypatch)
+    with read_store(home) as ro:  # type: ignore[union-attr]
+        assert ro.schema_version == 1  # not migrated by looking
+        assert ro.signals() == [] and ro.signal_count() == 0 and ro.positions(True) == []
+        assert ro.realised_pnl() == 0.0 and ro.last_signal_times() == {}
+        with pytest.raises(StoreError, match="read-only"):
+            ro.record_entry(sig(), None, "x")
+    with Store(path) as store:
+        store.record_entry(sig(), pos(sig()))
+    with read_store(home) as ro:  # type: ignore[union-attr]
+        assert ro.open_positions() == [pos(sig())]
+
+
+def test_reader_is_not_blocked_by_a_writer_in_a_transaction(tmp_path: Path) -> None:
+    """WAL: ``surge positions`` answers at once while ``surge run`` holds a write transaction."""
+    path = tmp_path / "surge.db"
+    with Store(path) as store:
+        store.record_entry(sig("A"), pos(sig("A")))
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # would lock every reader out of a rollback-journal database
+        writer.execute("INSERT INTO signals (venue, key, symbol, time, open_time, change_pct, "
+                       "volume_multiple, quote_volume, price, outcome) "
+                       "VALUES ('x', 'B:0', 'B', 0, 0, 1, 1, 1, 1, 'skipped')")
+        start = time.monotonic()
+        with Store(path, readonly=True, busy_timeout_s=5.0) as ro:
+            assert [r.signal.symbol for r in ro.signals()] == ["A"]  # committed data only
+            assert ro.open_positions() == [pos(sig("A"))]
+        assert time.monotonic() - start < 2.0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_venues_keep_simulated_and_real_state_apart(tmp_path: Path) -> None:
+    """The same candle surging on the simulator and on Binance: two signals, two positions, no mixing."""
+    s = sig("BTCUSDT")
+    with Store(tmp_path / "surge.db") as store:
+        assert store.record_entry(s, pos(s), venue="sim")
+        assert store.record_entry(s, pos(s, qty=2.0), venue="https://fapi.binance.com")
+        assert not store.record_entry(s, pos(s), venue="sim")
+        assert store.record_entry(sig("ETHUSDT"), None, "cooldown", venue="sim")
+        assert store.open_positions(venue="sim") == [pos(s)]
+        assert store.open_positions(venue="https://fapi.binance.com") == [pos(s, qty=2.0)]
+        assert store.signal_count(venue="sim") == 2 and store.signal_count() == 3
+        assert store.last_signal_times(venue="https://fapi.binance.com") == {"BTCUSDT": s.time}
+        assert store.open_position_count() == 2 and store.open_position_count(venue="nowhere") == 0
+        # two open positions share the key: closing by key alone is ambiguous, by venue it is not
+        with pytest.raises(ValueError, match="name one"):
+            store.close_position(closed(pos(s), 101.0))
+        store.close_position(closed(pos(s), 101.0), venue="sim")
+        store.close_position(closed(pos(s, qty=2.0), 99.0))  # now the only open one with that key
+        assert store.open_positions() == []
+        assert store.realised_pnl(venue="sim") == pytest.approx(closed(pos(s), 101.0).pnl)
+        assert {(r.venue, r.position.qty) for r in store.position_records(True)} == {
+            ("sim", 1.0), ("https://fapi.binance.com", 2.0)}
+        assert PositionRecord(closed(pos(s), 101.0), "sim") in store.position_records(True, venue="sim")
+        assert [r.venue for r in store.signals(venue="sim")] == ["sim", "sim"]

@@ -1,0 +1,582 @@
+"""The Bot: ``surge run`` wired end to end, and shut down in order.
+
+Data path: universe and 4h scan (REST, warm from the SQLite cache) -> kline_4h streams for the whole
+universe (keeping the filter current with no REST) and kline_1m streams for the symbols that pass
+-> one queue -> the strategy loop on the main thread -> paper broker -> store.
+
+Threads (the whole budget): the main thread runs the strategy loop and writes the heartbeat; the
+stream manager owns one thread per connection plus its resubscriber; one housekeeping thread does
+every REST job after the start (1m backfills, 4h rescans, universe refreshes), each job opening a
+pool of at most ``filter_4h.workers`` threads only while it runs. Nothing else.
+
+Why the main loop owns all state: every decision (signal, entry, exit, filter change) is taken on
+one thread, in the order events arrived, so none of it needs a lock and a replay is deterministic.
+Other threads only put messages on the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from surge.config import Settings
+from surge.exchange.rest import BinanceRest, ExchangeError, RestError
+from surge.filter4h import Filter4h, LiveFilter4h, Rule4h, ScanResult
+from surge.models import INTERVAL_MS, Kline, Position, Signal
+from surge.runtime import HEARTBEAT_NAME, InstanceLock, write_json_atomic
+from surge.store import Store, open_store
+from surge.strategy import MINUTE_MS, SurgeRule
+from surge.stream import MultiplexedKlineManager, StreamGap
+from surge.trading import PaperBroker, PositionBook
+from surge.universe import universe_from_exchange_info
+
+log = logging.getLogger("surge.app")
+
+HEARTBEAT_EVERY_S = 2.0
+EXIT_CHECK_EVERY_S = 1.0
+UNIVERSE_REFRESH_S = 3600.0
+FILTER_SETTLE_S = 5.0  # after 4h candles close, wait this long for the rest before re-evaluating
+LATENCY_SAMPLES = 20_000
+
+
+# --------------------------------------------------------------------------- messages to the main loop
+
+
+@dataclass(frozen=True, slots=True)
+class _Backfilled:
+    symbol: str
+    klines: list[Kline]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rescanned:
+    result: ScanResult
+    universe: frozenset[str] | None  # set when the job refreshed the universe too
+
+
+@dataclass(frozen=True, slots=True)
+class _JobFailed:
+    job: str
+    error: str
+
+
+class Housekeeper:
+    """One named thread running REST jobs in order; results go back to the main loop's queue.
+
+    Jobs are plain callables; a job that raises is logged and reported, never fatal: once
+    ``surge run`` is up, an exchange outage is ridden out, not turned into an exit.
+    """
+
+    def __init__(self, post: Callable[[Any], None]) -> None:
+        self._jobs: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
+        self._post = post
+        self._thread = threading.Thread(target=self._run, name="surge-housekeeping", daemon=True)
+        self.busy = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, name: str, job: Callable[[], Any]) -> None:
+        self._jobs.put((name, job))
+
+    def stop(self, timeout: float) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            name, job = item
+            self.busy = True
+            try:
+                result = job()
+                if result is not None:
+                    self._post(result)
+            except Exception as exc:  # noqa: BLE001 - reported to the loop, which logs and retries later
+                self._post(_JobFailed(name, f"{type(exc).__name__}: {exc}"))
+            finally:
+                self.busy = False
+
+
+# --------------------------------------------------------------------------- the bot
+
+
+class Bot:
+    """``surge run``: see the module docstring. ``run()`` returns when stopped (signal or duration)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        symbols: Iterable[str] | None = None,
+        duration_s: float | None = None,
+        venue: str | None = None,
+        simulator: Any = None,
+        stream_tuning: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.simulator = simulator  # an unstarted surge.sim.Simulator for --sim, started under the lock
+        self.only = {s.strip().upper() for s in symbols} if symbols else None
+        self.duration_s = duration_s
+        self.venue = venue or venue_of(settings.rest_url)
+        self.stream_tuning = stream_tuning or {}
+        self.stop_event = threading.Event()
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        self.rule = SurgeRule(settings.surge)
+        self.rule4h = Rule4h.from_settings(settings.filter_4h)
+        self.live4h = LiveFilter4h(self.rule4h)
+        self.broker = PaperBroker(settings.trade)
+        self.book = PositionBook(settings.trade.max_open_positions)
+
+        self.universe: set[str] = set()
+        self.passing: set[str] = set()
+        self.streaming_1m: set[str] = set()
+        self.last_price: dict[str, float] = {}
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.signals_seen = 0
+        self.entries_open = True
+        self.clock_offset_ms = 0  # exchange clock - local clock
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self.start_weight = 0
+
+        self.store: Store | None = None
+        self.rest: BinanceRest | None = None
+        self.manager: MultiplexedKlineManager | None = None
+        self.housekeeper: Housekeeper | None = None
+        self._lock: InstanceLock | None = None
+        self._filter_dirty_at: float | None = None
+        self._backfill_pending: set[str] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler or any thread: the main loop notices within a tick."""
+        self.stop_event.set()
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.clock_offset_ms
+
+    def run(self) -> None:
+        """Lock, start, loop until stopped, shut down in order. A failed start raises SurgeError."""
+        self._lock = InstanceLock(self.settings.home).acquire()
+        try:
+            if self.simulator is not None:
+                self.simulator.start()
+                self.settings = replace(
+                    self.settings, rest_url=self.simulator.rest_url, ws_url=self.simulator.ws_url
+                )
+                log.info("simulated exchange on %s and %s", self.simulator.rest_url, self.simulator.ws_url)
+            self._start()
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _start(self) -> None:
+        s = self.settings
+        self.store = open_store(s.home)
+        for p in self.store.open_positions(venue=self.venue):
+            self.book.add(p)
+        self.rule.restore_cooldowns(self.store.last_signal_times(venue=self.venue))
+        if len(self.book):
+            log.info(
+                "resuming %d open position(s): %s", len(self.book), ", ".join(sorted(self.book.symbols()))
+            )
+
+        self.rest = BinanceRest(s.rest_url, pool_size=s.filter_4h.workers)
+        log.info("scanning the universe's 4h candles on %s", s.rest_url)
+        result = self._scan(None)  # an unreachable exchange raises here: exit 1 before anything started
+        self.clock_offset_ms = result.server_time - int(time.time() * 1000) if result.server_time else 0
+        self.universe = set(result.decisions) | set(result.errors) - _rejected(result)
+        self.live4h.seed(result)
+        self.start_weight = result.weight
+        log.info(
+            "4h filter: %d of %d symbols pass (%d requests, weight %d, %.1fs)",
+            len(result.passed),
+            result.checked,
+            result.requests,
+            result.weight,
+            result.elapsed_s,
+        )
+
+        self.manager = MultiplexedKlineManager(
+            self.events.put,
+            logging.getLogger("surge.stream"),
+            ws_url=s.ws_url,
+            streams_per_connection=s.stream.streams_per_connection,
+            on_gap=self.events.put,
+            **self.stream_tuning,
+        )
+        self.manager.start()
+        for sym in sorted(self.universe):
+            self.manager.subscribe_kline(sym, "4h")
+        self._apply_pass_set(set(result.passed))
+        self.housekeeper = Housekeeper(self.events.put)
+        self.housekeeper.start()
+
+    def _shutdown(self) -> None:
+        """Stop entries, close streams, flush, release: bounded so SIGTERM ends within 10 s."""
+        self.entries_open = False
+        if self.manager is not None:
+            self.manager.stop(timeout=4.0)
+        if self.housekeeper is not None:
+            self.housekeeper.stop(timeout=3.0)
+        try:
+            if self.store is not None and self.manager is not None:
+                self._write_heartbeat(running=False)
+        except OSError as exc:
+            log.warning("could not write the final heartbeat: %s", exc)
+        if self.rest is not None:
+            self.rest.close()
+        if self.store is not None:
+            self.store.close()
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self._lock is not None:
+            self._lock.release()
+        log.info("stopped")
+
+    # ----------------------------------------------------------------- main loop
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.duration_s if self.duration_s else None
+        next_heartbeat = next_exit_check = 0.0
+        next_refresh = time.monotonic() + self.settings.filter_4h.refresh_s
+        next_universe = time.monotonic() + UNIVERSE_REFRESH_S
+        handlers: dict[type, Callable[[Any], None]] = {
+            Kline: self._on_kline,
+            StreamGap: self._on_gap,
+            _Backfilled: self._on_backfilled,
+            _Rescanned: self._on_rescanned,
+            _JobFailed: self._on_job_failed,
+        }
+        get = self.events.get
+        while not self.stop_event.is_set():
+            try:
+                item = get(timeout=0.25)
+                handlers[type(item)](item)
+                while True:  # drain what is already queued before the periodic work
+                    item = self.events.get_nowait()
+                    handlers[type(item)](item)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                log.info("--duration reached")
+                break
+            if self.ready_at is None:
+                self._check_ready()
+            if now >= next_exit_check:
+                next_exit_check = now + EXIT_CHECK_EVERY_S
+                self._check_max_hold()
+            if now >= next_heartbeat:
+                next_heartbeat = now + HEARTBEAT_EVERY_S
+                self._write_heartbeat(running=True)
+            if self._filter_dirty_at is not None and now - self._filter_dirty_at >= FILTER_SETTLE_S:
+                self._filter_dirty_at = None
+                self._apply_pass_set(self.live4h.passing())
+            if now >= next_refresh:
+                next_refresh = now + self.settings.filter_4h.refresh_s
+                self._apply_pass_set(self.live4h.passing())
+            if now >= next_universe:
+                next_universe = now + UNIVERSE_REFRESH_S
+                self._submit_universe_refresh()
+
+    def _check_ready(self) -> None:
+        """Log once when the filter is known and every wanted stream is confirmed by the exchange."""
+        assert self.manager is not None
+        st = self.manager.stats()
+        if st["streams"] >= st["wanted"] > 0:
+            self.ready_at = time.time()
+            log.info(
+                "ready in %.2fs: %d symbols, %d pass the 4h filter, %d streams on %d connections",
+                self.ready_at - self.started_at,
+                len(self.universe),
+                len(self.passing),
+                st["streams"],
+                st["connections"],
+            )
+
+    # ----------------------------------------------------------------- events
+
+    def _on_kline(self, k: Kline) -> None:
+        if k.interval == "1m":
+            self._on_1m(k)
+        elif k.interval == "4h" and self.live4h.on_kline(k):
+            assert self.store is not None
+            self.store.put_candles([k])
+            if self._filter_dirty_at is None:
+                self._filter_dirty_at = time.monotonic()
+
+    def _on_1m(self, k: Kline) -> None:
+        sym = k.symbol
+        self.last_price[sym] = k.close
+        if k.event_time:
+            self.latencies_ms.append(time.time() * 1000 - k.event_time)
+        held = self.book.get(sym)
+        if held is not None:
+            reason = self.broker.exit_reason(held, k.close, k.event_time or self.now_ms())
+            if reason is not None:
+                self._close(held, k.close, k.event_time or self.now_ms(), reason)
+        if sym not in self.passing:
+            if k.closed:
+                self.rule.seed(sym, [k])  # keep its history so it can signal at once if it passes later
+            return
+        signal = self.rule.on_kline(k)
+        if signal is not None:
+            self._on_signal(signal)
+        elif (
+            k.closed and sym not in self._backfill_pending and self.rule.missing(sym, k.open_time + MINUTE_MS)
+        ):
+            self._submit_backfill([sym])  # a hole the gap report did not cover (e.g. a fresh start)
+
+    def _on_signal(self, signal: Signal) -> None:
+        assert self.store is not None
+        self.signals_seen += 1
+        refusal = None if self.entries_open else "shutting down"
+        refusal = refusal or self.book.refusal(signal.symbol)
+        position = None if refusal else self.broker.open(signal)
+        if not self.store.record_entry(signal, position, skip_reason=refusal, venue=self.venue):
+            log.info("signal %s was already recorded: not entering twice", signal.key)
+            return
+        log.info(
+            "SIGNAL %s %+.2f%% volume x%.1f quote %.0f at %g%s",
+            signal.symbol,
+            signal.change_pct,
+            signal.volume_multiple,
+            signal.quote_volume,
+            signal.price,
+            f" (not entered: {refusal})" if refusal else "",
+        )
+        if position is not None:
+            self.book.add(position)
+            log.info(
+                "ENTER %s qty %.6g at %g, take profit %g, stop loss %g, max hold until %s",
+                position.symbol,
+                position.qty,
+                position.entry_price,
+                position.take_profit,
+                position.stop_loss,
+                time.strftime("%H:%M:%S", time.gmtime(position.deadline / 1000)),
+            )
+
+    def _close(self, position: Position, price: float, now_ms: int, reason: str) -> None:
+        assert self.store is not None
+        closed = self.broker.close(position, price, now_ms, reason)
+        self.store.close_position(closed, venue=self.venue)
+        self.book.remove(position.symbol)
+        log.info("EXIT %s %s at %g, PnL %+.4f USDT", closed.symbol, reason, closed.exit_price, closed.pnl)
+        if position.symbol not in self.passing:
+            self._sync_1m()
+
+    def _check_max_hold(self) -> None:
+        now = self.now_ms()
+        for p in self.book.positions():
+            if now >= p.deadline:
+                price = self.last_price.get(p.symbol)
+                if price is None:
+                    log.warning(
+                        "max hold of %s reached but no price yet: closing on the next update", p.symbol
+                    )
+                    continue
+                self._close(p, price, now, "max_hold")
+
+    def _on_gap(self, gap: StreamGap) -> None:
+        symbols_1m = sorted({n.split("@", 1)[0].upper() for n in gap.streams if n.endswith("@kline_1m")})
+        symbols_4h = sorted({n.split("@", 1)[0].upper() for n in gap.streams if n.endswith("@kline_4h")})
+        log.warning(
+            "stream gap on %s (%s): %d streams down for %.1fs; backfilling",
+            gap.connection,
+            gap.reason,
+            len(gap.streams),
+            (gap.end_ms - gap.start_ms) / 1000,
+        )
+        if symbols_1m:
+            self._submit_backfill(symbols_1m)
+        four_h = INTERVAL_MS["4h"]
+        if symbols_4h and gap.end_ms // four_h != gap.start_ms // four_h:
+            self._submit_rescan(symbols_4h)  # a 4h close may have been missed
+
+    def _on_backfilled(self, item: _Backfilled) -> None:
+        self._backfill_pending.discard(item.symbol)
+        self.rule.seed(item.symbol, item.klines)
+
+    def _on_rescanned(self, item: _Rescanned) -> None:
+        if item.universe is not None:
+            gone = self.universe - item.universe
+            new = item.universe - self.universe
+            for sym in gone:
+                log.info("%s left the universe", sym)
+                self.live4h.forget(sym)
+                assert self.manager is not None
+                self.manager.unsubscribe_kline(sym, "4h")
+            for sym in new:
+                log.info("%s joined the universe", sym)
+                assert self.manager is not None
+                self.manager.subscribe_kline(sym, "4h")
+            self.universe = set(item.universe)
+        self.live4h.seed(item.result)
+        self._apply_pass_set(self.live4h.passing())
+
+    def _on_job_failed(self, item: _JobFailed) -> None:
+        log.warning("%s failed: %s (will try again)", item.job, item.error)
+        if item.job.startswith("backfill"):
+            self._backfill_pending.clear()  # the next closed candle of a hole re-requests it
+
+    # ----------------------------------------------------------------- filter and subscriptions
+
+    def _apply_pass_set(self, passing: set[str]) -> None:
+        passing = {s for s in passing if s in self.universe}
+        if passing != self.passing:
+            entered, left = passing - self.passing, self.passing - passing
+            if self.passing:
+                log.info(
+                    "4h filter: %d pass (+%s, -%s)",
+                    len(passing),
+                    ",".join(sorted(entered)) or "none",
+                    ",".join(sorted(left)) or "none",
+                )
+            self.passing = passing
+            for sym in left:
+                self.rule.forget(sym)
+        self._sync_1m()
+
+    def _sync_1m(self) -> None:
+        """1m streams for the symbols that pass and for every open position (its exits need prices)."""
+        assert self.manager is not None
+        wanted = self.passing | self.book.symbols()
+        for sym in sorted(wanted - self.streaming_1m):
+            self.manager.subscribe_kline(sym, "1m")
+        for sym in sorted(self.streaming_1m - wanted):
+            self.manager.unsubscribe_kline(sym, "1m")
+            self.last_price.pop(sym, None)
+        new = sorted(wanted - self.streaming_1m)
+        self.streaming_1m = wanted
+        if new:
+            self._submit_backfill(new)
+
+    # ----------------------------------------------------------------- REST jobs (housekeeping thread)
+
+    def _scan(self, symbols: list[str] | None) -> ScanResult:
+        assert self.rest is not None and self.store is not None
+        f = self.settings.filter_4h
+        scanner = Filter4h(
+            self.rest,
+            self.rule4h,
+            store=self.store,
+            workers=f.workers,
+            batch_size=f.batch_size,
+            lookback=f.lookback,
+        )
+        if symbols is None and self.only is not None:
+            symbols = sorted(self.only)
+        return scanner.scan(symbols)
+
+    def _submit_rescan(self, symbols: list[str]) -> None:
+        if self.housekeeper is not None:
+            self.housekeeper.submit(
+                f"4h rescan of {len(symbols)}", lambda: _Rescanned(self._scan(symbols), None)
+            )
+
+    def _submit_universe_refresh(self) -> None:
+        def job() -> _Rescanned:
+            assert self.rest is not None
+            info = self.rest.exchange_info()
+            names = {s.symbol for s in universe_from_exchange_info(info)}
+            if self.only is not None:
+                names &= self.only
+            return _Rescanned(self._scan(sorted(names)), frozenset(names))
+
+        if self.housekeeper is not None:
+            self.housekeeper.submit("universe refresh", job)
+
+    def _submit_backfill(self, symbols: list[str]) -> None:
+        """Fetch the closed 1m candles the volume baseline needs (weight 1 each, <= workers at once)."""
+        if self.housekeeper is None or not symbols:
+            return
+        self._backfill_pending.update(symbols)
+        limit = min(self.settings.surge.volume_lookback + 2, 99)
+        rest, post, now_ms = self.rest, self.events.put, self.now_ms
+        workers = self.settings.filter_4h.workers
+
+        def one(sym: str) -> None:
+            assert rest is not None
+            try:
+                post(_Backfilled(sym, rest.klines(sym, "1m", limit=limit, now_ms=now_ms())))
+            except ExchangeError as exc:
+                post(_JobFailed(f"backfill {sym}", str(exc)))
+
+        def job() -> None:
+            if len(symbols) == 1:
+                one(symbols[0])
+                return
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surge-backfill") as pool:
+                for fut in [pool.submit(one, s) for s in symbols]:
+                    fut.result()
+
+        self.housekeeper.submit(f"backfill of {len(symbols)}", job)
+
+    # ----------------------------------------------------------------- heartbeat
+
+    def latency_percentiles(self) -> tuple[float | None, float | None]:
+        data = sorted(self.latencies_ms)
+        if not data:
+            return None, None
+        return data[len(data) // 2], data[min(len(data) - 1, int(len(data) * 0.99))]
+
+    def _write_heartbeat(self, *, running: bool) -> None:
+        assert self.manager is not None and self.store is not None
+        st = self.manager.stats()
+        age = st.get("last_message_age_s")
+        p50, p99 = self.latency_percentiles()
+        write_json_atomic(
+            self.settings.home / HEARTBEAT_NAME,
+            {
+                "pid": os.getpid(),
+                "running": running,
+                "written_at": time.time(),
+                "started_at": self.started_at,
+                "ready_at": self.ready_at,
+                "mode": self.settings.trade.mode,
+                "venue": self.venue,
+                "connections": st["connections"],
+                "streams": st["streams"],
+                "threads": threading.active_count(),
+                "last_message_at": time.time() - age if age is not None else None,
+                "signals": self.store.signal_count(venue=self.venue),
+                "open_positions": len(self.book),
+                "universe": len(self.universe),
+                "passing": len(self.passing),
+                "reconnects": st["reconnects"],
+                "gaps": st["gaps"],
+                "latency_ms_p50": p50,
+                "latency_ms_p99": p99,
+                "start_weight": self.start_weight,
+            },
+        )
+
+
+def venue_of(rest_url: str) -> str:
+    """Which book of signals and positions a run uses: "sim" for any exchange on loopback (the
+    simulator, whatever port it got), else the exchange's host (mainnet and testnet stay apart)."""
+    host = urlsplit(rest_url).hostname or rest_url
+    if host == "localhost" or host == "::1" or host.startswith("127."):
+        return "sim"
+    return host
+
+
+def _rejected(result: ScanResult) -> set[str]:
+    """Symbols the exchange refused outright (e.g. -1121 for a --symbols typo): never streamed."""
+    return {s for s, msg in result.errors.items() if msg.startswith("code ")}
+
+
+__all__ = ["Bot", "Housekeeper", "RestError"]
