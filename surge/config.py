@@ -77,6 +77,8 @@ class TradeSettings:
     # paper fills: the price moves against you by the slippage, and Binance's taker fee is paid both ways
     slippage_pct: float = field(default=0.05, metadata=_key(_between(0, 10), "between 0 and 10"))
     taker_fee_pct: float = field(default=0.05, metadata=_key(_between(0, 10), "between 0 and 10"))
+    # live trading: set once per symbol before the first entry (Binance allows 1..125, less on big notionals)
+    leverage: int = field(default=1, metadata=_key(_between(1, 125), "between 1 and 125"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from surge.config import (
     DEFAULT_WS_URL,
     SECTIONS,
     Settings,
+    TradeSettings,
     load_settings,
 )
 from surge.errors import ConfigError
@@ -62,6 +63,7 @@ take_profit_pct = 1.5
 stop_loss_pct = 0.5
 max_hold_s = 600
 max_open_positions = 2
+leverage = 3
 [stream]
 streams_per_connection = 1024
 """,
@@ -70,6 +72,7 @@ streams_per_connection = 1024
     assert s.filter_4h.workers == 2 and s.filter_4h.max_change_pct == 8.0
     assert isinstance(s.filter_4h.max_change_pct, float)  # ints accepted where numbers are expected
     assert s.surge.volume_lookback == 30 and s.trade.max_open_positions == 2
+    assert s.trade.leverage == 3 and TradeSettings().leverage == 1
     assert s.stream.streams_per_connection == 1024 and s.config_path == path
 
 
@@ -101,6 +104,9 @@ streams_per_connection = 1024
         ("[trade]\nstop_loss_pct = 100", "trade.stop_loss_pct"),
         ("[trade]\nmax_hold_s = 0", "trade.max_hold_s"),
         ("[trade]\nmax_open_positions = 0", "trade.max_open_positions"),
+        ("[trade]\nleverage = 0", "trade.leverage"),
+        ("[trade]\nleverage = 126", "trade.leverage"),
+        ("[trade]\nleverage = 2.5", "trade.leverage"),
         ("[stream]\nstreams_per_connection = 2000", "stream.streams_per_connection"),
         ("[stream]\nstreams_per_connection = 0", "stream.streams_per_connection"),
         ("[stream]\nstreams_per_conection = 100", "stream.streams_per_conection"),

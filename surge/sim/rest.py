@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from surge.exchange.wire import fmt, kline_to_rest_row
 from surge.models import INTERVALS
+from surge.sim.account import SIGNED_PATHS, Account, AccountError, signed_weight
 from surge.sim.market import MINUTE_MS, Market
 
 WEIGHT_LIMIT_1M = 2400
@@ -235,6 +236,12 @@ class RestServer:
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._info_cache: bytes | None = None
+        #: the signed side (keys, orders, algo orders, positions); see surge.sim.account
+        self.account = Account(lambda s, now: market.current_kline(s, "1m", now).close, market.now_ms,
+                               market.exchange_symbols())
+        #: how often the housekeeping thread lets protective (algo) orders trigger between requests
+        self.account_tick_s = 0.1
+        self._account_thread: threading.Thread | None = None
         self._reset_counters()
 
     # ------------------------------------------------------------------ lifecycle
@@ -251,7 +258,18 @@ class RestServer:
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="surge-sim-rest", daemon=True)
         self._thread.start()
+        self._account_thread = threading.Thread(target=self._account_loop, name="surge-sim-rest-account",
+                                                daemon=True)
+        self._account_thread.start()
         return self
+
+    def _account_loop(self) -> None:
+        """Trigger crossed algo orders even when no signed request arrives (one thread, cheap check)."""
+        while not self._stop.wait(self.account_tick_s):
+            try:
+                self.account.tick()
+            except Exception:  # noqa: BLE001 - a market lookup failing must not end the loop
+                continue
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, close every connection, join every thread; idempotent."""
@@ -264,6 +282,11 @@ class RestServer:
             thread.join(timeout)
         left = httpd.close_connections(timeout)
         httpd.server_close()
+        account_thread, self._account_thread = self._account_thread, None
+        if account_thread is not None:
+            account_thread.join(timeout)
+            if account_thread.is_alive():
+                left.append(account_thread)
         self._httpd = None
         self._thread = None
         if left or (thread is not None and thread.is_alive()):
@@ -408,7 +431,10 @@ class RestServer:
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
             ip = h.client_address[0]
-            status, payload, headers = self._binance(method, url.path, url.query, ip, arrival)
+            if url.path in SIGNED_PATHS:
+                status, payload, headers = self._signed(h, method, url.path, url.query, body, ip, arrival)
+            else:
+                status, payload, headers = self._binance(method, url.path, url.query, ip, arrival)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -444,6 +470,43 @@ class RestServer:
             return 200, handler(params), self._weight_headers(ip)
         except ApiError as exc:
             return exc.status, _dumps({"code": exc.code, "msg": exc.msg}), self._weight_headers(ip)
+
+    def _signed(self, h: _Handler, method: str, path: str, query: str, body: bytes, ip: str,
+                arrival: float) -> Response:
+        """A signed (USER_DATA / TRADE) request: limiter, faults, latency, authentication, the account.
+
+        An order placement with a scripted delay is executed first and answered late, so the client
+        times out on an order that exists (the case idempotent retries must survive).
+        """
+        try:
+            weight = signed_weight(method, path, dict(parse_qsl(query, keep_blank_values=True)))
+        except ValueError:
+            weight = 1
+        gate = self._gate(ip, arrival, weight)
+        if gate is not None:
+            return gate
+        fault = self._next_fault()
+        if self.latency_ms > 0:
+            self._stop.wait(self.latency_ms / 1000.0)
+        if fault is not None and fault.kind == "stall":
+            self._stop.wait(fault.seconds)
+            fault = None
+        if fault is not None:
+            return self._fault_response(fault, ip)
+        try:
+            params = self.account.authenticate(h.headers.get("X-MBX-APIKEY"), query, body)
+            result = self.account.handle(method, path, params)
+        except AccountError as exc:
+            return exc.status, _dumps({"code": exc.code, "msg": exc.msg}), self._weight_headers(ip)
+        except Exception:  # noqa: BLE001 - answer as Binance does rather than drop the connection
+            body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            return 500, _dumps(body), self._weight_headers(ip)
+        headers = self._weight_headers(ip)
+        if method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
+            delay = self.account.take_delay()
+            if delay > 0:
+                self._stop.wait(delay)
+        return 200, _dumps(result), headers
 
     def _routes(self) -> dict[str, Callable[[dict[str, str]], bytes]]:
         return {
@@ -767,6 +830,14 @@ class RestServer:
                 min_quote_volume=float(a.get("min_quote_volume", 5e6)),
             ),
             "tradable": lambda a: m.tradable_symbols(),
+            "account": lambda a: self.account.snapshot(),
+            "account/delay_next_order": lambda a: self.account.delay_next_order(float(a["seconds"]),
+                                                                                int(a.get("count", 1))),
+            "account/reject_next_order": lambda a: self.account.reject_next_order(int(a["code"]),
+                                                                                  int(a.get("count", 1))),
+            "account/balance": lambda a: self.account.set_balance(a["amount"]),
+            "account/cancel_algo": lambda a: self.account.cancel_algo(a["clientAlgoId"]),
+            "account/clear_faults": lambda a: self.account.clear_faults(),
             "market": lambda a: m.stats(),
         }
 

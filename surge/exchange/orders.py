@@ -1,0 +1,440 @@
+"""Signed Binance USD-M endpoints (TRADE / USER_DATA): HMAC-SHA256, clock offset, safe retries.
+
+Why it is shaped like this:
+
+* It rides on :class:`~surge.exchange.rest.BinanceRest`: the same pooled ``requests.Session`` and,
+  above all, the same :class:`~surge.exchange.ratelimit.WeightLimiter`, so signed calls and the 4h
+  scan share one request-weight budget as they share one IP at the exchange.
+* Signature: HMAC-SHA256 of the exact query string sent, hex, appended as ``signature``. Every
+  parameter travels in the query string (Binance accepts that for POST and DELETE too), so what is
+  signed is byte for byte what is sent.
+* ``timestamp`` is local time plus an offset learnt from ``/fapi/v1/time``. A -1021 ("outside of
+  the recvWindow") means our clock drifted: resync once and send again once (a new timestamp and
+  signature); a second -1021 is an error.
+* Order placement is **never** retried blindly: a POST whose answer was lost (read timeout, reset
+  connection) may have been executed. It raises :class:`OrderStatusUnknown`; the caller asks the
+  exchange about its client order id before sending anything again (see
+  :mod:`surge.trading.live`). Reads and cancels are idempotent and get the transport retries.
+* Secrets stay secret: the key and secret live in a :class:`Credentials` whose ``repr`` shows
+  neither; URLs in messages have ``signature`` redacted; exceptions from ``requests`` (whose text
+  contains the full URL) are replaced by one redacted line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+
+from surge.exchange.precision import (
+    SizeDecision,
+    SymbolRules,
+    ceil_to_step,
+    floor_to_step,
+    fmt_decimal,
+    round_price,
+    rules_from_exchange_info,
+    size_order,
+    to_decimal,
+)
+from surge.exchange.ratelimit import RateLimitBanned
+from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable
+from surge.exchange.wire import WireError, loads, parse_error
+
+__all__ = [
+    "Credentials",
+    "ExchangeError",
+    "ExchangeUnavailable",
+    "OrderStatusUnknown",
+    "SIGNED_WEIGHTS",
+    "SignedRest",
+    "SizeDecision",
+    "SymbolRules",
+    "ceil_to_step",
+    "floor_to_step",
+    "fmt_decimal",
+    "install_log_redaction",
+    "redact",
+    "round_price",
+    "rules_from_exchange_info",
+    "size_order",
+    "to_decimal",
+]
+
+log = logging.getLogger(__name__)
+
+#: -1021: "Timestamp for this request is outside of the recvWindow." (or "... ahead of the server's time.")
+TIMESTAMP_OUTSIDE = -1021
+DEFAULT_RECV_WINDOW_MS = 5000
+
+#: IP request weight of the signed endpoints this client calls (Binance USD-M, 2026). Placing an
+#: order costs no IP weight (it counts against the ORDERS limits, which the exchange enforces).
+SIGNED_WEIGHTS: dict[tuple[str, str], int] = {
+    ("POST", "/fapi/v1/leverage"): 1,
+    ("POST", "/fapi/v1/order"): 0,
+    ("GET", "/fapi/v1/order"): 1,
+    ("DELETE", "/fapi/v1/order"): 1,
+    ("GET", "/fapi/v1/openOrders"): 1,
+    ("POST", "/fapi/v1/algoOrder"): 0,
+    ("GET", "/fapi/v1/algoOrder"): 1,
+    ("DELETE", "/fapi/v1/algoOrder"): 1,
+    ("GET", "/fapi/v1/openAlgoOrders"): 1,
+    ("DELETE", "/fapi/v1/algoOpenOrders"): 1,
+    ("GET", "/fapi/v2/positionRisk"): 5,
+    ("GET", "/fapi/v2/balance"): 5,
+    ("GET", "/fapi/v2/account"): 5,
+}
+_ALL_SYMBOLS_WEIGHT = 40  # openOrders / openAlgoOrders without a symbol
+
+_SIGNATURE = re.compile(r"(signature=)[0-9A-Fa-f]+")
+_TRANSPORT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
+
+def signed_weight(method: str, path: str, params: Mapping[str, Any]) -> int:
+    if path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders") and not params.get("symbol"):
+        return _ALL_SYMBOLS_WEIGHT
+    return SIGNED_WEIGHTS.get((method, path), 1)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every ``signature=...`` value and every given secret replaced by ``<redacted>``."""
+    out = _SIGNATURE.sub(r"\1<redacted>", text)
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, "<redacted>")
+    return out
+
+
+class _RedactSignature(logging.Filter):
+    """Rewrites urllib3's request lines ("GET /fapi/v1/order?...&signature=..."), logged at DEBUG,
+    so no signature reaches a log file even with debug logging on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        if isinstance(record.msg, str) and "signature=" in record.msg:
+            record.msg = redact(record.msg)
+        return True
+
+
+_REDACTOR = _RedactSignature()
+
+
+def install_log_redaction() -> None:
+    """Attach the signature redactor to the loggers that print request URLs (idempotent)."""
+    for name in ("urllib3.connectionpool", "requests"):
+        logger = logging.getLogger(name)
+        if _REDACTOR not in logger.filters:
+            logger.addFilter(_REDACTOR)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An API key and secret; ``repr`` and ``str`` never show either (they end up in logs)."""
+
+    api_key: str = field(repr=False)
+    api_secret: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.api_secret:
+            raise ValueError("API key and secret are both required (SURGE_API_KEY, SURGE_API_SECRET)")
+
+    def __repr__(self) -> str:
+        return "Credentials(api_key=<redacted>, api_secret=<redacted>)"
+
+    __str__ = __repr__
+
+    def sign(self, payload: str) -> str:
+        return hmac.new(self.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+class OrderStatusUnknown(ExchangeUnavailable):
+    """An order placement whose answer was lost: the exchange may or may not have executed it.
+
+    ``sent_at_ms`` is the request's ``timestamp`` (exchange time): once the exchange's clock passes
+    ``sent_at_ms + recv_window_ms`` the request can no longer be accepted, so "not found" after that
+    is final.
+    """
+
+    def __init__(self, message: str, *, sent_at_ms: int, recv_window_ms: int) -> None:
+        super().__init__(message)
+        self.sent_at_ms = sent_at_ms
+        self.recv_window_ms = recv_window_ms
+
+
+class SignedRest:
+    """Signed calls over a :class:`BinanceRest` (its session, timeouts and weight limiter).
+
+    Thread-safe. ``clock`` (seconds) is injectable so tests can make the local clock drift.
+    """
+
+    def __init__(
+        self,
+        rest: BinanceRest,
+        credentials: Credentials,
+        *,
+        recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.rest = rest
+        self._creds = credentials
+        self.recv_window_ms = int(recv_window_ms)
+        self.max_attempts = max(1, max_attempts)
+        self._clock = clock
+        self._sleep = sleep
+        self.log = logger or log
+        self._lock = threading.Lock()
+        self._offset_ms: int | None = None
+        #: how many times the clock offset was (re)learnt, and how many -1021 answers were retried
+        self.resyncs = 0
+        self.timestamp_retries = 0
+        install_log_redaction()
+
+    def __repr__(self) -> str:
+        return f"SignedRest(base_url={self.rest.base_url!r}, recv_window_ms={self.recv_window_ms})"
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def offset_ms(self) -> int | None:
+        """Exchange time minus local time, as last measured (None before the first sync)."""
+        return self._offset_ms
+
+    def sync_time(self) -> int:
+        """Learn the offset between the exchange's clock and ours from ``/fapi/v1/time``.
+
+        The local reference is the midpoint of the round trip, which halves the error a slow
+        answer would otherwise add.
+        """
+        before = self._clock()
+        server = self.rest.server_time()
+        after = self._clock()
+        offset = server - int((before + after) / 2 * 1000)
+        with self._lock:
+            self._offset_ms = offset
+            self.resyncs += 1
+        return offset
+
+    def now_ms(self) -> int:
+        """Exchange time as we believe it is (syncs on first use)."""
+        if self._offset_ms is None:
+            self.sync_time()
+        return int(self._clock() * 1000) + (self._offset_ms or 0)
+
+    # ------------------------------------------------------------------ the signed request path
+
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Send one signed request and return the decoded JSON body.
+
+        Raises ExchangeError (an error body), OrderStatusUnknown (a POST whose answer was lost),
+        ExchangeUnavailable (transport failure after the retries) or RateLimitBanned.
+        """
+        clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        weight = signed_weight(method, path, clean)
+        resynced = False
+        while True:
+            try:
+                return self._send(method, path, clean, weight)
+            except ExchangeError as exc:
+                if exc.code != TIMESTAMP_OUTSIDE or resynced:
+                    raise
+                resynced = True
+                self.timestamp_retries += 1
+                self.log.warning("exchange clock drift (%s) on %s %s: resyncing and retrying once",
+                                 exc.code, method, path)
+                self.sync_time()
+
+    def _send(self, method: str, path: str, params: dict[str, str], weight: int) -> Any:
+        idempotent = method != "POST"
+        attempts = self.max_attempts if idempotent else 1
+        rate_limited = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            ts = self.now_ms()
+            query = urlencode({**params, "recvWindow": self.recv_window_ms, "timestamp": ts})
+            query = f"{query}&signature={self._creds.sign(query)}"
+            self.rest.limiter.acquire(weight)
+            with self.rest._lock:
+                self.rest.requests += 1
+            try:
+                resp = self.rest.session.request(
+                    method, f"{self.rest.base_url}{path}?{query}",
+                    headers={"X-MBX-APIKEY": self._creds.api_key}, timeout=self.rest.timeout,
+                )
+                body = resp.content
+                resp.close()
+            except _TRANSPORT as exc:
+                what = _transport(exc)
+                if not idempotent:
+                    raise OrderStatusUnknown(
+                        f"{method} {path}: {what}; the exchange may have executed it",
+                        sent_at_ms=ts, recv_window_ms=self.recv_window_ms,
+                    ) from None
+                if attempt >= attempts:
+                    raise ExchangeUnavailable(f"exchange unavailable: {method} {path}: {what} "
+                                              f"(after {attempt} attempts)") from None
+                self._sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
+                continue
+            except requests.RequestException as exc:
+                text = redact(str(exc), self._creds.api_key)
+                raise ExchangeUnavailable(f"{method} {path}: {text}") from None
+            status = resp.status_code
+            try:
+                self.rest.limiter.observe(status, resp.headers)
+            except RateLimitBanned:
+                raise
+            if status in (429, 418):
+                rate_limited += 1
+                if rate_limited > self.rest.max_rate_limit_retries:
+                    raise ExchangeError(-1003, f"still rate limited after {rate_limited - 1} retries", status)
+                attempt -= 1  # a 429 was not processed: resending is safe, and not a failed attempt
+                continue
+            if status >= 500:
+                if not idempotent:
+                    raise OrderStatusUnknown(
+                        f"{method} {path}: HTTP {status}; the exchange may have executed it",
+                        sent_at_ms=ts, recv_window_ms=self.recv_window_ms,
+                    )
+                if attempt >= attempts:
+                    raise ExchangeUnavailable(f"exchange unavailable: {method} {path}: HTTP {status} "
+                                              f"(after {attempt} attempts)")
+                self._sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
+                continue
+            try:
+                data = loads(body)
+            except WireError:
+                if status >= 400:
+                    raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status) from None
+                raise ExchangeUnavailable(f"{method} {path}: malformed response body") from None
+            if status >= 400:
+                try:
+                    code, msg = parse_error(data)
+                except WireError:
+                    code, msg = 0, f"HTTP {status}"
+                raise ExchangeError(code, redact(msg, self._creds.api_key), status)
+            return data
+
+    # ------------------------------------------------------------------ endpoints
+
+    def set_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
+        return self.request("POST", "/fapi/v1/leverage", {"symbol": symbol, "leverage": int(leverage)})
+
+    def new_order(self, symbol: str, side: str, quantity: Any, *, client_order_id: str,
+                  order_type: str = "MARKET", reduce_only: bool = False,
+                  resp_type: str = "RESULT", **extra: Any) -> dict[str, Any]:
+        """``POST /fapi/v1/order`` (MARKET unless told otherwise). Never retried: see the module doc."""
+        params: dict[str, Any] = {"symbol": symbol, "side": side, "type": order_type, "quantity": quantity,
+                                  "newClientOrderId": client_order_id, "newOrderRespType": resp_type}
+        if reduce_only:
+            params["reduceOnly"] = "true"
+        params.update(extra)
+        return self.request("POST", "/fapi/v1/order", params)
+
+    def get_order(self, symbol: str, *, client_order_id: str | None = None,
+                  order_id: int | None = None) -> dict[str, Any] | None:
+        """The order, or None when the exchange does not know it (-2013)."""
+        params: dict[str, Any] = {"symbol": symbol}
+        if order_id is not None:
+            params["orderId"] = order_id
+        else:
+            params["origClientOrderId"] = client_order_id
+        try:
+            return self.request("GET", "/fapi/v1/order", params)
+        except ExchangeError as exc:
+            if exc.code == -2013:
+                return None
+            raise
+
+    def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        return self.request("GET", "/fapi/v1/openOrders", {"symbol": symbol})
+
+    def new_algo_order(self, symbol: str, side: str, order_type: str, trigger_price: Any, *,
+                       client_algo_id: str, quantity: Any = None, reduce_only: bool = False,
+                       close_position: bool = False, working_type: str = "CONTRACT_PRICE") -> dict[str, Any]:
+        """``POST /fapi/v1/algoOrder`` with ``algoType=CONDITIONAL`` (STOP_MARKET, TAKE_PROFIT_MARKET)."""
+        params: dict[str, Any] = {"algoType": "CONDITIONAL", "symbol": symbol, "side": side,
+                                  "type": order_type, "triggerPrice": trigger_price,
+                                  "workingType": working_type, "clientAlgoId": client_algo_id}
+        if close_position:
+            params["closePosition"] = "true"
+        else:
+            params["quantity"] = quantity
+            if reduce_only:
+                params["reduceOnly"] = "true"
+        return self.request("POST", "/fapi/v1/algoOrder", params)
+
+    def get_algo_order(self, *, client_algo_id: str | None = None,
+                       algo_id: int | None = None) -> dict[str, Any] | None:
+        """The algo order, or None when the exchange does not know it."""
+        params = {"algoId": algo_id} if algo_id is not None else {"clientAlgoId": client_algo_id}
+        try:
+            return self.request("GET", "/fapi/v1/algoOrder", params)
+        except ExchangeError as exc:
+            if exc.code in (-2013, -2011):
+                return None
+            raise
+
+    def cancel_algo_order(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> bool:
+        """Cancel one algo order; False when it was not open (already triggered, cancelled, unknown)."""
+        params = {"algoId": algo_id} if algo_id is not None else {"clientAlgoId": client_algo_id}
+        try:
+            self.request("DELETE", "/fapi/v1/algoOrder", params)
+            return True
+        except ExchangeError as exc:
+            if exc.code in (-2011, -2013):
+                return False
+            raise
+
+    def open_algo_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        return self.request("GET", "/fapi/v1/openAlgoOrders", {"symbol": symbol})
+
+    def cancel_all_algo_orders(self, symbol: str) -> dict[str, Any]:
+        return self.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": symbol})
+
+    def position_risk(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        return self.request("GET", "/fapi/v2/positionRisk", {"symbol": symbol})
+
+    def balance(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/fapi/v2/balance")
+
+    def account(self) -> dict[str, Any]:
+        return self.request("GET", "/fapi/v2/account")
+
+
+def _param(value: Any) -> str:
+    """Parameter values as the exchange wants them: Decimals plain, bools lower-case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if hasattr(value, "as_tuple"):  # Decimal
+        return fmt_decimal(value)
+    return str(value)
+
+
+def _transport(exc: BaseException) -> str:
+    """One line for a transport failure, never the URL (it carries the signature)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "read timeout"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        if "Connection refused" in text or "Errno 111" in text:
+            return "connection refused"
+        if "RemoteDisconnected" in text or "Connection aborted" in text:
+            return "connection closed by the server"
+        return "connection error"
+    return type(exc).__name__

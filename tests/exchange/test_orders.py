@@ -1,0 +1,237 @@
+"""Signed REST against the simulator (signatures, clock offset and the one resync-and-retry on
+-1021, the shared weight limiter, secrets kept out of repr, exceptions and logs) and the precision
+helpers (tick and step rounding in exact decimals, MIN_NOTIONAL / minQty reasons)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from surge.exchange.orders import (
+    Credentials,
+    ExchangeError,
+    OrderStatusUnknown,
+    SignedRest,
+    SymbolRules,
+    ceil_to_step,
+    floor_to_step,
+    fmt_decimal,
+    redact,
+    round_price,
+    rules_from_exchange_info,
+    size_order,
+)
+from surge.exchange.rest import BinanceRest
+from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from surge.sim.simulator import Simulator
+
+SYMBOL = "SOLUSDT"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    s = Simulator(n_symbols=40, seed=5, surge_interval_s=None).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def rest(sim: Simulator) -> Iterator[BinanceRest]:
+    r = BinanceRest(sim.rest_url, read_timeout=1.0, max_attempts=2, backoff_initial_s=0.01)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+class DriftingClock:
+    """Local time plus a drift the test changes, as a badly synchronised machine's clock."""
+
+    def __init__(self) -> None:
+        self.drift_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.drift_s
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize(
+    ("price", "tick", "expected"),
+    [
+        (0.1 + 0.2, "0.1", "0.3"),
+        (96_123.456, "0.1", "96123.5"),
+        (96_123.44, "0.1", "96123.4"),
+        (3_400.005, "0.01", "3400.01"),
+        (0.0105374999, "0.0000001", "0.0105375"),
+        (0.000041234, "0.0000001", "0.0000412"),
+        (187.1234, "0.005", "187.125"),
+        (25.37, "0.5", "25.5"),
+        (1234, "10", "1230"),
+        (2.3, "0.00001", "2.3"),
+    ],
+)
+def test_round_price_to_tick(price: float, tick: str, expected: str) -> None:
+    got = round_price(price, tick)
+    assert fmt_decimal(got) == expected
+    assert got % Decimal(tick) == 0
+
+
+@pytest.mark.parametrize(
+    ("qty", "step", "expected"),
+    [
+        (0.1 + 0.2, "0.1", "0.3"),
+        (0.0299999, "0.001", "0.029"),
+        (100 / 3400.01, "0.001", "0.029"),
+        (9490.99, "1", "9490"),
+        (12.3456, "0.01", "12.34"),
+        (0.7, "0.1", "0.7"),
+        (5.99999999, "0.5", "5.5"),
+        (123, "10", "120"),
+        (0.0009, "0.001", "0"),
+    ],
+)
+def test_quantity_down_to_step(qty: float, step: str, expected: str) -> None:
+    assert fmt_decimal(floor_to_step(qty, step)) == expected
+
+
+def test_ceil_and_formatting_have_no_float_artefacts() -> None:
+    assert fmt_decimal(ceil_to_step(5 / 3, "0.001")) == "1.667"
+    assert fmt_decimal(floor_to_step(Decimal("0.30000000000000004"), "0.001")) == "0.3"
+    assert fmt_decimal(Decimal("100.000")) == "100" and fmt_decimal(Decimal("-0")) == "0"
+
+
+def rules(tick: str = "0.01", step: str = "0.001", min_qty: str = "0.001", min_notional: str = "20",
+          max_qty: str = "1000") -> SymbolRules:
+    return SymbolRules("ETHUSDT", Decimal(tick), Decimal(step), Decimal(min_qty), Decimal(max_qty),
+                       Decimal(min_notional))
+
+
+def test_size_order_within_the_filters() -> None:
+    d = size_order(rules(), 100, 3400.01)
+    assert d.ok and fmt_decimal(d.quantity) == "0.029" and d.notional <= 100
+
+
+@pytest.mark.parametrize(
+    ("budget", "price", "r", "words"),
+    [
+        (10, 3400.0, rules(), "below MIN_NOTIONAL 20"),
+        (2, 3400.0, rules(), "below the minimum quantity"),
+        (100, 95_000.0, rules(step="0.001", min_qty="0.001", min_notional="100"), "below MIN_NOTIONAL 100"),
+        (10_000_000, 1.0, rules(max_qty="1000"), "exceeds the maximum"),
+        (100, 0.0, rules(), "no usable price"),
+    ],
+)
+def test_size_too_small_or_large_gives_a_reason(budget: float, price: float, r: SymbolRules,
+                                                words: str) -> None:
+    d = size_order(r, budget, price)
+    assert not d.ok and words in (d.reason or "")
+
+
+def test_rules_from_the_simulated_exchange_info(rest: BinanceRest) -> None:
+    table = rules_from_exchange_info(rest.exchange_info())
+    sol = table[SYMBOL]
+    assert (sol.tick_size, sol.step_size) == (Decimal("0.001"), Decimal("0.001"))
+    assert sol.min_notional == Decimal("5")
+    assert table["BTCUSDT"].min_notional == Decimal("100")
+
+
+# --------------------------------------------------------------------------- signed requests
+
+
+def test_signed_calls_share_the_weight_limiter(sim: Simulator, rest: BinanceRest) -> None:
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    assert signed.set_leverage(SYMBOL, 3)["leverage"] == 3
+    before = rest.limiter.total_weight
+    signed.position_risk()
+    signed.balance()
+    signed.open_algo_orders()
+    assert rest.limiter.total_weight - before == 5 + 5 + 40
+    assert rest.limiter.last_used_weight >= 50  # the exchange's own count came back in the header
+    assert signed.get_order(SYMBOL, client_order_id="never-sent") is None  # -2013 -> None
+
+
+def test_wrong_secret_is_a_clear_1022_without_the_secret(sim: Simulator, rest: BinanceRest) -> None:
+    wrong = "WrongSecret-" + "z" * 40
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, wrong))
+    with pytest.raises(ExchangeError) as info:
+        signed.balance()
+    assert info.value.code == -1022 and "-1022" in str(info.value)
+    assert "Signature for this request is not valid." in str(info.value)
+    for text in (str(info.value), repr(info.value), repr(signed), repr(signed._creds), str(signed._creds)):
+        assert wrong not in text and DEFAULT_API_KEY not in text
+
+
+def test_clock_drift_resyncs_and_retries_once(sim: Simulator, rest: BinanceRest) -> None:
+    clock = DriftingClock()
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), clock=clock)
+    signed.sync_time()
+    assert abs(signed.offset_ms or 0) < 1000
+    clock.drift_s = -20.0  # the machine's clock falls 20 s behind: timestamps now look stale
+    assert signed.balance()[0]["asset"] == "USDT"
+    assert signed.timestamp_retries == 1 and signed.resyncs == 2
+    assert sim.rest.account.snapshot()["timestamp_failures"] == 1
+    assert 19_000 < (signed.offset_ms or 0) < 21_000
+    clock.drift_s = 30.0  # and now ahead: -1021 "ahead of the server's time", fixed the same way
+    signed.position_risk()
+    assert signed.timestamp_retries == 2
+
+
+def test_second_1021_after_the_resync_is_an_error(sim: Simulator, rest: BinanceRest) -> None:
+    calls = {"n": 0}
+
+    def clock() -> float:  # right while syncing, 20 s behind whenever a request is signed
+        calls["n"] += 1
+        return time.time() - (20.0 if calls["n"] % 3 == 0 else 0.0)
+
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), clock=clock)
+    signed.sync_time()
+    with pytest.raises(ExchangeError) as info:
+        signed.balance()
+    assert info.value.code == -1021 and signed.timestamp_retries == 1
+
+
+def test_lost_order_answer_is_order_status_unknown_never_a_blind_resend(sim: Simulator,
+                                                                       rest: BinanceRest) -> None:
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    sim.rest.account.delay_next_order(3.0)
+    with pytest.raises(OrderStatusUnknown) as info:
+        signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="lost-1")
+    assert info.value.recv_window_ms == 5000 and info.value.sent_at_ms > 0
+    assert "signature" not in str(info.value)
+    assert signed.get_order(SYMBOL, client_order_id="lost-1")["status"] == "FILLED"
+    assert sim.rest.account.snapshot()["client_order_counts"] == {"lost-1": 1}
+
+
+def test_conditional_type_on_order_endpoint_raises_4120(sim: Simulator, rest: BinanceRest) -> None:
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    with pytest.raises(ExchangeError) as info:
+        signed.new_order(SYMBOL, "SELL", Decimal("1"), client_order_id="c1", order_type="STOP_MARKET",
+                         stopPrice="1")
+    assert info.value.code == -4120
+
+
+def test_no_secret_or_signature_in_debug_logs(sim: Simulator, rest: BinanceRest,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = DriftingClock()
+    good = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), clock=clock)
+    good.sync_time()
+    clock.drift_s = -20.0
+    good.balance()  # a -1021, a warning, a resync
+    with pytest.raises(ExchangeError):
+        SignedRest(rest, Credentials(DEFAULT_API_KEY, "bad-secret-value-123")).balance()
+    text = caplog.text
+    assert "/fapi/v2/balance?" in text  # debug logging really was on: urllib3 logged the request lines
+    for secret in (DEFAULT_API_SECRET, DEFAULT_API_KEY, "bad-secret-value-123"):
+        assert secret not in text
+    assert "signature=<redacted>" in text and not re.search(r"signature=[0-9a-f]", text)
+    assert redact("a?x=1&signature=abcdef0123", "x=1") == "a?<redacted>&signature=<redacted>"
