@@ -47,7 +47,7 @@ from surge.exchange.precision import (
     to_decimal,
 )
 from surge.exchange.ratelimit import RateLimitBanned
-from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable
+from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable, describe_transport_error
 from surge.exchange.wire import WireError, loads, parse_error
 
 __all__ = [
@@ -278,7 +278,7 @@ class SignedRest:
                 body = resp.content
                 resp.close()
             except _TRANSPORT as exc:
-                what = _transport(exc)
+                what = redact(describe_transport_error(exc), self._creds.api_key)  # never the signed URL
                 if not idempotent:
                     raise OrderStatusUnknown(
                         f"{method} {path}: {what}; the exchange may have executed it",
@@ -422,19 +422,3 @@ def _param(value: Any) -> str:
     if hasattr(value, "as_tuple"):  # Decimal
         return fmt_decimal(value)
     return str(value)
-
-
-def _transport(exc: BaseException) -> str:
-    """One line for a transport failure, never the URL (it carries the signature)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return "read timeout"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text or "Errno 111" in text:
-            return "connection refused"
-        if "RemoteDisconnected" in text or "Connection aborted" in text:
-            return "connection closed by the server"
-        return "connection error"
-    return type(exc).__name__

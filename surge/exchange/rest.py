@@ -179,7 +179,7 @@ class BinanceRest:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise ExchangeUnavailable(
-                f"exchange unavailable: {self.base_url}{path}: {_describe(last)} "
+                f"exchange unavailable: {self.base_url}{path}: {describe_transport_error(last)} "
                 f"(after {self.max_attempts} attempts)"
             ) from None
         except requests.RequestException as exc:  # not transient (e.g. a bad URL): one line, no traceback
@@ -318,7 +318,7 @@ def _float(value: Any) -> float:
         return 0.0
 
 
-def _describe(exc: BaseException | None) -> str:
+def describe_transport_error(exc: BaseException | None) -> str:
     """One readable line for a transport failure (no urllib3 pool repr soup)."""
     if exc is None:
         return "unknown failure"

@@ -454,18 +454,9 @@ class RestServer:
             params = self._params(query)
         except ApiError as exc:
             return self._error(exc, ip, 1)
-        weight = self._weight(path, params)
-        gate = self._gate(ip, arrival, weight)
-        if gate is not None:
-            return gate
-        fault = self._next_fault()
-        if self.latency_ms > 0:
-            self._stop.wait(self.latency_ms / 1000.0)
-        if fault is not None and fault.kind == "stall":
-            self._stop.wait(fault.seconds)
-            fault = None
-        if fault is not None:
-            return self._fault_response(fault, ip)
+        refusal = self._admit(ip, arrival, self._weight(path, params))
+        if refusal is not None:
+            return refusal
         try:
             return 200, handler(params), self._weight_headers(ip)
         except ApiError as exc:
@@ -482,17 +473,9 @@ class RestServer:
             weight = signed_weight(method, path, dict(parse_qsl(query, keep_blank_values=True)))
         except ValueError:
             weight = 1
-        gate = self._gate(ip, arrival, weight)
-        if gate is not None:
-            return gate
-        fault = self._next_fault()
-        if self.latency_ms > 0:
-            self._stop.wait(self.latency_ms / 1000.0)
-        if fault is not None and fault.kind == "stall":
-            self._stop.wait(fault.seconds)
-            fault = None
-        if fault is not None:
-            return self._fault_response(fault, ip)
+        refusal = self._admit(ip, arrival, weight)
+        if refusal is not None:
+            return refusal
         try:
             params = self.account.authenticate(h.headers.get("X-MBX-APIKEY"), query, body)
             result = self.account.handle(method, path, params)
@@ -549,6 +532,23 @@ class RestServer:
         if st.minute != minute:
             st.minute, st.used = minute, 0
         return st
+
+    def _admit(self, ip: str, arrival: float, weight: int) -> Response | None:
+        """What every Binance request goes through before its endpoint runs: the weight limiter,
+        the scripted faults and the latency. Returns the response that replaces the endpoint's
+        (429/418, 5xx, malformed body), or None to go on."""
+        gate = self._gate(ip, arrival, weight)
+        if gate is not None:
+            return gate
+        fault = self._next_fault()
+        if self.latency_ms > 0:
+            self._stop.wait(self.latency_ms / 1000.0)
+        if fault is not None and fault.kind == "stall":
+            self._stop.wait(fault.seconds)
+            fault = None
+        if fault is not None:
+            return self._fault_response(fault, ip)
+        return None
 
     def _gate(self, ip: str, now_ms: float, weight: int) -> Response | None:
         """Bans, Retry-After windows and the per-minute weight limit, in Binance's order."""

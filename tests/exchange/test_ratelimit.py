@@ -18,6 +18,7 @@ from surge.exchange.ratelimit import (
     klines_weight,
     parse_retry_after,
 )
+from tests.waiting import wait_for as wait_until
 
 
 class FakeClock:
@@ -33,13 +34,6 @@ class FakeClock:
         with self.lock:
             self.t += dt
 
-
-def wait_until(pred, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize(

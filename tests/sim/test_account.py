@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +16,7 @@ import requests
 
 from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from surge.sim.simulator import Simulator
+from tests.waiting import wait_for
 
 SYMBOL = "SOLUSDT"  # tick 0.001, step 0.001, MIN_NOTIONAL 5 in the seeded market
 
@@ -29,13 +29,6 @@ def sim() -> Iterator[Simulator]:
     finally:
         s.stop()
 
-
-def wait_for(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 class Client:

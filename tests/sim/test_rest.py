@@ -15,6 +15,7 @@ import requests
 from surge.models import INTERVAL_MS
 from surge.sim.market import Market
 from surge.sim.rest import RestServer, klines_weight
+from tests.waiting import wait_for
 
 T0 = 1_795_650_000.0  # fixed market clock: 2026-11-25 21:40 UTC
 H4 = INTERVAL_MS["4h"]
@@ -34,13 +35,6 @@ class Wall:
 def rest_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("surge-sim-rest")]
 
-
-def wait_for(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

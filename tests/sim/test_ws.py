@@ -23,6 +23,7 @@ from surge.exchange import wire
 from surge.sim.market import Market
 from surge.sim.ws import WsServer, parse_ws_path
 from surge.sim.ws_frames import kline_templates
+from tests.waiting import wait_for
 
 SEED = 11
 SYMBOLS = Market(seed=SEED).tradable_symbols()  # 531 realistic names, BTCUSDT among them
@@ -46,16 +47,6 @@ def server() -> Iterator[WsServer]:
 
 # --------------------------------------------------------------------------- client helpers
 
-
-def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Client:

@@ -6,7 +6,6 @@ exchange would refuse skipped with a reason, and no secret in any log line."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -21,6 +20,7 @@ from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from surge.sim.simulator import Simulator
 from surge.trading.live import EXTERNAL, LiveBroker, client_id, key_from_client_id
 from surge.trading.paper import MAX_HOLD, STOP_LOSS, TAKE_PROFIT
+from tests.waiting import wait_for
 
 SYMBOL = "SOLUSDT"  # ~220 USDT, tick 0.001, step 0.001, MIN_NOTIONAL 5
 SETTINGS = TradeSettings(mode="live", position_usdt=100.0, take_profit_pct=2.0, stop_loss_pct=1.0,
@@ -79,13 +79,6 @@ def env(sim: Simulator) -> Iterator[Env]:
     finally:
         e.close()
 
-
-def wait_for(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_client_ids_are_deterministic_short_and_legal() -> None:
