@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 from surge.models import INTERVALS, Kline
@@ -96,6 +97,39 @@ def _int(obj: dict[str, Any], key: str) -> int:
     return value
 
 
+_KLINE_FIELDS = ("symbol", "interval", "open_time", "close_time", "open", "high", "low", "close", "volume",
+                 "quote_volume", "trades", "closed", "event_time")
+
+
+def _kline_builder() -> Callable[..., Kline]:
+    """``Kline(*values)`` for the stream's hot path, 0.5 µs instead of 0.9 µs per event.
+
+    A frozen dataclass's ``__init__`` assigns each of the 13 fields through
+    ``object.__setattr__``; writing the slots through their descriptors directly builds the same
+    object (same fields, ``==``, hash, repr) in about half the time. Used only while Kline is exactly
+    the frozen, slotted, 13-field dataclass this was written for with no ``__post_init__``; any change
+    to the model falls back to the real constructor.
+    """
+    names = tuple(f.name for f in fields(Kline))
+    if (names != _KLINE_FIELDS or getattr(Kline, "__slots__", None) != names
+            or hasattr(Kline, "__post_init__") or not Kline.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        return Kline
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = (getattr(Kline, n).__set__ for n in names)
+
+    def build(a: str, b: str, c: int, d: int, e: float, f: float, g: float, h: float, i: float, j: float,
+              k: int, m: bool, n: int) -> Kline:
+        obj = new(Kline)
+        s0(obj, a); s1(obj, b); s2(obj, c); s3(obj, d); s4(obj, e); s5(obj, f); s6(obj, g)  # noqa: E702
+        s7(obj, h); s8(obj, i); s9(obj, j); s10(obj, k); s11(obj, m); s12(obj, n)  # noqa: E702
+        return obj
+
+    return build
+
+
+_new_kline = _kline_builder()
+
+
 def kline_from_event(data: Any) -> Kline:
     """The ``data`` object of a kline event (``{"e": "kline", "E": ..., "k": {...}}``) -> Kline.
 
@@ -119,7 +153,7 @@ def kline_from_event(data: Any) -> Kline:
                 fo, fh, fl, fc, fv, fq = float(o), float(h), float(low), float(c), float(v), float(q)
                 total = fo + fh + fl + fc + fv + fq
                 if total - total == 0.0:  # every one finite (NaN/inf poison the sum); else the checked path
-                    return Kline(sym, iv, t, t_end, fo, fh, fl, fc, fv, fq, n, x, e_time)
+                    return _new_kline(sym, iv, t, t_end, fo, fh, fl, fc, fv, fq, n, x, e_time)
     except (KeyError, TypeError, ValueError):
         pass
     return _kline_from_event_checked(data)
