@@ -46,6 +46,7 @@ EXIT_CHECK_EVERY_S = 1.0
 UNIVERSE_REFRESH_S = 3600.0
 FILTER_SETTLE_S = 5.0  # after 4h candles close, wait this long for the rest before re-evaluating
 LATENCY_SAMPLES = 20_000
+BACKFILL_RETRY_S = (2.0, 60.0)  # first and longest wait before re-asking for a failed 1m backfill
 
 
 # --------------------------------------------------------------------------- messages to the main loop
@@ -67,6 +68,7 @@ class _Rescanned:
 class _JobFailed:
     job: str
     error: str
+    symbols: tuple[str, ...] = ()  # a backfill's symbols that are still without their history
 
 
 class Housekeeper:
@@ -107,6 +109,12 @@ class Housekeeper:
 
 
 # --------------------------------------------------------------------------- the bot
+
+
+class StopRequested(BaseException):
+    """SIGINT/SIGTERM while the bot is still starting: unwinds the start (a cold 4h scan takes ~30 s
+    at 147 ms per request) at once, so a stop is honoured within the contract's 10 s. A BaseException
+    so that no ``except Exception`` on the way swallows it; the scan's own cleanup still runs."""
 
 
 class Bot:
@@ -154,14 +162,31 @@ class Bot:
         self.manager: MultiplexedKlineManager | None = None
         self.housekeeper: Housekeeper | None = None
         self._lock: InstanceLock | None = None
+        self._starting = False
         self._filter_dirty_at: float | None = None
         self._backfill_pending: set[str] = set()
+        # closed 4h candles for the cache, written in one transaction when the filter settles: at a
+        # 4h close all 531 arrive at once, and 531 commits would hold up the strategy loop
+        self._closed_4h: list[Kline] = []
+        # symbols whose 1m backfill failed (exchange down): re-asked with a growing delay, not only
+        # at their next closed candle, so an outage costs seconds of blindness, not minutes
+        self._backfill_retry: set[str] = set()
+        self._backfill_retry_at = 0.0
+        self._backfill_delay = BACKFILL_RETRY_S[0]
+        self.backfills = 0  # symbols whose 1m history was fetched (start, new in filter, gaps)
 
     # ----------------------------------------------------------------- lifecycle
 
     def request_stop(self) -> None:
-        """Safe from a signal handler or any thread: the main loop notices within a tick."""
+        """Safe from a signal handler or any thread: the main loop notices within a tick.
+
+        From a signal handler (the main thread) during the start it raises :class:`StopRequested`,
+        which ``run()`` turns into a clean shutdown: the start does not check ``stop_event``.
+        """
         self.stop_event.set()
+        if self._starting and threading.current_thread() is threading.main_thread():
+            self._starting = False
+            raise StopRequested
 
     def now_ms(self) -> int:
         return int(time.time() * 1000) + self.clock_offset_ms
@@ -169,7 +194,10 @@ class Bot:
     def run(self) -> None:
         """Lock, start, loop until stopped, shut down in order. A failed start raises SurgeError."""
         self._lock = InstanceLock(self.settings.home).acquire()
+        self._starting = not self.stop_event.is_set()
         try:
+            if not self._starting:
+                return
             if self.simulator is not None:
                 self.simulator.start()
                 self.settings = replace(
@@ -177,8 +205,13 @@ class Bot:
                 )
                 log.info("simulated exchange on %s and %s", self.simulator.rest_url, self.simulator.ws_url)
             self._start()
+            self._starting = False
             self._loop()
+        except StopRequested:
+            self._starting = False
+            log.info("stop requested while starting")
         finally:
+            self._starting = False
             self._shutdown()
 
     def _start(self) -> None:
@@ -217,11 +250,13 @@ class Bot:
             **self.stream_tuning,
         )
         self.manager.start()
+        # before the pass set: it submits the 1m backfill that seeds every volume baseline, which
+        # would otherwise be dropped and the baseline left to the first closed candle, a minute later
+        self.housekeeper = Housekeeper(self.events.put)
+        self.housekeeper.start()
         for sym in sorted(self.universe):
             self.manager.subscribe_kline(sym, "4h")
         self._apply_pass_set(set(result.passed))
-        self.housekeeper = Housekeeper(self.events.put)
-        self.housekeeper.start()
 
     def _shutdown(self) -> None:
         """Stop entries, close streams, flush, release: bounded so SIGTERM ends within 10 s."""
@@ -230,6 +265,10 @@ class Bot:
             self.manager.stop(timeout=4.0)
         if self.housekeeper is not None:
             self.housekeeper.stop(timeout=3.0)
+        try:
+            self._flush_closed_4h()
+        except Exception as exc:  # noqa: BLE001 - a cache write must not stop the shutdown
+            log.warning("could not cache the last closed 4h candles: %s", exc)
         try:
             if self.store is not None and self.manager is not None:
                 self._write_heartbeat(running=False)
@@ -283,6 +322,7 @@ class Bot:
                 self._write_heartbeat(running=True)
             if self._filter_dirty_at is not None and now - self._filter_dirty_at >= FILTER_SETTLE_S:
                 self._filter_dirty_at = None
+                self._flush_closed_4h()
                 self._apply_pass_set(self.live4h.passing())
             if now >= next_refresh:
                 next_refresh = now + self.settings.filter_4h.refresh_s
@@ -290,6 +330,14 @@ class Bot:
             if now >= next_universe:
                 next_universe = now + UNIVERSE_REFRESH_S
                 self._submit_universe_refresh()
+            if self._backfill_retry and now >= self._backfill_retry_at:
+                retry, self._backfill_retry = self._backfill_retry & self.streaming_1m, set()
+                self._submit_backfill(sorted(retry - self._backfill_pending))
+
+    def _flush_closed_4h(self) -> None:
+        if self._closed_4h and self.store is not None:
+            closed, self._closed_4h = self._closed_4h, []
+            self.store.put_candles(closed)
 
     def _check_ready(self) -> None:
         """Log once when the filter is known and every wanted stream is confirmed by the exchange."""
@@ -312,16 +360,13 @@ class Bot:
         if k.interval == "1m":
             self._on_1m(k)
         elif k.interval == "4h" and self.live4h.on_kline(k):
-            assert self.store is not None
-            self.store.put_candles([k])
+            self._closed_4h.append(k)
             if self._filter_dirty_at is None:
                 self._filter_dirty_at = time.monotonic()
 
     def _on_1m(self, k: Kline) -> None:
         sym = k.symbol
         self.last_price[sym] = k.close
-        if k.event_time:
-            self.latencies_ms.append(time.time() * 1000 - k.event_time)
         held = self.book.get(sym)
         if held is not None:
             reason = self.broker.exit_reason(held, k.close, k.event_time or self.now_ms())
@@ -332,6 +377,10 @@ class Bot:
                 self.rule.seed(sym, [k])  # keep its history so it can signal at once if it passes later
             return
         signal = self.rule.on_kline(k)
+        if k.event_time:
+            # event time (exchange clock, stamped when the frame is sent) -> the decision taken: the
+            # wire, parsing, the queue and the rule, i.e. what a surge waits before we act on it
+            self.latencies_ms.append(time.time() * 1000 - k.event_time)
         if signal is not None:
             self._on_signal(signal)
         elif (
@@ -409,6 +458,8 @@ class Bot:
     def _on_backfilled(self, item: _Backfilled) -> None:
         self._backfill_pending.discard(item.symbol)
         self.rule.seed(item.symbol, item.klines)
+        self.backfills += 1
+        self._backfill_delay = BACKFILL_RETRY_S[0]
 
     def _on_rescanned(self, item: _Rescanned) -> None:
         if item.universe is not None:
@@ -428,6 +479,13 @@ class Bot:
         self._apply_pass_set(self.live4h.passing())
 
     def _on_job_failed(self, item: _JobFailed) -> None:
+        if item.symbols:
+            self._backfill_pending.difference_update(item.symbols)
+            self._backfill_retry.update(item.symbols)
+            self._backfill_retry_at = time.monotonic() + self._backfill_delay
+            log.warning("%s failed: %s (trying again in %.0fs)", item.job, item.error, self._backfill_delay)
+            self._backfill_delay = min(self._backfill_delay * 2, BACKFILL_RETRY_S[1])
+            return
         log.warning("%s failed: %s (will try again)", item.job, item.error)
         if item.job.startswith("backfill"):
             self._backfill_pending.clear()  # the next closed candle of a hole re-requests it
@@ -508,24 +566,44 @@ class Bot:
         rest, post, now_ms = self.rest, self.events.put, self.now_ms
         workers = self.settings.filter_4h.workers
 
+        down = threading.Event()  # the exchange is unreachable: the rest of the job asks nothing
+        failed: list[str] = []
+        errors: list[str] = []
+
         def one(sym: str) -> None:
             assert rest is not None
+            if down.is_set():
+                failed.append(sym)
+                return
             try:
                 post(_Backfilled(sym, rest.klines(sym, "1m", limit=limit, now_ms=now_ms())))
-            except ExchangeError as exc:
+            except ExchangeError as exc:  # about this symbol (e.g. delisted): not retried
                 post(_JobFailed(f"backfill {sym}", str(exc)))
+            except RestError as exc:  # unreachable or banned: retried later, like every symbol after it
+                down.set()
+                failed.append(sym)
+                errors.append(str(exc))
 
-        def job() -> None:
+        def job() -> _JobFailed | None:
             if len(symbols) == 1:
                 one(symbols[0])
-                return
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surge-backfill") as pool:
-                for fut in [pool.submit(one, s) for s in symbols]:
-                    fut.result()
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surge-backfill") as pool:
+                    for fut in [pool.submit(one, s) for s in symbols]:
+                        fut.result()
+            if failed:
+                return _JobFailed(f"backfill of {len(failed)}", errors[0] if errors else "", tuple(failed))
+            return None
 
         self.housekeeper.submit(f"backfill of {len(symbols)}", job)
 
     # ----------------------------------------------------------------- heartbeat
+
+    def baseline_ready(self) -> int:
+        """How many passing symbols have the whole volume baseline of the current minute, i.e. can
+        signal right now (a read-only figure for people, tests and the benchmark)."""
+        minute = self.now_ms() // MINUTE_MS * MINUTE_MS
+        return sum(1 for s in self.passing if not self.rule.missing(s, minute))
 
     def latency_percentiles(self) -> tuple[float | None, float | None]:
         data = sorted(self.latencies_ms)
@@ -558,9 +636,14 @@ class Bot:
                 "passing": len(self.passing),
                 "reconnects": st["reconnects"],
                 "gaps": st["gaps"],
+                "events": st["events"],
                 "latency_ms_p50": p50,
                 "latency_ms_p99": p99,
+                "latency_samples": len(self.latencies_ms),
                 "start_weight": self.start_weight,
+                "backfills": self.backfills,
+                "backfill_pending": len(self._backfill_pending) + len(self._backfill_retry),
+                "baseline_ready": self.baseline_ready(),
             },
         )
 

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Benchmark of ``surge run`` (issue 5); prints ONE JSON object on stdout, progress on stderr.
+
+The simulator runs in its own process (``surge sim --latency-ms 147``: what a trader far from Tokyo
+sees per REST request), the bot as ``python -m surge run``, exactly as a trader or cron starts it.
+
+* ``restart_ready_s``: from ``Popen`` of the bot to its "ready in" log line (4h filter decided and
+  every kline_1m / kline_4h stream confirmed by the exchange), cold (empty ``$SURGE_HOME``) and warm
+  (a second start right after a clean SIGTERM stop), each with its REST requests and weight (the
+  simulator's own count of what arrived, weighted as Binance weighs it), to "ready" and to "every
+  volume baseline complete" (the 1m backfill that lets the symbols signal).
+  Targets: warm <= 3 s and <= 10 % of the cold weight. The old program: 26 s on every start.
+* Steady state with every symbol passing (531 symbols -> 1,062 streams, ~4,250 kline events/s):
+  ``threads`` (target <= connections + 4), ``decision_latency_p99_ms`` from the kline's event time
+  (stamped by the exchange as it sends) to the surge decision (the bot's heartbeat, over its last
+  20,000 decisions; the median and worst of those windows over the soak; target <= 5 ms), and
+  ``rss_mb`` with its growth over ``--soak-s`` seconds (target <= 5 % over 10 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from surge.exchange.ratelimit import endpoint_weight
+
+PY = sys.executable
+BASELINE = {"restart_ready_s": 26.0, "note": "the program surge replaces: 26 s on every start"}
+ALL_PASS = """
+[filter_4h]
+min_change_pct = -100.0
+max_change_pct = 1000.0
+min_quote_volume = 0
+[stream]
+streams_per_connection = 200
+"""
+
+
+def say(msg: str) -> None:
+    print(f"bench_run: {msg}", file=sys.stderr, flush=True)
+
+
+class Sim:
+    """``surge sim`` in its own process, driven through its ``/_sim`` HTTP controls."""
+
+    def __init__(self, latency_ms: float, symbols: int) -> None:
+        self.proc = subprocess.Popen(
+            [PY, "-m", "surge", "sim", "--port", "0", "--latency-ms", str(latency_ms),
+             "--symbols", str(symbols)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if len(line) != 4 or line[0] != "REST":
+            raise SystemExit(f"bench_run: unexpected first line from surge sim: {line}")
+        self.rest_url, self.ws_url = line[1], line[3]
+
+    def control(self, name: str, **args: Any) -> Any:
+        query = "&".join(f"{k}={v}" for k, v in args.items())
+        with urllib.request.urlopen(f"{self.rest_url}/_sim/{name}?{query}", timeout=30) as resp:
+            return json.loads(resp.read())["result"]
+
+    def weight(self) -> tuple[int, int]:
+        """(requests, weight) since the last reset (every klines request of the bot has limit < 100)."""
+        by_path = self.control("stats")["by_path"]
+        weight = 0
+        for path, n in by_path.items():
+            params = {"limit": 22} if path.endswith("/klines") else {}
+            weight += endpoint_weight(path, params) * n
+        return sum(by_path.values()), weight
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Bot:
+    """One ``surge run``; its stderr is read line by line so the "ready in" line is timed as it comes."""
+
+    def __init__(self, home: Path, sim: Sim, config: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
+        env.update(SURGE_HOME=str(home), SURGE_REST_URL=sim.rest_url, SURGE_WS_URL=sim.ws_url,
+                   SURGE_CONFIG=str(config), PYTHONUNBUFFERED="1")
+        self.home = home
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen([PY, "-m", "surge", "run"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def wait_line(self, needle: str, timeout: float) -> tuple[float, str]:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for t, line in self.lines[seen:]:
+                if needle in line:
+                    return t - self.t0, line
+            seen = len(self.lines)
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        tail = "\n".join(line for _, line in self.lines[-20:])
+        raise SystemExit(f"bench_run: no {needle!r} from the bot (exit {self.proc.poll()}):\n{tail}")
+
+    def heartbeat(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.home / "heartbeat.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def status(self) -> dict[str, Any]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
+        env["SURGE_HOME"] = str(self.home)
+        out = subprocess.run([PY, "-m", "surge", "status", "--json"], env=env, capture_output=True, text=True,
+                             timeout=60, check=True)
+        return json.loads(out.stdout)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds used by the bot so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> float:
+        t = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        if code != 0:
+            raise SystemExit(f"bench_run: the bot exited {code} on SIGTERM")
+        return time.monotonic() - t
+
+
+def wait_for(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise SystemExit(f"bench_run: timed out waiting for {what}")
+
+
+def one_start(label: str, home: Path, sim: Sim, config: Path) -> tuple[dict[str, Any], Bot]:
+    sim.control("reset")
+    bot = Bot(home, sim, config)
+    ready_s, ready_line = bot.wait_line("ready in", 300)
+    requests_ready, weight_ready = sim.weight()
+    _, filter_line = bot.wait_line("4h filter:", 5)
+    scan_weight = int(filter_line.rsplit("weight ", 1)[1].split(",")[0])
+    hb = wait_for(lambda: (h := bot.heartbeat()).get("ready_at") and h.get("backfill_pending") == 0
+                  and h.get("baseline_ready") == h.get("passing") and h, 300, f"{label}: every baseline")
+    baseline_s = time.monotonic() - bot.t0
+    requests_all, weight_all = sim.weight()
+    say(f"{label}: ready in {ready_s:.2f}s (weight {weight_ready}), baselines in {baseline_s:.2f}s "
+        f"(weight {weight_all}); {ready_line.split(': ', 1)[1]}")
+    return {
+        "ready_s": round(ready_s, 3),
+        "ready_s_own": float(ready_line.split("ready in ", 1)[1].split("s", 1)[0]),
+        "requests_to_ready": requests_ready,
+        "weight_to_ready": weight_ready,
+        "scan_weight": scan_weight,
+        "baselines_complete_s": round(baseline_s, 3),
+        "requests_to_baselines": requests_all,
+        "weight_to_baselines": weight_all,
+        "passing": hb.get("passing"),
+        "streams": hb.get("streams"),
+    }, bot
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--soak-s", type=float, default=120.0, help="steady-state run for latency and RSS")
+    ap.add_argument("--latency-ms", type=float, default=147.0, help="simulated REST latency")
+    ap.add_argument("--symbols", type=int, default=531)
+    ap.add_argument("--skip-restart", action="store_true", help="only the steady-state part")
+    args = ap.parse_args()
+
+    sim = Sim(args.latency_ms, args.symbols)
+    out: dict[str, Any] = {"symbols": args.symbols, "rest_latency_ms": args.latency_ms}
+    try:
+        with tempfile.TemporaryDirectory(prefix="surge-bench-run-") as tmp:
+            root = Path(tmp)
+            default_cfg = root / "default.toml"
+            default_cfg.write_text("")
+            home = root / "home"
+            if not args.skip_restart:
+                cold, bot = one_start("cold", home, sim, default_cfg)
+                stop_s = bot.stop()
+                warm, bot = one_start("warm", home, sim, default_cfg)
+                bot.stop()
+                out["restart_ready_s"] = {
+                    "cold": cold["ready_s"],
+                    "warm": warm["ready_s"],
+                    "cold_weight": cold["weight_to_ready"],
+                    "warm_weight": warm["weight_to_ready"],
+                    "warm_weight_pct_of_cold": round(
+                        100.0 * warm["weight_to_ready"] / max(1, cold["weight_to_ready"]), 1),
+                    "cold_weight_with_backfill": cold["weight_to_baselines"],
+                    "warm_weight_with_backfill": warm["weight_to_baselines"],
+                    "warm_weight_with_backfill_pct": round(
+                        100.0 * warm["weight_to_baselines"] / max(1, cold["weight_to_baselines"]), 1),
+                    "cold_detail": cold,
+                    "warm_detail": warm,
+                    "sigterm_stop_s": round(stop_s, 3),
+                    "targets": {"warm_s": 3.0, "warm_weight_pct": 10.0},
+                }
+
+            # steady state: every symbol passes, so every symbol streams 1m and 4h
+            all_cfg = root / "all.toml"
+            all_cfg.write_text(ALL_PASS)
+            home2 = root / "home-all"
+            steady, bot = one_start("steady", home2, sim, all_cfg)
+            try:
+                time.sleep(10.0)  # let the first baselines and subscriptions settle
+                hb0, t0, cpu0 = bot.heartbeat(), time.monotonic(), bot.cpu_s()
+                rss = [bot.rss_mb()]
+                p99s: list[float] = []
+                p50s: list[float] = []
+                last_written = 0.0
+                threads_seen: list[int] = []
+                status = bot.status()
+                deadline = t0 + args.soak_s
+                next_report = t0 + 60
+                by_minute: list[float] = [round(rss[0], 1)]
+                while time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    hb = bot.heartbeat()
+                    if hb.get("written_at", 0) != last_written and hb.get("latency_ms_p99") is not None:
+                        last_written = hb["written_at"]
+                        p99s.append(hb["latency_ms_p99"])
+                        p50s.append(hb["latency_ms_p50"])
+                        threads_seen.append(hb["threads"])
+                    rss.append(bot.rss_mb())
+                    if time.monotonic() >= next_report:
+                        next_report += 60
+                        by_minute.append(round(rss[-1], 1))
+                        say(f"soak {time.monotonic() - t0:.0f}s: rss {rss[-1]:.1f} MB, p99 {p99s[-1]:.2f} ms")
+                hb1, t1, cpu1 = bot.heartbeat(), time.monotonic(), bot.cpu_s()
+                status_end = bot.status()
+                events_per_s = (hb1["events"] - hb0["events"]) / (hb1["written_at"] - hb0["written_at"])
+            finally:
+                bot.stop()
+            warm_rss = statistics.mean(rss[: max(1, min(10, len(rss)))])
+            end_rss = statistics.mean(rss[-10:])
+            out["steady"] = {
+                "passing": steady["passing"],
+                "streams": status_end["streams"],
+                "connections": status_end["connections"],
+                "events_per_s": round(events_per_s, 1),
+                "bot_cpu_pct": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1),
+                "bot_cpu_us_per_event": round(1e6 * (cpu1 - cpu0) / (t1 - t0) / max(events_per_s, 1.0), 2),
+                "burst": "the simulator sends every stream's update at once every 250 ms: "
+                         f"{status_end['streams']} events per burst, so the last of a burst waits for "
+                         "the whole burst to be parsed and decided before it",
+                "signals": status_end["signals"],
+            }
+            out["threads"] = status["threads"]
+            out["threads_max_in_soak"] = max(threads_seen) if threads_seen else None
+            out["threads_target"] = f"<= connections + 4 = {status['connections'] + 4}"
+            out["decision_latency_p99_ms"] = round(statistics.median(p99s), 3) if p99s else None
+            out["decision_latency_p99_ms_worst_window"] = round(max(p99s), 3) if p99s else None
+            out["decision_latency_p50_ms"] = round(statistics.median(p50s), 3) if p50s else None
+            out["rss_mb"] = round(end_rss, 1)
+            out["rss_mb_start"] = round(warm_rss, 1)
+            out["rss_mb_max"] = round(max(rss), 1)
+            out["rss_growth_pct"] = round(100.0 * (end_rss - warm_rss) / warm_rss, 2)
+            out["rss_mb_by_minute"] = by_minute
+            out["soak_s"] = round(t1 - t0, 1)
+            out["baseline"] = BASELINE
+    finally:
+        sim.stop()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""``surge run`` end to end (issue 5): the bot as a real ``python -m surge run`` process against an
+in-process simulator on 127.0.0.1, or an in-process :class:`Bot` where the test must look inside it.
+
+Every wait is a poll with a deadline (``wait_for``), never a bare sleep; deadlines are generous
+(a loaded 2-core machine), and each test returns as soon as its condition holds. The simulator has
+no periodic surges and exactly the symbols a test names pass its 4h filter (``arrange_4h``), so every
+signal is one a test injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from surge.app import Bot
+from surge.config import load_settings
+from surge.runtime import InstanceLock
+from surge.sim import Simulator
+from tests.bot_harness import (
+    MINUTE_MS,
+    BotProcess,
+    baseline_ready,
+    bot_env,
+    cli_json,
+    free_port,
+    heartbeat,
+    make_simulator,
+    positions_of,
+    signals_of,
+    surge_cli,
+    wait_for,
+    write_config,
+)
+
+A, B, FAILS = "BTCUSDT", "ETHUSDT", "XRPUSDT"  # the module bot: A and B pass the 4h filter, FAILS not
+HELD = "SOLUSDT"  # kill -9 with this one open
+DROP_1, DROP_2 = "DOGEUSDT", "BNBUSDT"  # dropped connections (in-process bot)
+PASSING = [A, B, HELD, DROP_1, DROP_2]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    simulator = make_simulator(PASSING)
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture(scope="module")
+def running(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotProcess]:
+    """One bot for the ordered tests below (status, second instance, entries, exits, SIGTERM)."""
+    root = tmp_path_factory.mktemp("run")
+    home = root / "home"
+    bot = BotProcess(home, sim, [A, B, FAILS], config=write_config(root / "surge.toml"))
+    try:
+        bot.wait_ready()
+        wait_for(lambda: baseline_ready(home, 2), 60, "A and B to have their volume baseline")
+        yield bot
+    finally:
+        bot.ensure_stopped()
+
+
+def test_status_shows_running_while_it_runs(running: BotProcess) -> None:
+    status = cli_json(running.home, "status")
+    assert status["running"] is True
+    assert status["pid"] == running.pid
+    assert status["connections"] >= 1
+    assert status["streams"] == 5  # kline_4h of A, B, FAILS and kline_1m of A and B only
+    assert status["threads"] >= 3
+    assert status["signals"] == 0 and status["open_positions"] == 0
+
+
+def test_second_instance_exits_3_naming_the_holder(running: BotProcess, sim: Simulator) -> None:
+    config = running.home.parent / "surge.toml"
+    proc = surge_cli(running.home, "run", "--config", str(config), "--symbols", A, sim=sim)
+    assert proc.returncode == 3, proc.stderr
+    assert f"already running (pid {running.pid})" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert running.proc.poll() is None  # the first one is untouched
+
+
+def test_surge_on_failing_symbol_gives_nothing_and_on_passing_one_exactly_one_entry(
+    running: BotProcess, sim: Simulator
+) -> None:
+    sim.market.inject_surge(FAILS, 5.0, 10.0)  # first, so it has had longer than A's to show up
+    sim.market.inject_surge(A, 5.0, 10.0)
+    wait_for(lambda: positions_of(running.home, A), 60, f"a paper position on {A}")
+    # the surge candle keeps qualifying for the rest of its minute: still one signal, one position
+    wait_for(lambda: heartbeat(running.home).get("written_at", 0) > time.time() - 0.5, 10,
+             "a fresh heartbeat")
+    [sig] = signals_of(running.home, A)
+    [pos] = positions_of(running.home, A)
+    assert sig.entered and pos.key == sig.signal.key and pos.is_open
+    assert sig.signal.change_pct >= 3.0 and sig.signal.volume_multiple >= 3.0
+    assert pos.entry_price > sig.signal.price  # slippage against us
+    assert signals_of(running.home, FAILS) == [] and positions_of(running.home, FAILS) == []
+    assert f"SIGNAL {A}" in running.log() and f"SIGNAL {FAILS}" not in running.log()
+    assert [s["symbol"] for s in cli_json(running.home, "signals")] == [A]
+
+
+def test_position_closes_by_take_profit_when_the_price_rises(running: BotProcess, sim: Simulator) -> None:
+    [pos] = positions_of(running.home, A)
+    assert pos.is_open
+    sim.market.inject_surge(A, 6.0, 0.0, min_quote_volume=0.0)  # above the 4 % take profit
+    closed = wait_for(lambda: [p for p in positions_of(running.home, A) if not p.is_open], 60,
+                      f"{A} to close")
+    [p] = closed
+    assert p.exit_reason == "take_profit"
+    assert p.exit_price >= pos.take_profit * (1 - 0.001)  # exits on the last price, minus slippage
+    assert p.pnl is not None and p.pnl > 0
+    assert len(signals_of(running.home, A)) == 1 and len(positions_of(running.home, A)) == 1
+
+
+def test_position_closes_by_stop_loss_when_the_price_falls(running: BotProcess, sim: Simulator) -> None:
+    sim.market.inject_surge(B, 5.0, 10.0)
+    [pos] = wait_for(lambda: positions_of(running.home, B), 60, f"a paper position on {B}")
+    sim.market.inject_surge(B, -5.0, 0.0, min_quote_volume=0.0)  # below the 2.5 % stop loss
+    [p] = wait_for(lambda: [p for p in positions_of(running.home, B) if not p.is_open], 60, f"{B} to close")
+    assert p.exit_reason == "stop_loss" and p.key == pos.key
+    assert p.pnl is not None and p.pnl < 0
+    assert len(signals_of(running.home, B)) == 1
+    everything = cli_json(running.home, "positions", "--all")
+    assert {(x["symbol"], x["exit_reason"]) for x in everything} == {(A, "take_profit"), (B, "stop_loss")}
+
+
+def test_sigterm_exits_0_within_10_s_and_releases_the_lock(running: BotProcess) -> None:
+    t0 = time.monotonic()
+    running.signal(signal.SIGTERM)
+    assert running.wait(10) == 0, running.log()[-2000:]
+    assert time.monotonic() - t0 <= 10.0
+    status = cli_json(running.home, "status")
+    assert status["running"] is False and status["pid"] is None
+    assert heartbeat(running.home)["running"] is False
+    with InstanceLock(running.home):  # the lock is free
+        pass
+    assert "Traceback" not in running.log()
+
+
+def test_sigterm_during_a_slow_start_exits_0_within_10_s(sim: Simulator, tmp_path: Path) -> None:
+    """A cold 4h scan at Binance-like latency takes half a minute: a stop must not wait for it."""
+    home = tmp_path / "home"
+    sim.rest.set_latency(1000)  # 40 symbols / 3 workers: a scan of ~14 s
+    try:
+        bot = BotProcess(home, sim, [], config=write_config(tmp_path / "surge.toml"))
+        try:
+            bot.wait_log("scanning the universe")
+            t0 = time.monotonic()
+            bot.signal(signal.SIGTERM)
+            assert bot.wait(10) == 0, bot.log()[-2000:]
+            assert time.monotonic() - t0 <= 10.0
+            assert "ready in" not in bot.log() and "Traceback" not in bot.log()
+        finally:
+            bot.ensure_stopped()
+    finally:
+        sim.rest.set_latency(0)
+    assert cli_json(home, "status")["running"] is False
+    with InstanceLock(home):
+        pass
+
+
+# --------------------------------------------------------------------------- crash and restart
+
+
+def test_kill_9_with_an_open_position_restart_resumes_it_and_exits_by_max_hold(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "surge.toml", {"trade": {"max_hold_s": 15}})
+    first = BotProcess(home, sim, [HELD], config=config)
+    try:
+        first.wait_ready()
+        wait_for(lambda: baseline_ready(home, 1), 60, f"{HELD}'s volume baseline")
+        sim.market.inject_surge(HELD, 5.0, 10.0)
+        [pos] = wait_for(lambda: positions_of(home, HELD), 60, f"a paper position on {HELD}")
+    finally:
+        first.kill()  # kill -9: no shutdown path runs
+    assert first.proc.returncode == -signal.SIGKILL
+    status = cli_json(home, "status")
+    assert status["running"] is False and status["open_positions"] == 1  # the kernel released the lock
+
+    second = BotProcess(home, sim, [HELD], config=config)
+    try:
+        second.wait_log(f"resuming 1 open position(s): {HELD}")
+        second.wait_ready()
+        [still] = positions_of(home, HELD)
+        assert still.is_open or still.exit_reason == "max_hold"
+        [p] = wait_for(lambda: [p for p in positions_of(home, HELD) if not p.is_open], 90, f"{HELD} to close")
+        assert p.key == pos.key and p.exit_reason == "max_hold"
+        assert p.exit_time is not None and p.exit_time >= pos.deadline
+        # the surge candle may still qualify after the restart: the restored cooldown and the signal's
+        # key keep it from entering twice
+        assert len(signals_of(home, HELD)) == 1 and len(positions_of(home, HELD)) == 1
+        second.signal(signal.SIGTERM)
+        assert second.wait(10) == 0
+    finally:
+        second.ensure_stopped()
+
+
+# --------------------------------------------------------------------------- dropped connections
+
+
+def _volumes(bot: Bot, symbol: str) -> dict[int, float]:
+    """A copy of the rule's closed-candle volumes of ``symbol`` (taken while the loop runs)."""
+    for _ in range(100):
+        try:
+            return dict(bot.rule._state[symbol].volumes)
+        except (RuntimeError, KeyError):  # changed size during the copy / not there yet
+            time.sleep(0.01)
+    raise AssertionError(f"no volume state for {symbol}")
+
+
+def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for key, value in bot_env(tmp_path / "home", sim).items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(config_path=write_config(tmp_path / "surge.toml"))
+    bot = Bot(settings, symbols=[DROP_1, DROP_2])
+    caplog.set_level(logging.INFO, logger="surge")
+    thread = threading.Thread(target=bot.run, name="test-bot", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: bot.ready_at is not None and heartbeat(tmp_path / "home").get("baseline_ready") == 2,
+                 60, "the bot to be ready with both baselines")
+        assert bot.manager is not None
+        for round_ in (1, 2, 3):
+            gaps, backfills = bot.manager.stats()["gaps"], bot.backfills
+            klines_before = sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0)
+            assert sim.ws.drop_all() >= 1
+            wait_for(lambda: bot.manager.stats()["gaps"] > gaps, 60, f"the gap of drop {round_}")  # noqa: B023
+            wait_for(lambda: bot.backfills >= backfills + 2, 60, f"the backfill after drop {round_}")  # noqa: B023
+            assert sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0) >= klines_before + 2
+        wait_for(lambda: bot.manager.stats()["connections"] >= 1, 30, "a connection again")
+        now = sim.market.now_ms()
+        minute = now // MINUTE_MS * MINUTE_MS
+        for sym in (DROP_1, DROP_2):
+            volumes = _volumes(bot, sym)
+            lookback = settings.surge.volume_lookback
+            wanted = [minute - i * MINUTE_MS for i in range(lookback, 0, -1)]
+
+            def complete(s: str = sym, w: list[int] = wanted) -> bool:
+                return all(t in _volumes(bot, s) for t in w)
+
+            wait_for(complete, 60, f"{sym}'s baseline to be complete")
+            volumes = _volumes(bot, sym)
+            history = sim.market.klines(sym, "1m", limit=lookback + 2, now_ms=now)
+            truth = {k.open_time: k.volume for k in history if k.open_time < minute}
+            for t in wanted:
+                assert volumes[t] == pytest.approx(truth[t], rel=1e-9), (sym, t)
+        assert bot.signals_seen == 0  # no spurious surge from a hole or a double-counted candle
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("stream gap on" in m and "backfilling" in m for m in messages)
+        assert thread.is_alive()
+    finally:
+        bot.request_stop()
+        thread.join(15)
+    assert not thread.is_alive()
+
+
+# --------------------------------------------------------------------------- an outage
+
+
+def test_an_outage_across_a_minute_close_is_ridden_out_and_the_hole_backfilled(tmp_path: Path) -> None:
+    """REST failing and the WebSocket server gone while a 1m candle closes: the bot stays up, reconnects
+    when the server is back, keeps re-asking for the missed candle until REST answers, and ends with a
+    complete volume baseline."""
+    symbols = ["ADAUSDT", "LINKUSDT"]
+    ws_port = free_port()
+    sim = make_simulator(symbols, minute_second=42.0, ws_port=ws_port)
+    home = tmp_path / "home"
+    bot = BotProcess(home, sim, symbols, config=write_config(tmp_path / "surge.toml"))
+    try:
+        bot.wait_ready()
+        wait_for(lambda: baseline_ready(home, 2), 60, "both baselines")
+        hb0 = heartbeat(home)
+        sim.rest.error_next(1_000_000, 503)
+        sim.ws.stop()  # connections refused from now on
+        down_at = sim.market.now_ms()
+        close_ms = (down_at // MINUTE_MS + 1) * MINUTE_MS  # a 1m candle closes during the outage
+        wait_for(lambda: sim.market.now_ms() >= close_ms + 3000, 90, "a minute close during the outage",
+                 every=0.25)
+        assert bot.proc.poll() is None
+        sim.ws.start()  # same port
+        assert sim.ws.port == ws_port
+        bot.wait_log("trying again in", 90)  # the backfill after the gap met the REST outage
+        assert bot.proc.poll() is None
+        sim.rest.clear_faults()
+        wait_for(lambda: baseline_ready(home, 2) and heartbeat(home).get("connections", 0) >= 1, 90,
+                 "reconnected with the missed candle backfilled")
+        hb = heartbeat(home)
+        assert hb["reconnects"] > hb0["reconnects"] and hb["gaps"] > hb0["gaps"]
+        assert hb["backfill_pending"] == 0
+        assert signals_of(home) == []
+        log = bot.log()
+        assert "stream gap on" in log and "trying again in" in log
+        assert "Traceback" not in log
+        bot.signal(signal.SIGTERM)
+        assert bot.wait(10) == 0
+    finally:
+        bot.ensure_stopped()
+        sim.stop()
