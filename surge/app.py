@@ -318,6 +318,8 @@ class Bot:
         for p in report.adopted:
             if not self.store.adopt_position(p, venue=self.venue):
                 log.warning("adopted position %s is already recorded (closed): kept in the book only", p.key)
+        if report.adopted:  # their signals are new rows: the same surge must not signal again at once
+            self.rule.restore_cooldowns(self.store.last_signal_times(venue=self.venue))
         self.book = PositionBook(self.settings.trade.max_open_positions)
         for p in report.open:
             self.book.add(p)
