@@ -337,3 +337,106 @@ def test_either_opt_in_alone_or_no_keys_exits_2(tmp_path: Path, mode: str, flag:
     assert missing in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (home / "surge.db").exists()  # refused before anything started
+
+
+def test_sim_live_without_keys_uses_the_simulators_demo_keys(tmp_path: Path) -> None:
+    """``--sim --live``: the built-in simulator with its demo keys when none are set; exit 0 at the end."""
+    home = home_with_config(tmp_path)
+    env = env_for(home, None, SURGE_API_KEY="", SURGE_API_SECRET="")
+    proc = surge(home, "run", "--sim", "--live", "--symbols", "SOLUSDT,ETHUSDT", "--duration", "3", env=env,
+                 timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LIVE TRADING on Binance USD-M: balance 10000.00 USDT" in proc.stderr
+    assert "reconciliation: 0 open" in proc.stderr and "Traceback" not in proc.stderr
+    assert_no_secret(home, proc.stdout, proc.stderr)
+
+
+# --------------------------------------------------------------------------- in process: errors ridden out
+
+
+class FlakyBroker:
+    """A paper broker whose exchange fails ``failures`` times first (each call of open/close/sync)."""
+
+    def __init__(self, failures: int) -> None:
+        from surge.config import TradeSettings
+        from surge.trading import PaperBroker
+
+        self.paper = PaperBroker(TradeSettings(mode="live"))
+        self.failures = failures
+        self.skipped: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    def _call(self, name: str) -> None:
+        from surge.exchange.rest import ExchangeUnavailable
+
+        self.calls.append(name)
+        if self.failures > 0:
+            self.failures -= 1
+            raise ExchangeUnavailable("exchange unavailable: POST /fapi/v1/order: read timeout")
+
+    def open(self, signal: Any) -> Any:
+        self._call("open")
+        return self.paper.open(signal)
+
+    def exit_reason(self, position: Any, price: float, now_ms: int) -> str | None:
+        return self.paper.exit_reason(position, price, now_ms)
+
+    def close(self, position: Any, price: float, now_ms: int, reason: str) -> Any:
+        self._call("close")
+        return self.paper.close(position, price, now_ms, reason)
+
+    def sync(self, positions: Any, *, force: bool = False) -> list[Any]:
+        self._call("sync")
+        return []
+
+
+def test_live_errors_are_retried_under_the_same_signal_never_fatal(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import surge.app as app
+    from surge.config import Settings, TradeSettings
+    from surge.exchange.orders import Credentials
+    from surge.models import Signal
+    from surge.store import open_store
+
+    bot = app.Bot(Settings(home=tmp_path, trade=TradeSettings(mode="live")),
+                  credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    assert bot.venue == "live:fapi.binance.com" and DEFAULT_API_SECRET not in repr(bot.credentials)
+    bot.store = open_store(tmp_path)
+    broker = FlakyBroker(failures=1)
+    bot.broker = broker
+    bot.passing = {"SOLUSDT", "ETHUSDT"}
+    sol = Signal("SOLUSDT", 1_700_000_030_000, 1_700_000_000_000, 4.0, 5.0, 1e6, 180.0)
+    try:
+        bot._on_signal(sol)  # the exchange fails: not recorded, not fatal, kept to ask again
+        assert list(bot._pending) == [sol.key] and not bot.store.has_signal(sol.key, venue=bot.venue)
+        bot._on_signal(Signal("SOLUSDT", sol.time + 60_000, sol.open_time + 60_000, 4.0, 5.0, 1e6, 181.0))
+        [refused] = [r for r in bot.store.signals(venue=bot.venue) if r.signal.time == sol.time + 60_000]
+        assert refused.skip_reason == "an entry on SOLUSDT is still unconfirmed"
+        bot._retry_entries()  # too early: LIVE_RETRY_S has not passed
+        assert broker.calls == ["open"]
+        bot._exchange_retry_at = 0.0
+        bot._retry_entries()
+        assert broker.calls == ["open", "open"] and not bot._pending
+        [held] = bot.store.open_positions(venue=bot.venue)
+        assert held.key == sol.key and bot.book.get("SOLUSDT") == held
+
+        broker.failures = 2
+        bot._sync_exchange()  # a failed check is logged and retried later
+        bot._close(held, 170.0, held.entry_time + 1000, "max_hold")  # inside the back-off: not tried
+        assert broker.calls[-1] == "sync" and bot.book.get("SOLUSDT") == held
+        bot._exchange_retry_at = 0.0
+        bot._close(held, 170.0, held.entry_time + 1000, "max_hold")  # fails: still held
+        assert bot.book.get("SOLUSDT") == held
+        bot._exchange_retry_at = 0.0
+        bot._close(held, 170.0, held.entry_time + 1000, "max_hold")
+        assert bot.book.get("SOLUSDT") is None and bot.store.open_positions(venue=bot.venue) == []
+
+        monkeypatch.setattr(app, "ENTRY_RETRY_FOR_S", 0.0)  # an exchange that never answers: given up
+        broker.failures = 1
+        eth = Signal("ETHUSDT", sol.time, sol.open_time, 4.0, 5.0, 1e6, 3000.0)
+        bot._on_signal(eth)
+        [gone] = [r for r in bot.store.signals(venue=bot.venue) if r.signal.key == eth.key]
+        assert not gone.entered and gone.skip_reason and gone.skip_reason.startswith("exchange error: ")
+        assert not bot._pending
+    finally:
+        bot.store.close()
