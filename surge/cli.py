@@ -11,13 +11,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from surge import __version__
 from surge.config import Settings, load_settings
 from surge.errors import EXIT_OK, ConfigError, SurgeError
+
+if TYPE_CHECKING:
+    from surge.exchange.orders import Credentials
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -213,7 +216,7 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
 # --------------------------------------------------------------------------- run (issue 5)
 
 
-def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -> Any:
+def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -> Credentials | None:
     """Live trading only when asked twice: ``[trade] mode = "live"`` AND ``--live``.
 
     Returns the :class:`~surge.exchange.orders.Credentials` to trade with, or None for paper. Either
