@@ -252,7 +252,7 @@ def test_timeout_after_acceptance_is_not_a_second_entry(tmp_path: Path, sim: Sim
     bot = Bot(home, env)
     bots.append(bot)
     bot.wait_log("ready in")
-    sim.rest.account.delay_next_order(12.0)
+    sim.rest.account.delay_next_order(20.0)  # past the 10 s read timeout
     inject_in_minute(sim, "ETHUSDT", 5.0)
     [pos] = wait_for(lambda: [p for p in positions(home, env) if p["symbol"] == "ETHUSDT"], 60,
                      "the ETHUSDT entry after the lost answer")
