@@ -12,6 +12,14 @@ pool of at most ``filter_4h.workers`` threads only while it runs. Nothing else.
 Why the main loop owns all state: every decision (signal, entry, exit, filter change) is taken on
 one thread, in the order events arrived, so none of it needs a lock and a replay is deterministic.
 Other threads only put messages on the queue.
+
+Live trading (both opt-ins given, ``credentials`` set): the same loop drives a
+:class:`~surge.trading.live.LiveBroker` instead of the paper broker, through the same calls. It
+signs over the bot's own REST client, so signed calls and the scans share one weight limiter. At
+start it shows the account and the limits in force and reconciles the database with the exchange
+(what it reports is persisted); while running it asks the exchange every few seconds which
+positions its protective orders closed. An exchange error in a live call is logged and retried
+later, never fatal once running: the protective orders sit on the exchange meanwhile.
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from surge.config import Settings
+from surge.errors import SurgeError
+from surge.exchange.orders import Credentials, SignedRest, install_log_redaction
+from surge.exchange.ratelimit import RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, RestError
 from surge.filter4h import Filter4h, LiveFilter4h, Rule4h, ScanResult
 from surge.models import INTERVAL_MS, Kline, Position, Signal
@@ -37,6 +48,7 @@ from surge.store import Store, open_store
 from surge.strategy import MINUTE_MS, SurgeRule
 from surge.stream import MultiplexedKlineManager, StreamGap
 from surge.trading import PaperBroker, PositionBook
+from surge.trading.live import LiveBroker, ReconcileReport
 from surge.universe import universe_from_exchange_info
 
 log = logging.getLogger("surge.app")
@@ -47,6 +59,17 @@ UNIVERSE_REFRESH_S = 3600.0
 FILTER_SETTLE_S = 5.0  # after 4h candles close, wait this long for the rest before re-evaluating
 LATENCY_SAMPLES = 20_000
 BACKFILL_RETRY_S = (2.0, 60.0)  # first and longest wait before re-asking for a failed 1m backfill
+LIVE_RETRY_S = 5.0  # after a failed live call, wait this long before asking the exchange again
+ENTRY_RETRY_FOR_S = 60.0  # a live entry whose requests keep failing is given up after this long
+#: Errors of a live call that are ridden out once running (the exchange down, a 4xx, a ban).
+LIVE_ERRORS = (RestError, RateLimitBanned)
+#: Codes that mean the API key or secret is wrong (or lacks permission): a clear error at start.
+KEY_ERRORS = {
+    -1022: "SURGE_API_SECRET is not the secret of SURGE_API_KEY",
+    -2014: "SURGE_API_KEY is malformed",
+    -2015: "SURGE_API_KEY is unknown, lacks Futures permission, or this IP is not whitelisted",
+    -2008: "SURGE_API_KEY is unknown",
+}
 
 
 # --------------------------------------------------------------------------- messages to the main loop
@@ -62,6 +85,29 @@ class _Backfilled:
 class _Rescanned:
     result: ScanResult
     universe: frozenset[str] | None  # set when the job refreshed the universe too
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingEntry:
+    """A live entry whose request failed: asked again (same client order id) until ENTRY_RETRY_FOR_S."""
+
+    signal: Signal
+    since: float  # time.monotonic() of the first failure
+    error: str
+
+
+class Broker(Protocol):
+    """What the bot needs from a broker: :class:`PaperBroker` and :class:`LiveBroker` both are one."""
+
+    skipped: dict[str, str]  # signal key -> why open() returned None
+
+    def open(self, signal: Signal) -> Position | None: ...
+
+    def exit_reason(self, position: Position, price: float, now_ms: int) -> str | None: ...
+
+    def close(self, position: Position, price: float, now_ms: int, reason: str) -> Position: ...
+
+    def sync(self, positions: Iterable[Position], *, force: bool = False) -> list[Position]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +175,18 @@ class Bot:
         venue: str | None = None,
         simulator: Any = None,
         stream_tuning: dict[str, Any] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.settings = settings
         self.simulator = simulator  # an unstarted surge.sim.Simulator for --sim, started under the lock
         self.only = {s.strip().upper() for s in symbols} if symbols else None
         self.duration_s = duration_s
+        # live trading when set: the CLI passes them only with both opt-ins (repr shows neither)
+        self.credentials = credentials
+        self.live = credentials is not None
         self.venue = venue or venue_of(settings.rest_url)
+        if self.live:
+            self.venue = live_venue(self.venue)
         self.stream_tuning = stream_tuning or {}
         self.stop_event = threading.Event()
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -142,8 +194,10 @@ class Bot:
         self.rule = SurgeRule(settings.surge)
         self.rule4h = Rule4h.from_settings(settings.filter_4h)
         self.live4h = LiveFilter4h(self.rule4h)
-        self.broker = PaperBroker(settings.trade)
+        self.broker: Broker = PaperBroker(settings.trade)  # a LiveBroker from _start_live when live
         self.book = PositionBook(settings.trade.max_open_positions)
+        self._pending: dict[str, _PendingEntry] = {}
+        self._exchange_retry_at = 0.0  # monotonic: no live call before this after a failed one
 
         self.universe: set[str] = set()
         self.passing: set[str] = set()
@@ -226,6 +280,8 @@ class Bot:
             )
 
         self.rest = BinanceRest(s.rest_url, pool_size=s.filter_4h.workers)
+        if self.live:
+            self._start_live()
         log.info("scanning the universe's 4h candles on %s", s.rest_url)
         result = self._scan(None)  # an unreachable exchange raises here: exit 1 before anything started
         self.clock_offset_ms = result.server_time - int(time.time() * 1000) if result.server_time else 0
@@ -258,9 +314,60 @@ class Bot:
             self.manager.subscribe_kline(sym, "4h")
         self._apply_pass_set(set(result.passed))
 
+    def _start_live(self) -> None:
+        """Signed client over the bot's own REST client, the account banner, reconciliation.
+
+        Raises SurgeError (exit 1, one line) when the exchange refuses the keys: better at start,
+        before anything was streamed, than at the first signal.
+        """
+        assert self.rest is not None and self.store is not None and self.credentials is not None
+        install_log_redaction()
+        signed = SignedRest(self.rest, self.credentials)
+        broker = LiveBroker(self.settings.trade, signed)
+        try:
+            summary = broker.account_summary()
+        except ExchangeError as exc:
+            hint = KEY_ERRORS.get(exc.code)
+            if hint is None:
+                raise
+            raise SurgeError(f"the exchange refused the API key (code {exc.code}: {exc.msg}): "
+                             f"{hint}") from None
+        for line in summary.lines():
+            log.info("%s", line)
+        log.info("live trading on %s: protective orders on the exchange's Algo Service; state under venue %r",
+                 self.settings.rest_url, self.venue)
+        self._persist_reconciliation(broker.reconcile(self.store.open_positions(venue=self.venue)))
+        self.broker = broker
+
+    def _persist_reconciliation(self, report: ReconcileReport) -> None:
+        """Store what reconciliation found; the book becomes exactly what the exchange holds."""
+        assert self.store is not None
+        for p in report.closed:
+            self.store.close_position(p, venue=self.venue)
+            log.info("EXIT %s %s at %g while surge was away, PnL %+.4f USDT", p.symbol, p.exit_reason,
+                     p.exit_price, p.pnl)
+        for p in report.updated:
+            self.store.update_position(p, venue=self.venue)
+        for p in report.adopted:
+            if not self.store.adopt_position(p, venue=self.venue):
+                log.warning("adopted position %s is already recorded (closed): kept in the book only", p.key)
+        if report.adopted:  # their signals are new rows: the same surge must not signal again at once
+            self.rule.restore_cooldowns(self.store.last_signal_times(venue=self.venue))
+        self.book = PositionBook(self.settings.trade.max_open_positions)
+        for p in report.open:
+            self.book.add(p)
+        if report.open:
+            log.info("holding %d position(s) on the exchange: %s", len(report.open),
+                     ", ".join(sorted(p.symbol for p in report.open)))
+
     def _shutdown(self) -> None:
         """Stop entries, close streams, flush, release: bounded so SIGTERM ends within 10 s."""
         self.entries_open = False
+        if self.store is not None:
+            for pending in self._pending.values():  # reconciliation adopts them if the exchange has them
+                self.store.record_entry(pending.signal, None, f"shutting down with the entry unconfirmed "
+                                        f"({pending.error})", venue=self.venue)
+            self._pending.clear()
         if self.manager is not None:
             self.manager.stop(timeout=4.0)
         if self.housekeeper is not None:
@@ -317,6 +424,8 @@ class Bot:
             if now >= next_exit_check:
                 next_exit_check = now + EXIT_CHECK_EVERY_S
                 self._check_max_hold()
+                self._sync_exchange()
+                self._retry_entries()
             if now >= next_heartbeat:
                 next_heartbeat = now + HEARTBEAT_EVERY_S
                 self._write_heartbeat(running=True)
@@ -372,6 +481,7 @@ class Bot:
             reason = self.broker.exit_reason(held, k.close, k.event_time or self.now_ms())
             if reason is not None:
                 self._close(held, k.close, k.event_time or self.now_ms(), reason)
+            self._sync_exchange()  # live: did a protective order fire? (throttled by the broker)
         if sym not in self.passing:
             if k.closed:
                 self.rule.seed(sym, [k])  # keep its history so it can signal at once if it passes later
@@ -391,9 +501,40 @@ class Bot:
     def _on_signal(self, signal: Signal) -> None:
         assert self.store is not None
         self.signals_seen += 1
+        if self.store.has_signal(signal.key, venue=self.venue):  # ask before any order is sent
+            log.info("signal %s was already recorded: not entering twice", signal.key)
+            return
         refusal = None if self.entries_open else "shutting down"
-        refusal = refusal or self.book.refusal(signal.symbol)
-        position = None if refusal else self.broker.open(signal)
+        refusal = refusal or self.book.refusal(signal.symbol) or self._pending_refusal(signal.symbol)
+        self._enter(signal, refusal)
+
+    def _pending_refusal(self, symbol: str) -> str | None:
+        """Live entries still being retried count as held: none more on the symbol or past the limit."""
+        if not self._pending:
+            return None
+        if any(p.signal.symbol == symbol for p in self._pending.values()):
+            return f"an entry on {symbol} is still unconfirmed"
+        if len(self.book) + len(self._pending) >= self.book.max_open:
+            return f"max_open_positions ({self.book.max_open}) reached"
+        return None
+
+    def _enter(self, signal: Signal, refusal: str | None) -> None:
+        """Open (unless refused), then record the signal and its position in one transaction.
+
+        A live entry whose request fails is not recorded yet: it is asked again later under the same
+        client order id (the broker looks the order up before sending anything), never sent twice.
+        """
+        assert self.store is not None
+        position = None
+        if refusal is None:
+            try:
+                position = self.broker.open(signal)
+            except LIVE_ERRORS as exc:
+                self._entry_failed(signal, exc)
+                return
+            self._pending.pop(signal.key, None)
+            if position is None:  # live: below the exchange's minimums, or refused by it
+                refusal = self.broker.skipped.get(signal.key, "not entered")
         if not self.store.record_entry(signal, position, skip_reason=refusal, venue=self.venue):
             log.info("signal %s was already recorded: not entering twice", signal.key)
             return
@@ -418,14 +559,62 @@ class Bot:
                 time.strftime("%H:%M:%S", time.gmtime(position.deadline / 1000)),
             )
 
+    def _entry_failed(self, signal: Signal, exc: Exception) -> None:
+        first = self._pending.get(signal.key)
+        since = first.since if first is not None else time.monotonic()
+        self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
+        if time.monotonic() - since >= ENTRY_RETRY_FOR_S:
+            self._pending.pop(signal.key, None)
+            log.error("entry of %s given up after %.0fs of exchange errors: %s", signal.key,
+                      time.monotonic() - since, exc)
+            self._enter(signal, f"exchange error: {exc}")
+            return
+        self._pending[signal.key] = _PendingEntry(signal, since, str(exc))
+        log.error("entry of %s failed: %s; asking the exchange again in %.0fs (same client order id: never "
+                  "a second entry)", signal.key, exc, LIVE_RETRY_S)
+
+    def _retry_entries(self) -> None:
+        if self._pending and time.monotonic() >= self._exchange_retry_at:
+            for pending in list(self._pending.values()):
+                refusal = None if self.entries_open else "shutting down"
+                self._enter(pending.signal, refusal)
+
     def _close(self, position: Position, price: float, now_ms: int, reason: str) -> None:
         assert self.store is not None
-        closed = self.broker.close(position, price, now_ms, reason)
+        if time.monotonic() < self._exchange_retry_at:
+            return  # a live call failed a moment ago: the next exit check tries again
+        try:
+            closed = self.broker.close(position, price, now_ms, reason)
+        except LIVE_ERRORS as exc:
+            self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
+            log.error("could not close %s (%s): %s; trying again in %.0fs", position.symbol, reason, exc,
+                      LIVE_RETRY_S)
+            return
+        self._record_exit(closed)
+
+    def _record_exit(self, closed: Position) -> None:
+        assert self.store is not None
         self.store.close_position(closed, venue=self.venue)
-        self.book.remove(position.symbol)
-        log.info("EXIT %s %s at %g, PnL %+.4f USDT", closed.symbol, reason, closed.exit_price, closed.pnl)
-        if position.symbol not in self.passing:
+        self.book.remove(closed.symbol)
+        log.info("EXIT %s %s at %g, PnL %+.4f USDT", closed.symbol, closed.exit_reason, closed.exit_price,
+                 closed.pnl)
+        if closed.symbol not in self.passing:
             self._sync_1m()
+
+    def _sync_exchange(self) -> None:
+        """Live: record the exits the exchange made (a protective order fired, or someone closed the
+        position) and put back missing protective orders. The broker throttles itself; paper: nothing."""
+        if not len(self.book) or time.monotonic() < self._exchange_retry_at:
+            return
+        try:
+            closed = self.broker.sync(self.book.positions())
+        except LIVE_ERRORS as exc:
+            self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
+            log.warning("checking the exchange's positions failed: %s (trying again in %.0fs)", exc,
+                        LIVE_RETRY_S)
+            return
+        for p in closed:
+            self._record_exit(p)
 
     def _check_max_hold(self) -> None:
         now = self.now_ms()
@@ -657,9 +846,15 @@ def venue_of(rest_url: str) -> str:
     return host
 
 
+def live_venue(venue: str) -> str:
+    """The venue of live state on an exchange ("live:sim", "live:fapi.binance.com"): paper and live
+    trading on one SURGE_HOME never resume, reconcile or deduplicate each other's positions."""
+    return f"live:{venue}"
+
+
 def _rejected(result: ScanResult) -> set[str]:
     """Symbols the exchange refused outright (e.g. -1121 for a --symbols typo): never streamed."""
     return {s for s, msg in result.errors.items() if msg.startswith("code ")}
 
 
-__all__ = ["Bot", "Housekeeper", "RestError"]
+__all__ = ["Bot", "Broker", "Housekeeper", "RestError", "live_venue"]

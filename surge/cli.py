@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -21,6 +21,9 @@ from surge.errors import EXIT_OK, ConfigError, SurgeError
 
 #: GIL switch interval of the ``surge run`` process (CPython's default is 5 ms; see run_command).
 SWITCH_INTERVAL_S = 0.0005
+
+if TYPE_CHECKING:
+    from surge.exchange.orders import Credentials
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -216,19 +219,32 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
 # --------------------------------------------------------------------------- run (issue 5)
 
 
-def _check_live_opt_in(settings: Settings, live_flag: bool) -> None:
-    """Live trading only when asked twice: ``[trade] mode = "live"`` AND ``--live``."""
+def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -> Credentials | None:
+    """Live trading only when asked twice: ``[trade] mode = "live"`` AND ``--live``.
+
+    Returns the :class:`~surge.exchange.orders.Credentials` to trade with, or None for paper. Either
+    opt-in alone, or missing keys, is a usage error (exit 2) naming what is missing: a bot that
+    silently falls back to paper when the user meant live (or the reverse) is worse than one that
+    refuses to start. With ``--sim`` the keys may be left unset: the simulator's demo keys are used.
+    """
+    from surge.exchange.orders import Credentials
+
     live_mode = settings.trade.mode == "live"
     if live_flag and not live_mode:
         raise ConfigError('--live needs [trade] mode = "live" in the config file as well (it says "paper")')
     if live_mode and not live_flag:
         raise ConfigError('[trade] mode = "live" needs --live on the command line as well: not trading live')
-    if live_mode and live_flag:
-        keys = (("SURGE_API_KEY", settings.api_key), ("SURGE_API_SECRET", settings.api_secret))
-        missing = [name for name, value in keys if not value]
-        if missing:
-            raise ConfigError(f"live trading needs {' and '.join(missing)} in the environment")
-        raise ConfigError("live trading is not available in this version yet: run without --live (paper)")
+    if not live_flag:
+        return None
+    if sim and not settings.api_key and not settings.api_secret:
+        from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+        return Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+    keys = (("SURGE_API_KEY", settings.api_key), ("SURGE_API_SECRET", settings.api_secret))
+    missing = [name for name, value in keys if not value]
+    if missing:
+        raise ConfigError(f"live trading needs {' and '.join(missing)} in the environment")
+    return Credentials(settings.api_key or "", settings.api_secret or "")
 
 
 @main.command("run", context_settings=CONTEXT)
@@ -237,7 +253,8 @@ def _check_live_opt_in(settings: Settings, live_flag: bool) -> None:
               help="Stop cleanly after this many seconds (default: run until SIGINT/SIGTERM).")
 @click.option("--symbols", default=None, metavar="A,B,...", help="Watch only these symbols (default: all).")
 @click.option("--live", is_flag=True,
-              help='Trade for real. Also needs [trade] mode = "live" and SURGE_API_KEY/SURGE_API_SECRET.')
+              help='Trade for real. Also needs [trade] mode = "live" and SURGE_API_KEY/SURGE_API_SECRET '
+                   "(with --sim: on the simulator, with those keys if set, else its demo keys).")
 @config_option
 @click.pass_context
 def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: str | None, live: bool,
@@ -248,12 +265,21 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     kline_1m streams for those that pass -> the [surge] rule on every 1m update -> an entry with
     take-profit, stop-loss and max hold. State survives restarts; SIGINT/SIGTERM stop it cleanly
     (exit 0). One instance per SURGE_HOME: a second one exits 3. Logs: $SURGE_HOME/logs/surge.log.
+
+    Live trading needs both opt-ins, [trade] mode = "live" in the config AND --live (either alone
+    exits 2), and the keys in SURGE_API_KEY / SURGE_API_SECRET (environment only; never logged).
+    It shows the balance and the limits, reconciles the database with the exchange's positions and
+    orders, then enters at market with the stop loss and take profit on the exchange. Try it on the
+    testnet first: SURGE_REST_URL=https://testnet.binancefuture.com. --sim --live trades on the
+    built-in simulator: with SURGE_API_KEY / SURGE_API_SECRET if set (registered as the simulated
+    account's keys, so your setup is exercised as is), else with the simulator's demo keys.
+    A wrong key or secret exits 1 at start with the exchange's code (-1022, -2014, -2015).
     """
     from surge.app import Bot
     from surge.runtime import setup_logging
 
     settings = settings_for(ctx, config_path)
-    _check_live_opt_in(settings, live)
+    credentials = _check_live_opt_in(settings, live, sim)
     wanted = None
     if symbols is not None:
         wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()]
@@ -264,13 +290,19 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
         from surge.sim import Simulator
 
         simulator = Simulator(n_symbols=531, seed=1, surge_interval_s=20.0)
-    setup_logging(settings.home, secrets=[settings.api_key, settings.api_secret])
+        if credentials is not None:  # the simulated account accepts exactly the keys we trade with
+            simulator.rest.account.api_keys = {credentials.api_key: credentials.api_secret}
+    secrets = [settings.api_key, settings.api_secret]
+    if credentials is not None:
+        secrets += [credentials.api_key, credentials.api_secret]
+    setup_logging(settings.home, secrets=secrets)
     # The strategy loop waits on a queue that the connection threads fill while they parse whole
     # chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
     # 5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     venue = "sim" if sim else None
-    bot = Bot(settings, symbols=wanted, duration_s=duration, venue=venue, simulator=simulator)
+    bot = Bot(settings, symbols=wanted, duration_s=duration, venue=venue, simulator=simulator,
+              credentials=credentials)
     install_stop_handlers(bot.request_stop)
     bot.run()
     sys.exit(EXIT_OK)

@@ -479,6 +479,68 @@ class Store:
                 db.execute("ROLLBACK")
                 raise
 
+    def has_signal(self, key: str, *, venue: str = DEFAULT_VENUE) -> bool:
+        """Whether the signal ``key`` is already recorded on ``venue`` (entered or skipped).
+
+        Live trading asks before it sends an order: :meth:`record_entry` refusing a replay comes
+        too late once an order has reached the exchange.
+        """
+        return bool(self._read("SELECT 1 FROM signals WHERE venue = ? AND key = ?", (venue, key)))
+
+    def adopt_position(self, position: Position, *, venue: str = DEFAULT_VENUE) -> bool:
+        """Store an open position the exchange holds and the database lacks (live reconciliation).
+
+        Why not :meth:`record_entry`: the position's signal may be recorded already, as skipped (the
+        bot died, or the exchange failed to answer, after the entry was sent) and then it must become
+        "entered"; or not at all (killed between the order and the record), and then a signal row is
+        made from the position, so the foreign key and ``surge signals`` hold. One transaction.
+        Returns False and writes nothing when a position with this key is already stored.
+        """
+        if not position.is_open:
+            raise ValueError(f"position {position.key} is closed: only open positions are adopted")
+        self._check_writable()
+        symbol, _, open_time = position.key.partition(":")
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("SELECT 1 FROM positions WHERE venue = ? AND key = ?",
+                              (venue, position.key)).fetchone() is not None:
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute(
+                    f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, 0.0, 0.0, 0.0, ?, ?, NULL)",
+                    (venue, position.key, position.symbol, position.entry_time,
+                     int(open_time) if open_time.isdigit() else position.entry_time, position.entry_price,
+                     ENTERED),
+                )
+                db.execute("UPDATE signals SET outcome = ?, skip_reason = NULL WHERE venue = ? AND key = ?",
+                           (ENTERED, venue, position.key))
+                db.execute(
+                    f"INSERT INTO positions (venue, {_POSITION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (venue, *_position_row(position)),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return True
+
+    def update_position(self, position: Position, *, venue: str = DEFAULT_VENUE) -> bool:
+        """Overwrite an OPEN position's quantity, entry, exits, deadline and fees with ``position``'s
+        (live reconciliation adopts what the exchange says). False when no such open position."""
+        self._check_writable()
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE positions SET qty = ?, entry_price = ?, take_profit = ?, stop_loss = ?, "
+                "deadline = ?, fees = ? WHERE venue = ? AND key = ? AND exit_time IS NULL",
+                (position.qty, position.entry_price, position.take_profit, position.stop_loss,
+                 position.deadline, position.fees, venue, position.key),
+            )
+            return cur.rowcount == 1
+
     def open_positions(self, *, venue: str | None = None) -> list[Position]:
         """Positions without an exit, oldest entry first: what a restart puts back in the book."""
         where, params = _venue_filter(venue, "WHERE exit_time IS NULL")

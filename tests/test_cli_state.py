@@ -286,3 +286,17 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
     (home / "surge.toml").write_text("[surge]\nbogus = 1\n")
     proc = surge(home, "signals")
     assert proc.returncode == 2 and "surge.bogus" in proc.stderr
+
+
+def test_live_exits_by_the_exchange_are_listed(tmp_path: Path) -> None:
+    """Exit reasons a live broker records ("external": closed by hand or liquidated) and the live venue
+    go through the store and the CLI like the paper ones."""
+    home = tmp_path / "home"
+    s = sig("SOLUSDT", 1, 180.0)
+    with open_store(home) as store:
+        assert store.record_entry(s, pos(s, 0.5), venue="live:sim")
+        store.close_position(close(pos(s, 0.5), 175.0, "external"), venue="live:sim")
+    [row] = ok_json(home, "positions", "--all")
+    assert row["exit_reason"] == "external" and row["venue"] == "live:sim" and row["exit_price"] == 175.0
+    table = surge(home, "positions", "--all")
+    assert table.returncode == 0 and "external" in table.stdout.splitlines()[1]

@@ -359,3 +359,51 @@ def test_venues_keep_simulated_and_real_state_apart(tmp_path: Path) -> None:
             ("sim", 1.0), ("https://fapi.binance.com", 2.0)}
         assert PositionRecord(closed(pos(s), 101.0), "sim") in store.position_records(True, venue="sim")
         assert [r.venue for r in store.signals(venue="sim")] == ["sim", "sim"]
+
+
+def test_has_signal_by_venue(tmp_path: Path) -> None:
+    s = sig()
+    with Store(tmp_path / "surge.db") as store:
+        assert not store.has_signal(s.key, venue="live:sim")
+        assert store.record_entry(s, None, "size", venue="live:sim")
+        assert store.has_signal(s.key, venue="live:sim")
+        assert not store.has_signal(s.key, venue="sim") and not store.has_signal("X:1", venue="live:sim")
+
+
+def test_adopt_position_without_signal_makes_one(tmp_path: Path) -> None:
+    """Killed between the live order and its record: the exchange's position is stored with a signal
+    row made from it, exactly once."""
+    p = pos(sig("SOLUSDT", 3))
+    with Store(tmp_path / "surge.db") as store:
+        assert store.adopt_position(p, venue="live:sim") is True
+        assert store.adopt_position(replace(p, qty=9.0), venue="live:sim") is False
+        assert store.open_positions(venue="live:sim") == [p]
+        [record] = store.signals(venue="live:sim")
+        assert record.entered and record.skip_reason is None
+        assert (record.signal.key, record.signal.price, record.signal.time) == (p.key, p.entry_price,
+                                                                                 p.entry_time)
+        with pytest.raises(ValueError, match="closed"):
+            store.adopt_position(closed(pos(sig("X")), 1.0), venue="live:sim")
+
+
+def test_adopt_position_turns_a_skipped_signal_into_an_entry(tmp_path: Path) -> None:
+    """The entry reached the exchange but its answer did not: recorded as skipped, then adopted."""
+    s = sig("ETHUSDT", 1)
+    with Store(tmp_path / "surge.db") as store:
+        assert store.record_entry(s, None, "exchange error", venue="live:sim")
+        assert store.adopt_position(pos(s), venue="live:sim") is True
+        assert store.signals(venue="live:sim") == [SignalRecord(s, True, None, "live:sim")]
+        assert store.open_positions(venue="live:sim") == [pos(s)]
+
+
+def test_update_position_only_touches_an_open_one(tmp_path: Path) -> None:
+    a, b = sig("A", 0), sig("B", 1)
+    with Store(tmp_path / "surge.db") as store:
+        assert store.record_entry(a, pos(a), venue="v") and store.record_entry(b, pos(b), venue="v")
+        store.close_position(closed(pos(b), 101.0), venue="v")
+        moved = replace(pos(a), qty=0.5, entry_price=99.0, take_profit=101.0, stop_loss=98.0, fees=0.01)
+        assert store.update_position(moved, venue="v") is True
+        assert store.update_position(replace(pos(b), qty=7.0), venue="v") is False  # closed: untouched
+        assert store.update_position(moved, venue="other") is False
+        assert store.open_positions(venue="v") == [moved]
+        assert [p.qty for p in store.positions(True, venue="v") if p.key == b.key] == [1.0]

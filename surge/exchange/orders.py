@@ -46,7 +46,7 @@ from surge.exchange.precision import (
     size_order,
     to_decimal,
 )
-from surge.exchange.ratelimit import RateLimitBanned
+from surge.exchange.ratelimit import ORDER_PLACEMENTS, RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable, describe_transport_error
 from surge.exchange.wire import WireError, loads, parse_error
 
@@ -268,6 +268,8 @@ class SignedRest:
             query = urlencode({**params, "recvWindow": self.recv_window_ms, "timestamp": ts})
             query = f"{query}&signature={self._creds.sign(query)}"
             self.rest.limiter.acquire(weight)
+            if (method, path) in ORDER_PLACEMENTS:
+                self.rest.order_limiter.acquire()
             with self.rest._lock:
                 self.rest.requests += 1
             try:

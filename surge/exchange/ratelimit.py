@@ -266,3 +266,77 @@ class WeightLimiter:
             if freed >= excess:
                 return sent_at + self.window_s - now
         return self.window_s
+
+
+#: Binance USD-M's ORDERS limits when exchangeInfo does not say otherwise: (window seconds, orders).
+DEFAULT_ORDER_LIMITS: tuple[tuple[float, int], ...] = ((10.0, 300), (60.0, 1200))
+
+#: Requests that place an order and so count against the ORDERS limits.
+ORDER_PLACEMENTS = frozenset({("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")})
+
+
+class OrderRateLimiter:
+    """The ORDERS limits (orders placed per 10 s and per minute), a separate budget from weight.
+
+    An order POST weighs 0 in REQUEST_WEIGHT on USD-M, so the weight limiter alone would let a burst
+    of orders through; the exchange then answers -1015 "Too many new orders". ``acquire()`` blocks
+    until every window has room (less ``safety_margin``), the same way the weight limiter does.
+    """
+
+    def __init__(
+        self,
+        limits: tuple[tuple[float, int], ...] = DEFAULT_ORDER_LIMITS,
+        *,
+        safety_margin: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._sent: deque[float] = deque()
+        self.safety_margin = safety_margin
+        self.limits = limits
+        self.total = 0
+
+    def budgets(self) -> list[tuple[float, int]]:
+        return [(w, max(1, math.floor(n * (1.0 - self.safety_margin)))) for w, n in self.limits]
+
+    def configure_from_exchange_info(self, info: Any) -> None:
+        """Take the ORDERS entries of exchangeInfo's ``rateLimits`` (any interval it states)."""
+        found = []
+        for entry in (info.get("rateLimits") if isinstance(info, dict) else None) or ():
+            if not isinstance(entry, dict) or entry.get("rateLimitType") != "ORDERS":
+                continue
+            limit, num = entry.get("limit"), entry.get("intervalNum", 1)
+            unit = _INTERVAL_S.get(str(entry.get("interval", "")).upper(), 0.0)
+            valid = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+            if valid and isinstance(num, int) and unit * num > 0:
+                found.append((unit * num, limit))
+        if found:
+            with self._cond:
+                self.limits = tuple(sorted(found))
+                self._cond.notify_all()
+
+    def _wait_needed(self, now: float) -> float:
+        longest = max(w for w, _ in self.limits)
+        while self._sent and self._sent[0] <= now - longest:
+            self._sent.popleft()
+        wait = 0.0
+        for window, budget in self.budgets():
+            recent = [t for t in self._sent if t > now - window]
+            if len(recent) >= budget:
+                wait = max(wait, recent[len(recent) - budget] + window - now)
+        return wait
+
+    def acquire(self) -> float:
+        """Block until one more order fits every window; record it; return the time waited."""
+        waited = 0.0
+        with self._cond:
+            while True:
+                now = self._clock()
+                wait = self._wait_needed(now)
+                if wait <= 0:
+                    self._sent.append(now)
+                    self.total += 1
+                    return waited
+                self._cond.wait(wait)
+                waited += wait

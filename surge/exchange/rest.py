@@ -36,7 +36,7 @@ from tenacity import (
 
 from surge import __version__
 from surge.errors import SurgeError
-from surge.exchange.ratelimit import RateLimitBanned, WeightLimiter, endpoint_weight
+from surge.exchange.ratelimit import OrderRateLimiter, RateLimitBanned, WeightLimiter, endpoint_weight
 from surge.exchange.wire import WireError, kline_from_rest_row, loads, parse_error
 from surge.models import Kline, SymbolInfo
 
@@ -113,6 +113,7 @@ class BinanceRest:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter if limiter is not None else WeightLimiter()
+        self.order_limiter = OrderRateLimiter()  # signed order placements (surge.exchange.orders)
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max(1, max_attempts)
         self.max_rate_limit_retries = max_rate_limit_retries
@@ -237,6 +238,7 @@ class BinanceRest:
         if not isinstance(data, dict) or not isinstance(data.get("symbols"), list):
             raise ExchangeUnavailable(f"{self.base_url}/fapi/v1/exchangeInfo: body has no 'symbols' list")
         self.limiter.configure_from_exchange_info(data)
+        self.order_limiter.configure_from_exchange_info(data)
         return data
 
     def klines(

@@ -8,6 +8,7 @@ high or low, which may have been printed before the entry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from surge.config import TradeSettings
@@ -25,6 +26,9 @@ class PaperBroker:
         self.settings = settings
         self._slip = settings.slippage_pct / 100.0
         self._fee = settings.taker_fee_pct / 100.0
+        #: signal key -> why it was not entered: always empty here (a paper fill never fails), kept so
+        #: the bot drives paper and live brokers through one interface
+        self.skipped: dict[str, str] = {}
 
     def open(self, signal: Signal, now_ms: int | None = None) -> Position:
         s = self.settings
@@ -53,6 +57,11 @@ class PaperBroker:
         if now_ms >= position.deadline:
             return MAX_HOLD
         return None
+
+    @staticmethod
+    def sync(positions: Iterable[Position], *, force: bool = False) -> list[Position]:
+        """Exits made elsewhere since the last call: none on paper (every exit is decided here)."""
+        return []
 
     def close(self, position: Position, price: float, now_ms: int, reason: str) -> Position:
         exit_price = price * (1.0 - self._slip)

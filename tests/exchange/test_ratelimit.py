@@ -199,3 +199,40 @@ def test_threads_never_exceed_the_budget() -> None:
         t.join(5.0)
     assert lim.max_window_weight <= 20
     assert lim.total_weight >= 40  # it did let requests through window after window
+
+
+# --------------------------------------------------------------------------- ORDERS limits
+
+
+def test_order_limiter_blocks_at_the_budget_and_resumes_when_the_window_slides() -> None:
+    from surge.exchange.ratelimit import OrderRateLimiter
+
+    clock = FakeClock()
+    lim = OrderRateLimiter(((10.0, 10), (60.0, 1000)), safety_margin=0.1, clock=clock)
+    assert lim.budgets() == [(10.0, 9), (60.0, 900)]
+    for _ in range(9):
+        assert lim.acquire() == 0.0
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (lim.acquire(), done.set()), name="test-order-acquire")
+    t.start()
+    assert not done.wait(0.2)  # the tenth order in 10 s must wait
+    clock.advance(10.0)  # the window slides past the first orders
+    with lim._cond:
+        lim._cond.notify_all()
+    assert done.wait(30)
+    t.join(30)
+    assert lim.total == 10
+
+
+def test_order_limiter_reads_exchange_info() -> None:
+    from surge.exchange.ratelimit import OrderRateLimiter
+
+    lim = OrderRateLimiter()
+    lim.configure_from_exchange_info({"rateLimits": [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+        {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+    ]})
+    assert lim.limits == ((10.0, 300), (60.0, 1200))
+    lim.configure_from_exchange_info({"rateLimits": [{"rateLimitType": "ORDERS", "limit": "x"}]})
+    assert lim.limits == ((10.0, 300), (60.0, 1200))  # nothing usable: unchanged

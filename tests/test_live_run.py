@@ -1,0 +1,442 @@
+"""``surge run --live`` end to end: real ``python -m surge run`` processes against an in-process simulator.
+
+What a trader relies on, proven on the process (lock, exit codes, kill -9, log files are properties of
+one): a surge enters exactly once with its stop loss and take profit on the exchange; the exchange
+closing the position at the stop is noticed and recorded; an order answer lost after the exchange
+accepted it never becomes a second entry; a bot killed mid-entry is reconciled on restart (the
+position adopted, its protective orders re-created, nothing entered again); a wrong secret is one
+clear line naming -1022 and exit 1; the secret never reaches any output or file; the double opt-in
+and the keys are checked before anything starts.
+
+Waits poll the simulator's account and ``surge positions --json`` until a deadline (a loaded 2-core
+machine is slow; a passing test returns as soon as its condition holds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from surge.sim import Simulator
+from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from surge.sim.market import Market
+from surge.store import read_store
+from surge.trading.live import client_id
+
+T = TypeVar("T")
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]  # BTC: 100 USDT is below one lot after a surge
+MINUTE_MS = 60_000
+WINDOW_MS = 4 * 3_600_000
+#: exits far enough from the simulated price's natural walk that only the moves a test injects hit them
+CONFIG = """\
+[filter_4h]
+refresh_s = 10
+[trade]
+mode = "live"
+position_usdt = 100
+take_profit_pct = 4.0
+stop_loss_pct = 2.5
+max_hold_s = 3600
+"""
+VENUE = "live:sim"
+
+
+def wait_for(pred: Callable[[], T], timeout: float = 60.0, what: str = "condition", every: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def market_clock() -> Callable[[], float]:
+    """The wall clock shifted so the simulated market is at the start of a minute now and never within
+    25 minutes of a 4h close during the test (``arrange_4h`` holds until the 4h candle ends). The bot
+    takes the exchange's clock from serverTime, signed requests included, so any offset is fine."""
+    now = time.time()
+    shift = -(now % 60.0) + 1.0
+    if (now + shift) * 1000 % WINDOW_MS > WINDOW_MS - 25 * MINUTE_MS:
+        shift -= 3600.0
+    return lambda: time.time() + shift
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    market = Market(40, seed=7, surge_interval_s=None, clock=market_clock())
+    s = Simulator(market=market).start()
+    s.market.arrange_4h(SYMBOLS, max_change_pct=3.0)  # passing with room for a +5% surge under 10%
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def env_for(home: Path, sim: Simulator | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
+    env.update(SURGE_HOME=str(home), SURGE_REST_URL=sim.rest_url if sim else "http://127.0.0.1:9",
+               SURGE_WS_URL=sim.ws_url if sim else "ws://127.0.0.1:9", SURGE_API_KEY=DEFAULT_API_KEY,
+               SURGE_API_SECRET=DEFAULT_API_SECRET, PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def home_with_config(tmp_path: Path, config: str = CONFIG) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "surge.toml").write_text(config)
+    return home
+
+
+def surge(home: Path, *args: str, env: dict[str, str],
+          timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+class Bot:
+    """``python -m surge run --live`` in the background; stdout and stderr go to files the test reads."""
+
+    def __init__(self, home: Path, env: dict[str, str], *extra: str) -> None:
+        n = len(list(home.parent.glob("bot-*.err")))
+        self.out_path, self.err_path = home.parent / f"bot-{n}.out", home.parent / f"bot-{n}.err"
+        self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "surge", "run", "--live", "--symbols", ",".join(SYMBOLS), *extra],
+            env=env, stdout=self._out, stderr=self._err)
+
+    def log(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_log(self, needle: str, timeout: float = 60.0) -> None:
+        def seen() -> bool:
+            if needle in self.log():
+                return True
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bot exited {self.proc.returncode} before {needle!r}:\n"
+                                     f"{self.log()[-3000:]}")
+            return False
+
+        wait_for(seen, timeout, f"{needle!r} in the bot's log")
+
+    def stop(self) -> int:
+        """SIGTERM and the exit code (the contract: 0 within 10 s)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        finally:
+            self._close()
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._close()
+
+    def _close(self) -> None:
+        self._out.close()
+        self._err.close()
+
+    def ensure_stopped(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self._close()
+
+
+@pytest.fixture
+def bots() -> Iterator[list[Bot]]:
+    started: list[Bot] = []
+    try:
+        yield started
+    finally:
+        for b in started:
+            b.ensure_stopped()
+
+
+def account(sim: Simulator) -> dict[str, Any]:
+    return sim.rest.account.snapshot()
+
+
+def positions(home: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    proc = surge(home, "positions", "--all", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def inject_in_minute(sim: Simulator, symbol: str, change_pct: float) -> None:
+    """Inject a move early enough in the market's minute that the bot sees it before the candle closes."""
+    wait_for(lambda: sim.market.now_ms() % MINUTE_MS < 40_000, 30, "the first 40 s of a minute", 0.2)
+    sim.market.inject_surge(symbol, change_pct=change_pct, volume_multiple=10.0 if change_pct > 0 else 0.0)
+
+
+def assert_no_secret(home: Path, *texts: str) -> None:
+    """Neither the API key nor the secret in any captured output or in any file under $SURGE_HOME
+    (logs, the database and its WAL, the heartbeat), and the bot's outputs."""
+    for needle in (DEFAULT_API_SECRET, DEFAULT_API_KEY):
+        for text in texts:
+            assert needle not in text
+        files = [p for p in home.rglob("*") if p.is_file()] + list(home.parent.glob("bot-*"))
+        assert any(p.name == "surge.log" for p in files)
+        for path in files:
+            assert needle.encode() not in path.read_bytes(), path
+
+
+def test_surge_enters_once_protected_and_the_stop_closes_it(tmp_path: Path, sim: Simulator,
+                                                            bots: list[Bot]) -> None:
+    home = home_with_config(tmp_path)
+    env = env_for(home, sim)
+    bot = Bot(home, env)
+    bots.append(bot)
+    bot.wait_log("ready in")
+    log = bot.log()
+    assert "LIVE TRADING on Binance USD-M: balance 10000.00 USDT" in log
+    assert "limits: 100 USDT per position at 1x leverage, at most 5 open" in log
+    assert "reconciliation: 0 open" in log
+
+    inject_in_minute(sim, "SOLUSDT", 5.0)
+    sim.market.inject_surge("BTCUSDT", change_pct=5.0, volume_multiple=10.0)
+    [pos] = wait_for(lambda: [p for p in positions(home, env) if p["symbol"] == "SOLUSDT"], 40,
+                     "the SOLUSDT entry in surge positions")
+    entry = client_id(pos["key"], "e")
+    sl, tp = client_id(pos["key"], "sl"), client_id(pos["key"], "tp")
+    snap = account(sim)
+    assert snap["client_order_counts"] == {entry: 1}  # exactly one MARKET entry...
+    assert snap["algo_client_counts"] == {sl: 1, tp: 1}  # ...and its two protective orders
+    assert {(a["clientAlgoId"], a["orderType"]) for a in snap["open_algo_orders"]} == {
+        (sl, "STOP_MARKET"), (tp, "TAKE_PROFIT_MARKET")}
+    assert float(snap["positions"]["SOLUSDT"]["amount"]) == pytest.approx(pos["qty"])
+    assert pos["venue"] == VENUE and pos["exit_reason"] is None
+    assert pos["stop_loss"] == pytest.approx(pos["entry_price"] * 0.975, rel=1e-4)
+
+    def btc_skipped() -> Any:  # 100 USDT is less than one 0.001 lot of BTC: not sent, recorded why
+        store = read_store(home)
+        assert store is not None
+        with store:
+            return [r for r in store.signals(venue=VENUE) if r.signal.symbol == "BTCUSDT"]
+    [btc] = wait_for(btc_skipped, 20, "the BTCUSDT signal")
+    assert not btc.entered and btc.skip_reason and btc.skip_reason.startswith("size:")
+
+    sim.market.inject_surge("SOLUSDT", change_pct=-5.0, volume_multiple=0.0)  # through the stop
+    wait_for(lambda: "SOLUSDT" not in account(sim)["positions"], 20, "the exchange's stop loss to fire")
+    [done] = wait_for(lambda: [p for p in positions(home, env) if p["key"] == pos["key"] and p["exit_price"]],
+                      30, "the bot to record the exit")
+    assert done["exit_reason"] == "stop_loss" and done["exit_price"] <= pos["stop_loss"]
+    assert done["pnl"] < 0
+    snap = account(sim)
+    assert snap["open_algo_orders"] == []  # the take profit was cancelled with nothing left to protect
+    assert snap["client_order_counts"] == {entry: 1}
+    assert bot.stop() == 0
+    assert "Traceback" not in bot.log()
+    assert_no_secret(home, bot.log(), bot.out_path.read_text())
+
+
+def test_timeout_after_acceptance_is_not_a_second_entry(tmp_path: Path, sim: Simulator,
+                                                        bots: list[Bot]) -> None:
+    """The entry is executed but answered after the bot's 10 s read timeout: the bot asks the exchange
+    about its client order id, finds the fill and adopts it."""
+    home = home_with_config(tmp_path)
+    env = env_for(home, sim)
+    bot = Bot(home, env)
+    bots.append(bot)
+    bot.wait_log("ready in")
+    sim.rest.account.delay_next_order(20.0)  # past the 10 s read timeout
+    inject_in_minute(sim, "ETHUSDT", 5.0)
+    [pos] = wait_for(lambda: [p for p in positions(home, env) if p["symbol"] == "ETHUSDT"], 60,
+                     "the ETHUSDT entry after the lost answer")
+    snap = account(sim)
+    entry = client_id(pos["key"], "e")
+    assert snap["client_order_counts"] == {entry: 1} and snap["orders"] == 1
+    assert snap["algo_client_counts"] == {client_id(pos["key"], "sl"): 1, client_id(pos["key"], "tp"): 1}
+    assert "the exchange may have executed it" in bot.log() and "already on the exchange" not in bot.log()
+    assert bot.stop() == 0
+
+
+def test_kill9_mid_entry_then_restarts_reconcile(tmp_path: Path, sim: Simulator, bots: list[Bot]) -> None:
+    """kill -9 while the entry's answer is in flight (the exchange has the position, the database and
+    the protective orders do not): the restart adopts it and protects it. Killed again and a protective
+    order cancelled behind its back: the next restart re-creates it. Never a second entry."""
+    home = home_with_config(tmp_path)
+    env = env_for(home, sim)
+    first = Bot(home, env)
+    bots.append(first)
+    first.wait_log("ready in")
+    sim.rest.account.delay_next_order(30.0)  # accepted at once, answered far too late
+    inject_in_minute(sim, "XRPUSDT", 5.0)
+    wait_for(lambda: "XRPUSDT" in account(sim)["positions"], 40, "the exchange to fill the entry")
+    first.kill9()
+    [entry] = account(sim)["client_order_counts"]
+    assert account(sim)["open_algo_orders"] == [] and positions(home, env) == []
+
+    second = Bot(home, env)
+    bots.append(second)
+    second.wait_log("ready in")
+    assert "not in the database: adopted" in second.log() and "1 open, 1 adopted" in second.log()
+    assert "SIGNAL XRPUSDT" not in second.log()  # the adopted entry's signal restored the cooldown
+    [pos] = positions(home, env)
+    assert pos["symbol"] == "XRPUSDT" and pos["exit_reason"] is None
+    assert pos["qty"] == pytest.approx(float(account(sim)["positions"]["XRPUSDT"]["amount"]))
+    sl, tp = client_id(pos["key"], "sl"), client_id(pos["key"], "tp")
+    assert {a["clientAlgoId"] for a in account(sim)["open_algo_orders"]} == {sl, tp}
+    second.kill9()
+
+    assert sim.rest.account.cancel_algo(sl)  # someone removes the stop loss while the bot is down
+    third = Bot(home, env)
+    bots.append(third)
+    third.wait_log("ready in")
+    assert f"protective order {sl} was missing: placed again" in third.log()
+    assert "reconciliation: 1 open, 0 adopted, 0 updated, 0 closed, 1 re-created" in third.log()
+    snap = account(sim)
+    assert {a["clientAlgoId"] for a in snap["open_algo_orders"]} == {sl, tp}
+    assert snap["algo_client_counts"] == {sl: 2, tp: 1}
+    assert snap["client_order_counts"] == {entry: 1}  # the one entry, whatever happened
+    [again] = positions(home, env)
+    assert again["key"] == pos["key"] and again["exit_reason"] is None
+    assert third.stop() == 0
+
+
+def test_wrong_secret_is_one_clear_line_and_exit_1(tmp_path: Path, sim: Simulator) -> None:
+    home = home_with_config(tmp_path)
+    wrong = "wrong-secret-" + DEFAULT_API_SECRET[::-1]
+    proc = surge(home, "run", "--live", "--symbols", "SOLUSDT", "--duration", "30",
+                 env=env_for(home, sim, SURGE_API_SECRET=wrong))
+    assert proc.returncode == 1, proc.stderr
+    assert "-1022" in proc.stderr and "SURGE_API_SECRET" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("surge: error: ")
+    assert account(sim)["signature_failures"] >= 1 and account(sim)["client_order_counts"] == {}
+    for needle in (wrong, DEFAULT_API_SECRET, DEFAULT_API_KEY):
+        assert needle not in proc.stdout + proc.stderr
+        for path in (p for p in home.rglob("*") if p.is_file()):
+            assert needle.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(("mode", "flag", "keys", "missing"), [
+    ("paper", True, {}, 'needs [trade] mode = "live"'),
+    ("live", False, {}, "needs --live on the command line"),
+    ("live", True, {"SURGE_API_KEY": "", "SURGE_API_SECRET": ""}, "SURGE_API_KEY and SURGE_API_SECRET"),
+    ("live", True, {"SURGE_API_SECRET": ""}, "needs SURGE_API_SECRET in the environment"),
+])
+def test_either_opt_in_alone_or_no_keys_exits_2(tmp_path: Path, mode: str, flag: bool, keys: dict[str, str],
+                                                missing: str) -> None:
+    home = home_with_config(tmp_path, f'[trade]\nmode = "{mode}"\n')
+    args = ["run", "--symbols", "SOLUSDT", "--duration", "5", *(["--live"] if flag else [])]
+    proc = surge(home, *args, env=env_for(home, None, **keys))
+    assert proc.returncode == 2, proc.stderr
+    assert missing in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (home / "surge.db").exists()  # refused before anything started
+
+
+def test_sim_live_without_keys_uses_the_simulators_demo_keys(tmp_path: Path) -> None:
+    """``--sim --live``: the built-in simulator with its demo keys when none are set; exit 0 at the end."""
+    home = home_with_config(tmp_path)
+    env = env_for(home, None, SURGE_API_KEY="", SURGE_API_SECRET="")
+    proc = surge(home, "run", "--sim", "--live", "--symbols", "SOLUSDT,ETHUSDT", "--duration", "3", env=env,
+                 timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LIVE TRADING on Binance USD-M: balance 10000.00 USDT" in proc.stderr
+    assert "reconciliation: 0 open" in proc.stderr and "Traceback" not in proc.stderr
+    assert_no_secret(home, proc.stdout, proc.stderr)
+
+
+# --------------------------------------------------------------------------- in process: errors ridden out
+
+
+class FlakyBroker:
+    """A paper broker whose exchange fails ``failures`` times first (each call of open/close/sync)."""
+
+    def __init__(self, failures: int) -> None:
+        from surge.config import TradeSettings
+        from surge.trading import PaperBroker
+
+        self.paper = PaperBroker(TradeSettings(mode="live"))
+        self.failures = failures
+        self.skipped: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    def _call(self, name: str) -> None:
+        from surge.exchange.rest import ExchangeUnavailable
+
+        self.calls.append(name)
+        if self.failures > 0:
+            self.failures -= 1
+            raise ExchangeUnavailable("exchange unavailable: POST /fapi/v1/order: read timeout")
+
+    def open(self, signal: Any) -> Any:
+        self._call("open")
+        return self.paper.open(signal)
+
+    def exit_reason(self, position: Any, price: float, now_ms: int) -> str | None:
+        return self.paper.exit_reason(position, price, now_ms)
+
+    def close(self, position: Any, price: float, now_ms: int, reason: str) -> Any:
+        self._call("close")
+        return self.paper.close(position, price, now_ms, reason)
+
+    def sync(self, positions: Any, *, force: bool = False) -> list[Any]:
+        self._call("sync")
+        return []
+
+
+def test_live_errors_are_retried_under_the_same_signal_never_fatal(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import surge.app as app
+    from surge.config import Settings, TradeSettings
+    from surge.exchange.orders import Credentials
+    from surge.models import Signal
+    from surge.store import open_store
+
+    bot = app.Bot(Settings(home=tmp_path, trade=TradeSettings(mode="live")),
+                  credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    assert bot.venue == "live:fapi.binance.com" and DEFAULT_API_SECRET not in repr(bot.credentials)
+    bot.store = open_store(tmp_path)
+    broker = FlakyBroker(failures=1)
+    bot.broker = broker
+    bot.passing = {"SOLUSDT", "ETHUSDT"}
+    sol = Signal("SOLUSDT", 1_700_000_030_000, 1_700_000_000_000, 4.0, 5.0, 1e6, 180.0)
+    try:
+        bot._on_signal(sol)  # the exchange fails: not recorded, not fatal, kept to ask again
+        assert list(bot._pending) == [sol.key] and not bot.store.has_signal(sol.key, venue=bot.venue)
+        bot._on_signal(Signal("SOLUSDT", sol.time + 60_000, sol.open_time + 60_000, 4.0, 5.0, 1e6, 181.0))
+        [refused] = [r for r in bot.store.signals(venue=bot.venue) if r.signal.time == sol.time + 60_000]
+        assert refused.skip_reason == "an entry on SOLUSDT is still unconfirmed"
+        bot._retry_entries()  # too early: LIVE_RETRY_S has not passed
+        assert broker.calls == ["open"]
+        bot._exchange_retry_at = 0.0
+        bot._retry_entries()
+        assert broker.calls == ["open", "open"] and not bot._pending
+        [held] = bot.store.open_positions(venue=bot.venue)
+        assert held.key == sol.key and bot.book.get("SOLUSDT") == held
+
+        broker.failures = 2
+        bot._sync_exchange()  # a failed check is logged and retried later
+        bot._close(held, 170.0, held.entry_time + 1000, "max_hold")  # inside the back-off: not tried
+        assert broker.calls[-1] == "sync" and bot.book.get("SOLUSDT") == held
+        bot._exchange_retry_at = 0.0
+        bot._close(held, 170.0, held.entry_time + 1000, "max_hold")  # fails: still held
+        assert bot.book.get("SOLUSDT") == held
+        bot._exchange_retry_at = 0.0
+        bot._close(held, 170.0, held.entry_time + 1000, "max_hold")
+        assert bot.book.get("SOLUSDT") is None and bot.store.open_positions(venue=bot.venue) == []
+
+        monkeypatch.setattr(app, "ENTRY_RETRY_FOR_S", 0.0)  # an exchange that never answers: given up
+        broker.failures = 1
+        eth = Signal("ETHUSDT", sol.time, sol.open_time, 4.0, 5.0, 1e6, 3000.0)
+        bot._on_signal(eth)
+        [gone] = [r for r in bot.store.signals(venue=bot.venue) if r.signal.key == eth.key]
+        assert not gone.entered and gone.skip_reason and gone.skip_reason.startswith("exchange error: ")
+        assert not bot._pending
+    finally:
+        bot.store.close()
