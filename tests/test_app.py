@@ -66,7 +66,13 @@ def running(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_status_shows_running_while_it_runs(running: BotProcess) -> None:
-    status = cli_json(running.home, "status")
+    # the heartbeat is a snapshot every 2 s: on a loaded machine a connection may be between a
+    # reconnect and its next heartbeat, so wait for a snapshot with the streams flowing
+    status = wait_for(
+        lambda: (st := cli_json(running.home, "status"))["connections"] >= 1 and st["streams"] == 5 and st,
+        60,
+        "surge status to show the streams flowing",
+    )
     assert status["running"] is True
     assert status["pid"] == running.pid
     assert status["connections"] >= 1
