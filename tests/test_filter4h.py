@@ -48,18 +48,6 @@ def sim() -> Iterator[Simulator]:
         s.stop()
 
 
-@pytest.fixture
-def clean(sim: Simulator) -> Iterator[Simulator]:
-    """Each test starts with no faults, no ban, no latency and zeroed observations."""
-    sim.rest.clear_faults()
-    sim.rest.unban()
-    sim.rest.set_latency(0)
-    sim.rest.reset_stats()
-    yield sim
-    sim.rest.clear_faults()
-    sim.rest.unban()
-    sim.rest.set_latency(0)
-
 
 def client(url: str, workers: int = 3, **kw: object) -> BinanceRest:
     kw.setdefault("backoff_initial_s", 0.05)

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -31,8 +31,8 @@ from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from surge.sim.market import Market
 from surge.store import read_store
 from surge.trading.live import client_id
+from tests.bot_harness import wait_for
 
-T = TypeVar("T")
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]  # BTC: 100 USDT is below one lot after a surge
 MINUTE_MS = 60_000
@@ -50,16 +50,6 @@ max_hold_s = 3600
 """
 VENUE = "live:sim"
 
-
-def wait_for(pred: Callable[[], T], timeout: float = 60.0, what: str = "condition", every: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def market_clock() -> Callable[[], float]:

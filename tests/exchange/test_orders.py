@@ -34,12 +34,8 @@ SYMBOL = "SOLUSDT"
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator(n_symbols=40, seed=5, surge_interval_s=None).start()
-    try:
-        yield s
-    finally:
-        s.stop()
+def sim(small_sim: Simulator) -> Simulator:
+    return small_sim
 
 
 @pytest.fixture

@@ -23,17 +23,6 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-@pytest.fixture
-def fresh(sim: Simulator) -> Iterator[Simulator]:
-    sim.rest.clear_faults()
-    sim.rest.unban()
-    sim.rest.set_latency(0)
-    sim.rest.reset_stats()
-    yield sim
-    sim.rest.clear_faults()
-    sim.rest.unban()
-    sim.rest.set_latency(0)
-
 
 def make(sim: Simulator, **kw: object) -> BinanceRest:
     kw.setdefault("backoff_initial_s", 0.02)
@@ -42,54 +31,54 @@ def make(sim: Simulator, **kw: object) -> BinanceRest:
     return BinanceRest(sim.rest_url, **kw)  # type: ignore[arg-type]
 
 
-def test_endpoints_and_weight_accounting(fresh: Simulator) -> None:
-    with make(fresh) as rest:
+def test_endpoints_and_weight_accounting(clean: Simulator) -> None:
+    with make(clean) as rest:
         info = rest.exchange_info()
         assert rest.limiter.limit == 2400 and rest.limiter.budget == 2160
-        assert info["serverTime"] == rest.server_time() == fresh.market.now_ms()
-        sym = fresh.market.tradable_symbols()[0]
-        kl = rest.klines(sym, "4h", limit=6, now_ms=fresh.market.now_ms())
+        assert info["serverTime"] == rest.server_time() == clean.market.now_ms()
+        sym = clean.market.tradable_symbols()[0]
+        kl = rest.klines(sym, "4h", limit=6, now_ms=clean.market.now_ms())
         assert len(kl) == 6 and [k.closed for k in kl] == [True] * 5 + [False]
         prices = rest.ticker_prices()
         assert prices[sym] == kl[-1].close  # the bulk price is the current candle's close
-        assert set(fresh.market.tradable_symbols()) <= set(prices)
+        assert set(clean.market.tradable_symbols()) <= set(prices)
         rest.ping()
         assert rest.requests == 5
         # exchangeInfo 1 + time 1 + klines(limit 6) 1 + ticker/price (all) 2 + ping 1
         assert rest.limiter.total_weight == 6
-        assert rest.limiter.max_used_weight == fresh.rest.stats()["max_weight_1m"] == 6
+        assert rest.limiter.max_used_weight == clean.rest.stats()["max_weight_1m"] == 6
 
 
-def test_klines_weight_follows_limit(fresh: Simulator) -> None:
-    with make(fresh) as rest:
-        sym = fresh.market.tradable_symbols()[0]
+def test_klines_weight_follows_limit(clean: Simulator) -> None:
+    with make(clean) as rest:
+        sym = clean.market.tradable_symbols()[0]
         rest.klines(sym, "1m", limit=150)
         rest.klines(sym, "1m", limit=99)
         assert rest.limiter.total_weight == 3
         assert rest.limiter.last_used_weight == 3
 
 
-def test_exchange_error_is_not_retried(fresh: Simulator) -> None:
-    with make(fresh) as rest:
+def test_exchange_error_is_not_retried(clean: Simulator) -> None:
+    with make(clean) as rest:
         with pytest.raises(ExchangeError) as err:
             rest.klines("NOPEUSDT", "4h", limit=6)
         assert err.value.code == -1121 and err.value.msg == "Invalid symbol." and err.value.status == 400
         with pytest.raises(ExchangeError) as err2:
-            rest.klines(fresh.market.tradable_symbols()[0], "7h", limit=6)
+            rest.klines(clean.market.tradable_symbols()[0], "7h", limit=6)
         assert err2.value.code == -1120
         assert rest.requests == 2 and rest.retries == 0
-        assert fresh.rest.stats()["requests"] == 2
+        assert clean.rest.stats()["requests"] == 2
 
 
-def test_unknown_path_is_an_exchange_error(fresh: Simulator) -> None:
-    with make(fresh) as rest, pytest.raises(ExchangeError, match="-5000"):
+def test_unknown_path_is_an_exchange_error(clean: Simulator) -> None:
+    with make(clean) as rest, pytest.raises(ExchangeError, match="-5000"):
         rest.get("/fapi/v1/nothingHere")
 
 
-def test_session_pool_keeps_connections_alive_and_bounded(fresh: Simulator) -> None:
-    fresh.rest.set_latency(5)
-    sym = fresh.market.tradable_symbols()[0]
-    with make(fresh, pool_size=2) as rest:
+def test_session_pool_keeps_connections_alive_and_bounded(clean: Simulator) -> None:
+    clean.rest.set_latency(5)
+    sym = clean.market.tradable_symbols()[0]
+    with make(clean, pool_size=2) as rest:
         def work() -> None:
             for _ in range(10):
                 rest.klines(sym, "4h", limit=2)
@@ -99,78 +88,78 @@ def test_session_pool_keeps_connections_alive_and_bounded(fresh: Simulator) -> N
             t.start()
         for t in threads:
             t.join(30)
-    stats = fresh.rest.stats()
+    stats = clean.rest.stats()
     assert stats["requests"] == 40
     assert stats["connections"] <= 2  # pool_block: threads wait for a connection, none is opened extra
     assert stats["max_in_flight"] <= 2
 
 
-def test_5xx_retried_with_backoff_then_success(fresh: Simulator) -> None:
-    fresh.rest.error_next(2, 502)
-    with make(fresh) as rest:
+def test_5xx_retried_with_backoff_then_success(clean: Simulator) -> None:
+    clean.rest.error_next(2, 502)
+    with make(clean) as rest:
         assert rest.server_time() > 0
         assert rest.retries == 2 and rest.requests == 3
 
 
-def test_attempts_are_bounded(fresh: Simulator) -> None:
-    fresh.rest.error_next(10, 500)
-    with make(fresh, max_attempts=3) as rest:
+def test_attempts_are_bounded(clean: Simulator) -> None:
+    clean.rest.error_next(10, 500)
+    with make(clean, max_attempts=3) as rest:
         with pytest.raises(ExchangeUnavailable, match=r"HTTP 500.*after 3 attempts"):
             rest.server_time()
         assert rest.requests == 3
-    fresh.rest.clear_faults()
+    clean.rest.clear_faults()
 
 
-def test_malformed_body_retried(fresh: Simulator) -> None:
-    fresh.rest.malformed_next(1)
-    with make(fresh) as rest:
+def test_malformed_body_retried(clean: Simulator) -> None:
+    clean.rest.malformed_next(1)
+    with make(clean) as rest:
         assert isinstance(rest.exchange_info()["symbols"], list)
         assert rest.retries == 1
 
 
-def test_read_timeout_retried(fresh: Simulator) -> None:
-    fresh.rest.stall_next(1, 6.0)
-    with make(fresh, read_timeout=0.3) as rest:
+def test_read_timeout_retried(clean: Simulator) -> None:
+    clean.rest.stall_next(1, 6.0)
+    with make(clean, read_timeout=0.3) as rest:
         t = time.monotonic()
         assert rest.server_time() > 0
         assert rest.retries == 1
         assert time.monotonic() - t < 5.0  # it gave up on the stalled answer instead of waiting it out
 
 
-def test_read_timeout_every_attempt_is_unavailable(fresh: Simulator) -> None:
-    fresh.rest.stall_next(2, 1.5)
-    with make(fresh, read_timeout=0.2, max_attempts=2) as rest, \
+def test_read_timeout_every_attempt_is_unavailable(clean: Simulator) -> None:
+    clean.rest.stall_next(2, 1.5)
+    with make(clean, read_timeout=0.2, max_attempts=2) as rest, \
             pytest.raises(ExchangeUnavailable, match="read timeout"):
         rest.server_time()
 
 
-def test_429_waits_for_retry_after_then_resends(fresh: Simulator) -> None:
-    fresh.rest.fail_next(1, 429, retry_after_s=1)
-    with make(fresh) as rest:
+def test_429_waits_for_retry_after_then_resends(clean: Simulator) -> None:
+    clean.rest.fail_next(1, 429, retry_after_s=1)
+    with make(clean) as rest:
         t = time.monotonic()
         assert rest.server_time() > 0
         assert time.monotonic() - t >= 0.95
         assert rest.limiter.rate_limited == 1
-    (start, until, status), = fresh.rest.retry_windows()
-    arrivals = [a for a, _, _ in fresh.rest.arrivals()]
+    (start, until, status), = clean.rest.retry_windows()
+    arrivals = [a for a, _, _ in clean.rest.arrivals()]
     assert status == 429 and len(arrivals) == 2 and arrivals[1] >= until
 
 
-def test_429_forever_gives_up_after_the_bound(fresh: Simulator) -> None:
-    fresh.rest.fail_next(3, 429, retry_after_s=0.01)  # Retry-After rounds up to 1 s at the sim
-    with make(fresh, max_rate_limit_retries=1) as rest, pytest.raises(ExchangeError) as err:
+def test_429_forever_gives_up_after_the_bound(clean: Simulator) -> None:
+    clean.rest.fail_next(3, 429, retry_after_s=0.01)  # Retry-After rounds up to 1 s at the sim
+    with make(clean, max_rate_limit_retries=1) as rest, pytest.raises(ExchangeError) as err:
         rest.server_time()
     assert err.value.code == -1003
 
 
-def test_418_beyond_the_maximum(fresh: Simulator) -> None:
-    fresh.rest.fail_next(1, 418, retry_after_s=3600)
-    with make(fresh, limiter=WeightLimiter(max_ban_s=120)) as rest:
+def test_418_beyond_the_maximum(clean: Simulator) -> None:
+    clean.rest.fail_next(1, 418, retry_after_s=3600)
+    with make(clean, limiter=WeightLimiter(max_ban_s=120)) as rest:
         with pytest.raises(RateLimitBanned, match="3600 s.*120 s"):
             rest.server_time()
         with pytest.raises(RateLimitBanned):  # every later call fails fast too
             rest.ping()
-    assert fresh.rest.stats()["requests"] == 1
+    assert clean.rest.stats()["requests"] == 1
 
 
 def test_connection_refused_is_unavailable_quickly() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,12 +21,8 @@ SYMBOL = "SOLUSDT"  # tick 0.001, step 0.001, MIN_NOTIONAL 5 in the seeded marke
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator(n_symbols=40, seed=5, surge_interval_s=None).start()
-    try:
-        yield s
-    finally:
-        s.stop()
+def sim(small_sim: Simulator) -> Simulator:
+    return small_sim
 
 
 

@@ -28,12 +28,8 @@ SETTINGS = TradeSettings(mode="live", position_usdt=100.0, take_profit_pct=2.0, 
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator(n_symbols=40, seed=5, surge_interval_s=None).start()
-    try:
-        yield s
-    finally:
-        s.stop()
+def sim(small_sim: Simulator) -> Simulator:
+    return small_sim
 
 
 class Env:
