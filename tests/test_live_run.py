@@ -33,7 +33,6 @@ from surge.store import read_store
 from surge.trading.live import client_id
 from tests.bot_harness import wait_for
 
-
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]  # BTC: 100 USDT is below one lot after a surge
 MINUTE_MS = 60_000
 WINDOW_MS = 4 * 3_600_000
