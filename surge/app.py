@@ -303,6 +303,9 @@ class Bot:
             ws_url=s.ws_url,
             streams_per_connection=s.stream.streams_per_connection,
             on_gap=self.events.put,
+            # one list per received chunk instead of one queue item per kline: one put, one get
+            # and one wake-up of this loop per chunk (~177 klines at Binance cadence)
+            batch_callback=self.events.put,
             **self.stream_tuning,
         )
         self.manager.start()
@@ -399,6 +402,7 @@ class Bot:
         next_refresh = time.monotonic() + self.settings.filter_4h.refresh_s
         next_universe = time.monotonic() + UNIVERSE_REFRESH_S
         handlers: dict[type, Callable[[Any], None]] = {
+            list: self._on_klines,
             Kline: self._on_kline,
             StreamGap: self._on_gap,
             _Backfilled: self._on_backfilled,
@@ -464,6 +468,15 @@ class Bot:
             )
 
     # ----------------------------------------------------------------- events
+
+    def _on_klines(self, batch: list[Kline]) -> None:
+        """One chunk's klines from a connection, in arrival order (the hot path: ~4,250 a second)."""
+        on_1m, on_4h = self._on_1m, self._on_kline
+        for k in batch:
+            if k.interval == "1m":
+                on_1m(k)
+            else:
+                on_4h(k)
 
     def _on_kline(self, k: Kline) -> None:
         if k.interval == "1m":
