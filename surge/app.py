@@ -25,6 +25,7 @@ later, never fatal once running: the protective orders sit on the exchange meanw
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -54,6 +55,8 @@ from surge.universe import universe_from_exchange_info
 log = logging.getLogger("surge.app")
 
 HEARTBEAT_EVERY_S = 2.0
+QUIET_S = 0.005  # the queue empty this long: a burst of kline chunks is over, time for periodic work
+PERIODIC_MAX_DEFER_S = 0.25  # ... but periodic work overdue by this long runs even mid-flow
 EXIT_CHECK_EVERY_S = 1.0
 UNIVERSE_REFRESH_S = 3600.0
 FILTER_SETTLE_S = 5.0  # after 4h candles close, wait this long for the rest before re-evaluating
@@ -303,6 +306,9 @@ class Bot:
             ws_url=s.ws_url,
             streams_per_connection=s.stream.streams_per_connection,
             on_gap=self.events.put,
+            # one list per received chunk instead of one queue item per kline: one put, one get
+            # and one wake-up of this loop per chunk (~177 klines at Binance cadence)
+            batch_callback=self.events.put,
             **self.stream_tuning,
         )
         self.manager.start()
@@ -399,6 +405,7 @@ class Bot:
         next_refresh = time.monotonic() + self.settings.filter_4h.refresh_s
         next_universe = time.monotonic() + UNIVERSE_REFRESH_S
         handlers: dict[type, Callable[[Any], None]] = {
+            list: self._on_klines,
             Kline: self._on_kline,
             StreamGap: self._on_gap,
             _Backfilled: self._on_backfilled,
@@ -406,21 +413,32 @@ class Bot:
             _JobFailed: self._on_job_failed,
         }
         get = self.events.get
+        monotonic = time.monotonic
+        next_due = -math.inf  # earliest time any periodic job below is due
         while not self.stop_event.is_set():
             try:
                 item = get(timeout=0.25)
                 handlers[type(item)](item)
-                while True:  # drain what is already queued before the periodic work
-                    item = self.events.get_nowait()
+                # Drain the burst before the periodic work: Binance-style pushes arrive as a burst of
+                # chunks within a few ms, and a heartbeat (~3 ms: percentiles over 20,000 latencies,
+                # the baseline count, stats, a file write) run after its first chunk would delay every
+                # decision behind it. So wait for a quiet moment, but never defer the work by more
+                # than PERIODIC_MAX_DEFER_S under a flow with no pause.
+                while True:
+                    item = get(timeout=QUIET_S)
                     handlers[type(item)](item)
+                    if monotonic() >= next_due + PERIODIC_MAX_DEFER_S:
+                        break
             except queue.Empty:
                 pass
-            now = time.monotonic()
+            now = monotonic()
             if deadline is not None and now >= deadline:
                 log.info("--duration reached")
                 break
             if self.ready_at is None:
                 self._check_ready()
+                if self.ready_at is not None:
+                    next_heartbeat = now  # say so at once: `surge status` right after "ready" is current
             if now >= next_exit_check:
                 next_exit_check = now + EXIT_CHECK_EVERY_S
                 self._check_max_hold()
@@ -442,6 +460,15 @@ class Bot:
             if self._backfill_retry and now >= self._backfill_retry_at:
                 retry, self._backfill_retry = self._backfill_retry & self.streaming_1m, set()
                 self._submit_backfill(sorted(retry - self._backfill_pending))
+            next_due = min(next_exit_check, next_heartbeat, next_refresh, next_universe)
+            if self._filter_dirty_at is not None:
+                next_due = min(next_due, self._filter_dirty_at + FILTER_SETTLE_S)
+            if self._backfill_retry:
+                next_due = min(next_due, self._backfill_retry_at)
+            if deadline is not None:
+                next_due = min(next_due, deadline)
+            if self.ready_at is None or self._pending:
+                next_due = -math.inf  # checked after every item while starting / retrying entries
 
     def _flush_closed_4h(self) -> None:
         if self._closed_4h and self.store is not None:
@@ -464,6 +491,15 @@ class Bot:
             )
 
     # ----------------------------------------------------------------- events
+
+    def _on_klines(self, batch: list[Kline]) -> None:
+        """One chunk's klines from a connection, in arrival order (the hot path: ~4,250 a second)."""
+        on_1m, on_4h = self._on_1m, self._on_kline
+        for k in batch:
+            if k.interval == "1m":
+                on_1m(k)
+            else:
+                on_4h(k)
 
     def _on_kline(self, k: Kline) -> None:
         if k.interval == "1m":

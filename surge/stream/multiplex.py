@@ -115,6 +115,10 @@ class MultiplexedKlineManager:
         if not 1 <= streams_per_connection <= MAX_STREAMS_PER_CONNECTION:
             raise ValueError(f"streams_per_connection must be 1..{MAX_STREAMS_PER_CONNECTION}")
         self._on_gap_cb: Callable[[StreamGap], Any] | None = tuning.pop("on_gap", None)
+        # Optional: receive each received chunk's klines as one list instead of ``callback`` per
+        # kline (same klines, same order per stream). A consumer behind a queue saves a queue hop
+        # and a wake-up per event; ``callback`` is then not called for klines.
+        self._batch_callback: Callable[[list[Kline]], Any] | None = tuning.pop("batch_callback", None)
         known = {f.name for f in fields(StreamTuning)}
         unknown = sorted(set(tuning) - known)
         if unknown:
@@ -374,6 +378,7 @@ class MultiplexedKlineManager:
             budget=self._budget,
             tuning=self.tuning,
             logger=self.log,
+            batch_callback=self._batch_callback,
         )
 
     def _sync(self, conn: Connection) -> tuple[int, float]:

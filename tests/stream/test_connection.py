@@ -142,17 +142,23 @@ RawFactory = Callable[..., RawServer]
 
 
 class Harness:
-    def __init__(self, url: str, **tuning: object) -> None:
+    def __init__(self, url: str, batch: bool = False, **tuning: object) -> None:
         self.klines: list[Kline] = []
+        self.batches: list[list[Kline]] = []
         self.lock = threading.Lock()
         t = StreamTuning(**{"tick_s": 0.05, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
                             "silence_timeout_s": 5.0, **tuning})  # type: ignore[arg-type]
         self.conn = Connection(0, url, lock=self.lock, callback=self.klines.append, wake=lambda: None,
                                on_gap=lambda *a: None, budget=SlidingWindow(100, 60.0), tuning=t,
-                               logger=logging.getLogger("test.connection"))
+                               logger=logging.getLogger("test.connection"),
+                               batch_callback=self._batch if batch else None)
         self.conn.assigned.add(STREAM)
         self.conn.deliver.add(STREAM)
         self.conn.start()
+
+    def _batch(self, klines: list[Kline]) -> None:
+        self.batches.append(klines)
+        self.klines.extend(klines)
 
     def stop(self) -> None:
         self.conn.stop()
@@ -197,6 +203,31 @@ def test_fragments_large_frames_and_pings(raw: Callable[..., RawServer]) -> None
         assert h.klines[0] == Kline(**{**_fields(KLINE), "event_time": 1})
         assert pongs == [b"ping-1"]
         assert h.conn.pongs == 1 and h.conn.dropped_frames == 0
+    finally:
+        hold.set()
+        h.stop()
+
+
+def test_frames_larger_than_the_buffer_and_split_across_reads_with_batches(raw: RawFactory) -> None:
+    """recv_into a fixed buffer: a frame cut anywhere, or bigger than the buffer, still arrives whole;
+    with a batch callback each read's klines come as one list and the per-kline callback is not used."""
+    hold = threading.Event()
+
+    def script(sock: socket.socket, n: int) -> None:
+        stream = b"".join(frame(event(i)) for i in range(1, 41))
+        stream += frame(event(41, pad="y" * 20_000)) + frame(event(42))  # 5x the 4 KiB buffer
+        for i in range(0, len(stream), 1000):  # cuts through headers and payloads alike
+            sock.sendall(stream[i : i + 1000])
+        hold.wait(10)
+
+    srv = raw(script)
+    h = Harness(srv.url, batch=True, recv_bufsize=4096)
+    try:
+        wait_until(lambda: len(h.klines) == 42, 10, "42 klines")
+        assert [k.event_time for k in h.klines] == list(range(1, 43))
+        assert all(type(b) is list and b for b in h.batches)
+        assert h.klines[0] == Kline(**{**_fields(KLINE), "event_time": 1})
+        assert h.conn.events == 42 and h.conn.dropped_frames == 0
     finally:
         hold.set()
         h.stop()

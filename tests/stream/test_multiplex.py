@@ -395,3 +395,28 @@ def test_connections_fill_up_and_close_only_when_empty(server: WsServer, make_ma
     assert mgr.stats()["reconnects"] == 0
     mark = time.monotonic()
     wait_until(lambda: got.since(mark) == keep, 10, "kept streams flowing, nothing else")
+
+
+def test_batch_callback_gets_lists_and_replaces_the_per_kline_callback(server: WsServer,
+                                                                        make_manager: MakeManager,
+                                                                        market: Market) -> None:
+    got = Collector()
+    per_kline: list[Kline] = []
+    batches: list[list[Kline]] = []
+
+    def batch(klines: list[Kline]) -> None:
+        batches.append(klines)
+        for k in klines:
+            got(k)
+
+    mgr = make_manager(per_kline.append, ws_url=server.url, batch_callback=batch)
+    wanted = _names(market.tradable_symbols()[:6], ("1m", "4h"))
+    for name in wanted:
+        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    mgr.start()
+    wait_until(lambda: got.seen() == wanted, 20, "every stream delivered in batches")
+    assert not per_kline
+    assert all(type(b) is list and b and all(type(k) is Kline for k in b) for b in list(batches))
+    assert mgr.stats()["events"] >= len(wanted)
+    for times in got.events.values():  # each stream's events in order
+        assert times == sorted(times)
