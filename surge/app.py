@@ -286,8 +286,12 @@ class Bot:
         if self.live:
             self._start_live()
         log.info("scanning the universe's 4h candles on %s", s.rest_url)
+        scan_started_ms = int(time.time() * 1000)
         result = self._scan(None)  # an unreachable exchange raises here: exit 1 before anything started
-        self.clock_offset_ms = result.server_time - int(time.time() * 1000) if result.server_time else 0
+        # serverTime is the exchange's clock when the scan began (its first request, exchangeInfo):
+        # compare it with ours then, not after a cold scan of ~30 s, or every "is this candle closed"
+        # and max-hold check would run that far behind
+        self.clock_offset_ms = result.server_time - scan_started_ms if result.server_time else 0
         self.universe = set(result.decisions) | set(result.errors) - _rejected(result)
         self.live4h.seed(result)
         self.start_weight = result.weight

@@ -310,3 +310,26 @@ def test_an_outage_across_a_minute_close_is_ridden_out_and_the_hole_backfilled(t
     finally:
         bot.ensure_stopped()
         sim.stop()
+
+
+def test_exchange_clock_offset_is_taken_when_the_scan_starts(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold scan takes long (here ~2 s; 28 s for 531 symbols at 147 ms): the exchange's clock must be
+    compared with ours at the scan's first request, or "is this candle closed" and max hold lag."""
+    for key, value in bot_env(tmp_path / "home", sim).items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(config_path=write_config(tmp_path / "surge.toml", {"filter_4h": {"workers": 1}}))
+    bot = Bot(settings, symbols=[A, B, FAILS, HELD])
+    sim.rest.set_latency(400)
+    thread = threading.Thread(target=bot.run, name="test-bot-offset", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: bot.ready_at is not None, 60, "the bot to be ready")
+        expected = sim.market.now_ms() - int(time.time() * 1000)
+        assert abs(bot.clock_offset_ms - expected) < 1000, (bot.clock_offset_ms, expected)
+    finally:
+        sim.rest.set_latency(0)
+        bot.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
