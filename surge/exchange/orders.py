@@ -47,8 +47,14 @@ from surge.exchange.precision import (
     to_decimal,
 )
 from surge.exchange.ratelimit import ORDER_PLACEMENTS, RateLimitBanned
-from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable, describe_transport_error
-from surge.exchange.wire import WireError, loads, parse_error
+from surge.exchange.rest import (
+    BinanceRest,
+    ExchangeError,
+    ExchangeUnavailable,
+    describe_transport_error,
+    error_fields,
+)
+from surge.exchange.wire import WireError, loads
 
 __all__ = [
     "Credentials",
@@ -323,10 +329,7 @@ class SignedRest:
                     raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status) from None
                 raise ExchangeUnavailable(f"{method} {path}: malformed response body") from None
             if status >= 400:
-                try:
-                    code, msg = parse_error(data)
-                except WireError:
-                    code, msg = 0, f"HTTP {status}"
+                code, msg = error_fields(data, status)
                 raise ExchangeError(code, redact(msg, self._creds.api_key), status)
             return data
 

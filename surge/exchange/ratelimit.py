@@ -134,6 +134,7 @@ class WeightLimiter:
         self.total_weight = 0
         self.rate_limited = 0  # 429 / 418 responses seen
         self.waited_s = 0.0  # total time threads spent blocked in acquire
+        self.waiting = 0  # threads blocked in acquire right now (for people and tests)
 
     # ------------------------------------------------------------------ configuration
 
@@ -188,7 +189,11 @@ class WeightLimiter:
                         self.waited_s += waited
                         return waited
                     wait = self._until_fits(now, weight)
-                self._cond.wait(timeout=max(wait, 0.001))
+                self.waiting += 1
+                try:
+                    self._cond.wait(timeout=max(wait, 0.001))
+                finally:
+                    self.waiting -= 1
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Learn from one response: used-weight header, and 429/418 with ``Retry-After``.

@@ -212,11 +212,7 @@ class BinanceRest:
                 raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status) from None
             raise _Transient(f"malformed response body ({exc})") from None
         if status >= 400:
-            try:
-                code, msg = parse_error(data)
-            except WireError:
-                code, msg = 0, f"HTTP {status}"
-            raise ExchangeError(code, msg, status)
+            raise ExchangeError(*error_fields(data, status), status)
         return data
 
     # ------------------------------------------------------------------ endpoints
@@ -318,6 +314,14 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+def error_fields(body: Any, status: int) -> tuple[int, str]:
+    """(code, msg) of an error answer: Binance's own, or the HTTP status when the body is not one."""
+    try:
+        return parse_error(body)
+    except WireError:
+        return 0, f"HTTP {status}"
 
 
 def describe_transport_error(exc: BaseException | None) -> str:

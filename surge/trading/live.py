@@ -523,11 +523,7 @@ class LiveBroker:
                 report.updated.append(current)
                 differ(f"{symbol}: database says {p.qty} @ {p.entry_price}, the exchange {fmt_decimal(amt)} "
                        f"@ {fmt_decimal(entry)}: adopting the exchange's")
-            placed = self.ensure_protection(current, open_ids=open_ids, qty=amt)
-            for cid in placed:
-                differ(f"{symbol}: protective order {cid} was missing: placed again")
-            report.recreated.extend(placed)
-            report.open.append(current)
+            self._keep_protected(report, current, open_ids, amt)
         for symbol, row in held.items():
             if symbol in db:
                 continue
@@ -540,11 +536,7 @@ class LiveBroker:
             report.adopted.append(adopted)
             differ(f"{symbol}: position {fmt_decimal(amt)} @ {row.get('entryPrice')} on the exchange is not "
                    f"in the database: adopted as {adopted.key}")
-            placed = self.ensure_protection(adopted, open_ids=open_ids, qty=amt)
-            for cid in placed:
-                differ(f"{symbol}: protective order {cid} was missing: placed again")
-            report.recreated.extend(placed)
-            report.open.append(adopted)
+            self._keep_protected(report, adopted, open_ids, amt)
         keep = {client_id(p.key, role) for p in report.open for role in (STOP, TARGET)}
         for a in algos:
             cid = a["clientAlgoId"]
@@ -557,6 +549,14 @@ class LiveBroker:
                       len(report.open), len(report.adopted), len(report.updated), len(report.closed),
                       len(report.recreated), len(report.cancelled))
         return report
+
+    def _keep_protected(self, report: ReconcileReport, position: Position, open_ids: set[str],
+                        qty: Decimal) -> None:
+        """A position reconciliation keeps: its protective orders re-placed where missing, then open."""
+        for cid in self.ensure_protection(position, open_ids=open_ids, qty=qty):
+            self._differ(report, f"{position.symbol}: protective order {cid} was missing: placed again")
+            report.recreated.append(cid)
+        report.open.append(position)
 
     def _differ(self, report: ReconcileReport, text: str) -> None:
         report.differences.append(text)

@@ -135,7 +135,7 @@ def test_429_closes_the_gate_for_every_thread_until_retry_after() -> None:
                for i in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.05)
+    wait_until(lambda: lim.waiting == 3)  # every thread is blocked on the gate
     clock.advance(4.9)
     lim.wake()
     time.sleep(0.05)
@@ -176,7 +176,7 @@ def test_418_beyond_the_maximum_is_an_error_for_every_thread() -> None:
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
-    time.sleep(0.05)
+    wait_until(lambda: lim2.waiting == 1)  # the thread is blocked on the gate
     with pytest.raises(RateLimitBanned):
         lim2.observe(418, {"Retry-After": "86400"})
     t.join(2.0)
