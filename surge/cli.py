@@ -121,7 +121,16 @@ def main(config_path: str | None) -> None:
     show_default=True,
     help="Seconds between the built-in surges on random symbols (0: none).",
 )
-def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int, surge_every: float) -> None:
+@click.option(
+    "--push-phases",
+    type=click.Choice(["per_connection", "aligned"]),
+    default="per_connection",
+    show_default=True,
+    help="When each WebSocket connection gets its 250 ms kline pushes: at its own phase, as connections "
+    "on different Binance edge servers do, or all in the same instant (a worst case for a client).",
+)
+def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int, surge_every: float,
+                push_phases: str) -> None:
     """Serve the simulated Binance USD-M exchange (REST and WebSocket) until interrupted.
 
     The first line on stdout is `REST http://HOST:PORT WS ws://HOST:PORT`; point the bot at it with
@@ -137,6 +146,7 @@ def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int
         ws_port=port + 1 if port else 0,
         latency_ms=latency_ms,
         surge_interval_s=surge_every or None,
+        push_phases=push_phases,
     )
     try:
         simulator.start()

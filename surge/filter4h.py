@@ -30,8 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 from surge.exchange.ratelimit import RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable
@@ -359,7 +361,7 @@ class Filter4h:
         # progress unless it had already closed when the scan started (a symbol that stopped trading).
         last = rows[-1]
         last_closed = last.close_time < now
-        rows = [*rows[:-1], replace(last, closed=last_closed)]
+        rows = [*rows[:-1], msgspec.structs.replace(last, closed=last_closed)]
         closed = [k for k in rows if k.closed]
         current = None if last_closed else rows[-1]
         candles.extend(closed)

@@ -1,12 +1,18 @@
 """The values that travel along the data path.
 
-Frozen, slotted dataclasses: they cross threads (connection thread -> strategy loop), so they must
-not change after they are built, and there are many of them, so they should stay small.
+Frozen and slotted: they cross threads (connection thread -> strategy loop), so they must not change
+after they are built, and there are many of them, so they should stay small. :class:`Kline` is a
+``msgspec.Struct`` rather than a dataclass because ~4,250 of them are built every second on the
+stream's hot path: a Struct is built in C (~0.15 µs against ~0.9 µs for a frozen dataclass). It
+behaves the same way (positional or keyword construction, ``==``, hash, repr, immutability);
+``msgspec.structs.replace`` stands in for ``dataclasses.replace``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import msgspec
 
 #: Every kline interval Binance USD-M futures serves, in ascending length.
 INTERVALS: tuple[str, ...] = (
@@ -47,8 +53,7 @@ INTERVAL_MS: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Kline:
+class Kline(msgspec.Struct, frozen=True, gc=False):
     """One candle, from a WebSocket kline event or a REST kline row.
 
     ``closed`` is False for the candle still in progress. ``event_time`` is the exchange's event

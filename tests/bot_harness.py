@@ -39,10 +39,11 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 60.0, what: str = "condition", every: float = 0.1) -> T:
+def wait_for(pred: Callable[[], T], timeout: float = 60.0, what: str = "condition", every: float = 0.1,
+             detail: Callable[[], object] | None = None) -> T:
     """:func:`tests.waiting.wait_for` with this module's defaults: a bot reacts in tenths of seconds,
     and polling a database or a file every 10 ms would only load the machine it waits on."""
-    return waiting.wait_for(pred, timeout, what, poll=every)
+    return waiting.wait_for(pred, timeout, what, poll=every, detail=detail)
 
 
 def free_port() -> int:

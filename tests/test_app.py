@@ -220,6 +220,23 @@ def _volumes(bot: Bot, symbol: str) -> dict[int, float]:
     raise AssertionError(f"no volume state for {symbol}")
 
 
+def _inside(bot: Bot, sim: Simulator) -> str:
+    """What a failed wait on the in-process bot needs to be understood without a rerun."""
+    minute = bot.now_ms() // MINUTE_MS * MINUTE_MS
+    keeper = bot.housekeeper
+    return (
+        f"heartbeat={heartbeat(bot.settings.home)} passing={sorted(bot.passing)} "
+        f"missing={ {s: bot.rule.missing(s, minute) for s in sorted(bot.passing)} } "
+        f"backfills={bot.backfills} pending={sorted(bot._backfill_pending)} "
+        f"retry={sorted(bot._backfill_retry)} "
+        f"housekeeper_busy={keeper.busy if keeper else None} "
+        f"limiter_waiting={bot.rest.limiter.waiting if bot.rest else None} "
+        f"exchange_minus_bot_ms={sim.market.now_ms() - bot.now_ms()} "
+        f"rest_by_path={sim.rest.stats()['by_path']} "
+        f"threads={sorted(t.name for t in threading.enumerate())}"
+    )
+
+
 def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -232,14 +249,16 @@ def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
     thread.start()
     try:
         wait_for(lambda: bot.ready_at is not None and heartbeat(tmp_path / "home").get("baseline_ready") == 2,
-                 60, "the bot to be ready with both baselines")
+                 60, "the bot to be ready with both baselines", detail=lambda: _inside(bot, sim))
         assert bot.manager is not None
         for round_ in (1, 2, 3):
             gaps, backfills = bot.manager.stats()["gaps"], bot.backfills
             klines_before = sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0)
             assert sim.ws.drop_all() >= 1
-            wait_for(lambda: bot.manager.stats()["gaps"] > gaps, 60, f"the gap of drop {round_}")  # noqa: B023
-            wait_for(lambda: bot.backfills >= backfills + 2, 60, f"the backfill after drop {round_}")  # noqa: B023
+            wait_for(lambda: bot.manager.stats()["gaps"] > gaps, 60, f"the gap of drop {round_}",  # noqa: B023
+                     detail=lambda: _inside(bot, sim))
+            wait_for(lambda: bot.backfills >= backfills + 2, 60, f"the backfill after drop {round_}",  # noqa: B023
+                     detail=lambda: _inside(bot, sim))
             assert sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0) >= klines_before + 2
         wait_for(lambda: bot.manager.stats()["connections"] >= 1, 30, "a connection again")
         now = sim.market.now_ms()
@@ -252,7 +271,7 @@ def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
             def complete(s: str = sym, w: list[int] = wanted) -> bool:
                 return all(t in _volumes(bot, s) for t in w)
 
-            wait_for(complete, 60, f"{sym}'s baseline to be complete")
+            wait_for(complete, 60, f"{sym}'s baseline to be complete", detail=lambda: _inside(bot, sim))
             volumes = _volumes(bot, sym)
             history = sim.market.klines(sym, "1m", limit=lookback + 2, now_ms=now)
             truth = {k.open_time: k.volume for k in history if k.open_time < minute}

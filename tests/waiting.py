@@ -13,13 +13,24 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 30.0, what: str = "condition", poll: float = 0.01) -> T:
-    """Poll ``pred`` until it returns something truthy (returned) or raise AssertionError at the deadline."""
+def wait_for(pred: Callable[[], T], timeout: float = 30.0, what: str = "condition", poll: float = 0.01,
+             detail: Callable[[], object] | None = None) -> T:
+    """Poll ``pred`` until it returns something truthy (returned) or raise AssertionError at the deadline.
+
+    ``detail`` is called at the deadline and its result added to the message: the state a person
+    needs to tell why the condition never held (a failure on a loaded CI machine cannot be rerun).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            message = f"timed out after {timeout:g}s waiting for {what}"
+            if detail is not None:
+                try:
+                    message += f"; {detail()}"
+                except Exception as exc:  # noqa: BLE001 - the timeout is the failure to report
+                    message += f"; (detail failed: {exc!r})"
+            raise AssertionError(message)
         time.sleep(poll)

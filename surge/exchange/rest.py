@@ -19,6 +19,7 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,6 +40,8 @@ from surge.errors import SurgeError
 from surge.exchange.ratelimit import OrderRateLimiter, RateLimitBanned, WeightLimiter, endpoint_weight
 from surge.exchange.wire import WireError, kline_from_rest_row, loads, parse_error
 from surge.models import Kline, SymbolInfo
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BinanceRest",
@@ -186,9 +189,15 @@ class BinanceRest:
         except requests.RequestException as exc:  # not transient (e.g. a bad URL): one line, no traceback
             raise ExchangeUnavailable(f"exchange unavailable: {self.base_url}{path}: {exc}") from None
 
-    def _count_retry(self, _state: Any) -> None:
+    def _count_retry(self, state: Any) -> None:
+        """Count the retry and say why, so a slow scan or backfill is explained in the log (the path
+        only: a signed request's query carries its signature)."""
         with self._lock:
             self.retries += 1
+        failure = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.info("%s%s: %s; attempt %d of %d, retrying in %.1fs", self.base_url, state.args[0] if state.args
+                 else "", describe_transport_error(failure), state.attempt_number, self.max_attempts, wait)
 
     def _send_once(self, path: str, params: dict[str, Any], weight: int) -> Any:
         self.limiter.acquire(weight)

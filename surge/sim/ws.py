@@ -6,9 +6,12 @@ and error codes, same per-connection limits, kline events every 250 ms, and faul
 Real third-party clients (binance-futures-connector) must accept it as Binance.
 
 Shape: one asyncio loop in one named thread (``surge-sim-ws``) runs a ``websockets`` server.
-One push task refreshes a pre-serialised frame per subscribed stream every ``push_interval_s``
-and writes each connection's events as one batched ``transport.write``; each event is stamped with
-its own ``E`` at the moment it is serialised for sending (see :mod:`surge.sim.ws_frames`).
+One push task refreshes a pre-serialised frame per subscribed stream and writes each connection's
+events every ``push_interval_s`` as one batched ``transport.write``; each event is stamped with its own
+``E`` at the moment it is serialised for sending (see :mod:`surge.sim.ws_frames`). Each connection
+pushes at its own phase of the interval, as connections served by different Binance edge servers do
+(``push_phases="per_connection"``, the default); ``"aligned"`` pushes every connection in the same
+instant, the worst case for a client that spreads its streams over several connections.
 Test controls are plain methods, callable from any thread: they are marshalled onto the loop.
 
 Served paths, under any base prefix (``/market/stream``, ``/public/ws/x``, ...):
@@ -27,10 +30,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import msgspec
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
@@ -54,6 +58,9 @@ _COUNTED_OPCODES = frozenset((Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PO
 _FIREHOSE_BATCH = 512  # frames per transport.write in firehose mode
 _WRITE_LIMIT = 1 << 20  # transport high-water mark: big batches, few pauses
 _CLOSED_KEPT = 256  # closed connections remembered for stats()
+_PHASE_SLOTS = 25  # push phases per interval (10 ms apart at Binance's 250 ms)
+_GOLDEN = 0.6180339887498949  # connection n's phase: frac(n * golden ratio), well spread for any n
+PUSH_PHASES = ("per_connection", "aligned")
 _SLOW_CONSUMER_BYTES = 16 << 20  # unread bytes after which a connection that does not read is cut off
 _URL_INVALID_STREAM = '{"code":2,"msg":"Invalid request: invalid stream"}'
 _URL_TOO_MANY_STREAMS = '{"code":2,"msg":"Invalid request: too many streams"}'
@@ -110,7 +117,7 @@ def parse_ws_path(path: str) -> Route | None:
 class _Stream:
     """One kline stream shared by every connection subscribed to it."""
 
-    __slots__ = ("name", "symbol", "interval", "decimals", "live", "tpl", "closing", "roll_tick", "refs",
+    __slots__ = ("name", "symbol", "interval", "decimals", "live", "tpl", "closing", "refreshed", "refs",
                  "failed")
 
     def __init__(self, name: str, symbol: str, interval: str, decimals: tuple[int, int], live: bool) -> None:
@@ -120,8 +127,8 @@ class _Stream:
         self.decimals = decimals
         self.live = live  # False for a symbol the market does not know: acknowledged, never sent
         self.tpl: KlineTemplates | None = None
-        self.closing: KlineTemplates | None = None  # the candle that closed at roll_tick
-        self.roll_tick = -1
+        self.closing: KlineTemplates | None = None  # the last candle that closed (its final state)
+        self.refreshed = -1  # push tick of the last refresh: one per tick however many connections
         self.refs = 0
         self.failed = False
 
@@ -132,7 +139,7 @@ class _Conn:
     __slots__ = ("id", "ws", "path", "combined", "routed", "url_streams", "subs", "messages_in",
                  "messages_out", "pongs", "opened_at", "opened_loop", "incoming", "max_in_window",
                  "stall_until", "awaiting_since", "next_ping", "close_reason", "closing", "closed",
-                 "firehose_task", "tasks")
+                 "firehose_task", "tasks", "sent_open")
 
     def __init__(self, conn_id: int, ws: ServerConnection, path: str, route: Route) -> None:
         self.id = conn_id
@@ -157,6 +164,7 @@ class _Conn:
         self.closed = False
         self.firehose_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.sent_open: dict[str, int] = {}  # stream -> open time of the candle last pushed here
 
     def info(self) -> dict[str, Any]:
         return {
@@ -219,6 +227,7 @@ class WsServer:
         max_streams: int = 1024,
         max_incoming_per_s: int = 10,
         push_interval_s: float = 0.25,
+        push_phases: str = "per_connection",
         refuse_unknown_symbols: bool = True,
     ) -> None:
         self._market = market
@@ -232,6 +241,9 @@ class WsServer:
         self.max_streams = max_streams
         self.max_incoming_per_s = max_incoming_per_s
         self.push_interval_s = push_interval_s
+        if push_phases not in PUSH_PHASES:
+            raise ValueError(f"push_phases must be one of {PUSH_PHASES}")
+        self.push_phases = push_phases  # read on the loop at every tick: a test may switch it
         self.refuse_unknown_symbols = refuse_unknown_symbols
 
         self._thread: threading.Thread | None = None
@@ -409,6 +421,12 @@ class WsServer:
         """When on, connections whose path lacks ``/market`` get SUBSCRIBE acks but no klines
         (Binance's behaviour since 2026-04-23 for unrouted connections)."""
         self._call(setattr, self, "_require_route", bool(on))
+
+    def set_push_phases(self, mode: str) -> None:
+        """``"per_connection"`` (each connection at its own phase) or ``"aligned"`` (all at once)."""
+        if mode not in PUSH_PHASES:
+            raise ValueError(f"push_phases must be one of {PUSH_PHASES}")
+        self._call(setattr, self, "push_phases", mode)
 
     def firehose(self, on: bool) -> None:
         """Push events back to back, as fast as the socket takes them, instead of every 250 ms."""
@@ -792,6 +810,7 @@ class WsServer:
 
     def _release(self, conn: _Conn, name: str) -> None:
         stream = conn.subs.pop(name, None)
+        conn.sent_open.pop(name, None)
         if stream is None:
             return
         stream.refs -= 1
@@ -804,11 +823,11 @@ class WsServer:
         return self.clock_ms() + self._offset_ms
 
     async def _push_loop(self) -> None:
-        """Every ``push_interval_s``: refresh each stream's frame, then write each connection's batch."""
+        """Every ``push_interval_s / _PHASE_SLOTS``: push the connections whose phase it is."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            next_at += self.push_interval_s
+            next_at += self.push_interval_s / _PHASE_SLOTS
             delay = next_at - loop.time()
             if delay < 0:  # fell behind (loaded machine): do not burst to catch up
                 next_at = loop.time()
@@ -819,25 +838,38 @@ class WsServer:
             except Exception:  # pragma: no cover - a market bug must not kill the server
                 log.exception("WsServer: push round failed")
 
+    def _phase(self, conn: _Conn) -> int:
+        """The slot of the interval at which ``conn`` pushes."""
+        if self.push_phases == "aligned":
+            return 0
+        return int((conn.id * _GOLDEN) % 1.0 * _PHASE_SLOTS)
+
     def _push_round(self) -> None:
         self._tick += 1
         tick = self._tick
         if not self._streams:
+            return
+        slot = tick % _PHASE_SLOTS
+        if self._firehose:  # the firehose writes the current frames back to back: keep them current
+            if slot == 0:
+                now = self._market.now_ms()
+                for stream in self._streams.values():
+                    if stream.live:
+                        stream.refreshed = tick
+                        self._refresh(stream, now)
+            return
+        due = [c for c in self._conns.values() if c.subs and self._phase(c) == slot]
+        if not due:
             return
         market = self._market
         now = market.now_ms()
         offset = now - _wall_ms()
         if abs(offset - self._offset_ms) > 2:  # ignore rounding jitter so E never steps back
             self._offset_ms = offset
-        for stream in self._streams.values():
-            if stream.live:
-                self._refresh(stream, now, tick)
-        if self._firehose:
-            return
         loop_now = asyncio.get_running_loop().time()
         require_route = self._require_route
-        for conn in list(self._conns.values()):
-            if conn.closing or not conn.subs or self._stalled(conn, loop_now):
+        for conn in due:
+            if conn.closing or self._stalled(conn, loop_now):
                 continue
             if require_route and not conn.routed:
                 continue
@@ -847,21 +879,31 @@ class WsServer:
                 conn.closing = True
                 conn.ws.transport.abort()
                 continue
+            for stream in conn.subs.values():
+                if stream.live and stream.refreshed != tick:
+                    stream.refreshed = tick
+                    self._refresh(stream, now)
             combined = conn.combined
+            sent_open = conn.sent_open
             frames: list[bytes] = []
             append = frames.append
-            for stream in conn.subs.values():
+            for name, stream in conn.subs.items():
                 tpl = stream.tpl
                 if tpl is None:
                     continue
-                if stream.roll_tick == tick and stream.closing is not None:
+                open_time = tpl.kline.open_time
+                last = sent_open.get(name)
+                if last != open_time:
                     closing = stream.closing
-                    append((closing.combined if combined else closing.raw).frame(self._event_time()))
+                    if last is not None and closing is not None and closing.kline.open_time == last:
+                        # the candle this connection last saw has closed: its final state first
+                        append((closing.combined if combined else closing.raw).frame(self._event_time()))
+                    sent_open[name] = open_time
                 append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
             if frames and self._write(conn, b"".join(frames), len(frames)):
                 self._events_sent += len(frames)
 
-    def _refresh(self, stream: _Stream, now: int, tick: int) -> None:
+    def _refresh(self, stream: _Stream, now: int) -> None:
         """Re-serialise a stream only when its candle changed; remember a candle that just closed."""
         market = self._market
         try:
@@ -872,9 +914,8 @@ class WsServer:
             if old is not None and kline.open_time != old.kline.open_time:
                 closed = market.kline_at(stream.symbol, stream.interval, old.kline.open_time, now)
                 if not closed.closed:  # a newer candle exists, so this one is over
-                    closed = replace(closed, closed=True)
+                    closed = msgspec.structs.replace(closed, closed=True)
                 stream.closing = kline_templates(stream.name, closed, *stream.decimals)
-                stream.roll_tick = tick
             stream.tpl = kline_templates(stream.name, kline, *stream.decimals)
         except Exception as exc:  # e.g. a symbol not listed yet: silent until it is, like Binance
             if not stream.failed:

@@ -413,8 +413,7 @@ class Connection:
         buf = bytearray(self.tuning.recv_bufsize)
         view = memoryview(buf)
         recv_into = sock.recv_into
-        loads = wire.loads
-        kline_from_event = wire.kline_from_event
+        fast_kline = wire.combined_kline_frame
         callback = self._callback
         batch_callback = self._batch_callback
         deliver = self.deliver
@@ -491,32 +490,18 @@ class Connection:
                         payload = self._control(ws, b0, payload, frag)
                         if payload is None:
                             continue
-                    # ---- one message
-                    try:
-                        msg = loads(payload)
-                    except WireError:
-                        dropped += 1
-                        continue
-                    if type(msg) is not dict:
-                        dropped += 1
-                        continue
-                    stream = msg.get("stream")
-                    if stream is None:
-                        if "id" in msg:
-                            self._on_reply(msg)
-                        else:
-                            dropped += 1
-                        continue
-                    if type(stream) is not str:
-                        dropped += 1
-                        continue
+                    # ---- one message: a kline event in one typed decode, anything else the slow way
+                    parsed = fast_kline(payload)
+                    if parsed is None:
+                        parsed = self._slow_message(payload)
+                        if parsed is None:  # a reply (handled) or a malformed frame (counted)
+                            continue
+                    stream, kline = parsed
                     data_msgs += 1
                     if stream not in deliver:
                         unwanted += 1
                         continue
-                    try:
-                        kline = kline_from_event(msg.get("data"))
-                    except WireError:
+                    if kline is None:
                         dropped += 1
                         continue
                     e_time = kline.event_time
@@ -558,6 +543,30 @@ class Connection:
                     return "stopped"
         finally:
             view.release()
+
+    def _slow_message(self, payload: bytes) -> tuple[str, Kline | None] | None:
+        """A frame the fast kline decoder refused: (stream, Kline) for a kline event it was too strict
+        for, (stream, None) for a malformed event of a stream, None for a reply (handled here) or a
+        frame that is no stream message at all (counted as dropped here)."""
+        try:
+            msg = wire.loads(payload)
+        except WireError:
+            self._count_dropped(1)
+            return None
+        if type(msg) is not dict:
+            self._count_dropped(1)
+            return None
+        stream = msg.get("stream")
+        if stream is None and "id" in msg:
+            self._on_reply(msg)
+            return None
+        if type(stream) is not str:
+            self._count_dropped(1)
+            return None
+        try:
+            return stream, wire.kline_from_event(msg.get("data"))
+        except WireError:
+            return stream, None
 
     _confirmed_at = 0.0  # monotonic time of the last SUBSCRIBE confirmation (silence reference)
 

@@ -4,6 +4,7 @@ does (the stream's 100,000 events/s depend on it; the one-error-type contract to
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -67,25 +68,71 @@ def test_loads_maps_every_decoder_failure_to_wire_error() -> None:
         raise AssertionError(f"{bad!r:.20} decoded")
 
 
-def test_fast_kline_builder_builds_an_identical_kline() -> None:
-    values = ("ETHUSDT", "4h", 1, 2, 1.5, 2.5, 0.5, 2.0, 10.0, 20.0, 7, True, 3)
-    fast = wire._new_kline(*values)
-    real = Kline(*values)
-    assert type(fast) is Kline and fast == real and hash(fast) == hash(real) and repr(fast) == repr(real)
+def _slow_frame(payload: bytes) -> Any:
+    """What the stream does with a frame the fast decoder refuses (see Connection._slow_message)."""
     try:
-        fast.close = 1.0  # type: ignore[misc]
+        msg = wire.loads(payload)
+    except WireError:
+        return "WireError"
+    if not isinstance(msg, dict) or not isinstance(msg.get("stream"), str):
+        return "not a stream message"
+    return msg["stream"], _outcome(wire.kline_from_event, msg.get("data"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    top=st.dictionaries(st.sampled_from(["e", "E", "k", "s"]), ODD_VALUES, max_size=2),
+    kv=st.dictionaries(st.sampled_from(K_KEYS), ODD_VALUES, max_size=3),
+    drop=st.lists(st.sampled_from(["e", "E", "k"] + ["k." + k for k in K_KEYS]), max_size=2),
+    stream=st.one_of(st.just("btcusdt@kline_1m"), ODD_VALUES),
+)
+def test_frame_decoder_accepts_only_what_the_slow_path_accepts(top: dict, kv: dict, drop: list[str],
+                                                                stream: Any) -> None:
+    data = copy.deepcopy(BASE)
+    data["k"].update(kv)
+    data.update({k: v for k, v in top.items() if k != "k" or not isinstance(v, dict)})
+    for key in drop:
+        if key.startswith("k.") and isinstance(data.get("k"), dict):
+            data["k"].pop(key[2:], None)
+        else:
+            data.pop(key, None)
+    try:
+        payload = json.dumps({"stream": stream, "data": data}, allow_nan=True).encode()
+    except (TypeError, ValueError):  # bytes values: not JSON at all
+        return
+    fast = wire.combined_kline_frame(payload)
+    if fast is not None:  # whatever the fast decoder accepts, the slow path builds identically
+        assert fast == _slow_frame(payload)
+        assert type(fast[1]) is Kline
+
+
+def test_frame_decoder_takes_a_binance_frame_and_refuses_the_rest() -> None:
+    def frame(data: dict) -> bytes:
+        return json.dumps({"stream": "btcusdt@kline_1m", "data": data}, separators=(",", ":")).encode()
+
+    def changed(key: str, value: Any) -> dict:
+        data = copy.deepcopy(BASE)
+        (data["k"] if key in K_KEYS else data)[key] = value
+        return data
+
+    stream, k = wire.combined_kline_frame(frame(BASE))  # type: ignore[misc]
+    assert stream == "btcusdt@kline_1m" and k == wire.kline_from_event(BASE)
+    assert k.close == 43050.7 and k.event_time == 1_700_000_012_345
+    refused = [b"", b"{", b'{"result":null,"id":1}', b"\xff", b"[]", frame(changed("E", "1")),
+               frame(changed("i", "7m")), frame(changed("c", "nan")), frame(changed("x", "false")),
+               frame(changed("e", "trade")), frame(changed("t", 1.5)), frame(changed("o", 43000.1))]
+    for bad in refused:
+        assert wire.combined_kline_frame(bad) is None, bad
+
+
+def test_kline_is_frozen_hashable_and_compares_by_value() -> None:
+    values = ("ETHUSDT", "4h", 1, 2, 1.5, 2.5, 0.5, 2.0, 10.0, 20.0, 7, True, 3)
+    a, b = Kline(*values), Kline(*values)
+    assert a == b and hash(a) == hash(b) and repr(a).startswith("Kline(symbol='ETHUSDT'")
+    assert a.change_pct == (2.0 - 1.5) / 1.5 * 100.0
+    try:
+        a.close = 1.0  # type: ignore[misc]
     except AttributeError:
         pass
     else:
-        raise AssertionError("the fast Kline is not frozen")
-
-
-def test_fast_kline_builder_falls_back_when_the_model_changes(monkeypatch: Any) -> None:
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True, slots=True)
-    class Other:
-        symbol: str
-
-    monkeypatch.setattr(wire, "Kline", Other)
-    assert wire._kline_builder() is Other
+        raise AssertionError("Kline is not frozen")

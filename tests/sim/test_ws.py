@@ -455,6 +455,75 @@ def test_a_closing_candle_gets_a_final_x_true_event() -> None:
     assert all(k.close_time == k.open_time + 59_999 for k in closed)
 
 
+def test_a_closing_candle_reaches_every_connection_sharing_the_stream() -> None:
+    """Connections push at different phases; each one still gets every candle's final x=true event."""
+    t0 = time.time()
+    fast = Market(seed=SEED, clock=lambda: t0 + (time.time() - t0) * 300)  # a 1m candle lasts 0.2 s
+    srv = make_server(market=fast, push_interval_s=0.05)
+    try:
+        pair = [Client(srv.url + "/market/stream?streams=btcusdt@kline_1m") for _ in range(2)]
+        seen = [[wire.parse_combined(m)[1] for m in c.events(25, timeout=10)] for c in pair]
+        for c in pair:
+            c.close()
+    finally:
+        srv.stop()
+    for klines in seen:
+        for prev, nxt in zip(klines, klines[1:], strict=False):
+            if nxt.open_time != prev.open_time:
+                assert prev.closed and prev.open_time < nxt.open_time, (prev, nxt)
+        assert len([k for k in klines if k.closed]) >= 2
+
+
+def _phases(server: WsServer, n: int) -> list[float]:
+    """The median push phase (ms into the 250 ms interval, by E) of each of ``n`` new connections,
+    each checked to keep Binance's 250 ms cadence."""
+    conns = [Client(server.url + f"/market/stream?streams={SYMBOLS[i].lower()}@kline_1m") for i in range(n)]
+    try:
+        stamps = [[m["data"]["E"] for m in c.events(12, timeout=10)][2:] for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    phases = []
+    for es in stamps:
+        gaps = sorted(b - a for a, b in zip(es, es[1:], strict=False))
+        assert 200 <= gaps[len(gaps) // 2] <= 300, gaps  # one push per stream every 250 ms
+        # circular median around the first phase: a phase near 0 must not split into 1 and 249
+        ref = es[0] % 250
+        rel = sorted((e - ref + 125) % 250 - 125 for e in es)
+        phases.append((ref + rel[len(rel) // 2]) % 250)
+    return phases
+
+
+def _apart(a: float, b: float) -> float:
+    return min((a - b) % 250, (b - a) % 250)
+
+
+def test_each_connection_pushes_at_its_own_phase() -> None:
+    srv = make_server(push_interval_s=0.25)
+    try:
+        phases = _phases(srv, 3)
+    finally:
+        srv.stop()
+    # connection n pushes at frac(n * golden ratio) of the interval: any two are >= 40 ms apart
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert _apart(phases[i], phases[j]) >= 20, phases
+
+
+def test_aligned_phases_push_every_connection_at_once() -> None:
+    srv = make_server(push_interval_s=0.25, push_phases="aligned")
+    try:
+        phases = _phases(srv, 3)
+    finally:
+        srv.stop()
+    assert all(_apart(phases[0], p) <= 8 for p in phases), phases
+
+
+def test_push_phases_are_checked() -> None:
+    with pytest.raises(ValueError, match="push_phases"):
+        WsServer(Market(seed=SEED, surge_interval_s=None), push_phases="random")
+
+
 # --------------------------------------------------------------------------- controls and observations
 
 
