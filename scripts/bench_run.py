@@ -195,24 +195,36 @@ def one_start(label: str, home: Path, sim: Sim, config: Path) -> tuple[dict[str,
     }, bot
 
 
-def aligned_latency(bot: Bot, sim: Sim, seconds: float) -> tuple[list[float], list[float]]:
+class Percentiles:
+    """The latency percentiles of each new heartbeat (one snapshot every ~2 s)."""
+
+    def __init__(self) -> None:
+        self.p99s: list[float] = []
+        self.p50s: list[float] = []
+        self.threads: list[int] = []
+        self._last_written = 0.0
+
+    def poll(self, bot: Bot) -> None:
+        hb = bot.heartbeat()
+        if hb.get("written_at", 0) != self._last_written and hb.get("latency_ms_p99") is not None:
+            self._last_written = hb["written_at"]
+            self.p99s.append(hb["latency_ms_p99"])
+            self.p50s.append(hb["latency_ms_p50"])
+            self.threads.append(hb["threads"])
+
+
+def aligned_latency(bot: Bot, sim: Sim, seconds: float) -> Percentiles:
     """Decision latency with every connection pushed in the same instant (the worst case): the
     heartbeat's percentiles cover the last 20,000 decisions (~10 s), so sampling starts after 12 s."""
     sim.control("ws/set_push_phases", mode="aligned")
     try:
         time.sleep(12.0)
-        p99s: list[float] = []
-        p50s: list[float] = []
-        last_written = 0.0
+        seen = Percentiles()
         end = time.monotonic() + max(0.0, seconds - 12.0)
         while time.monotonic() < end:
             time.sleep(1.0)
-            hb = bot.heartbeat()
-            if hb.get("written_at", 0) != last_written and hb.get("latency_ms_p99") is not None:
-                last_written = hb["written_at"]
-                p99s.append(hb["latency_ms_p99"])
-                p50s.append(hb["latency_ms_p50"])
-        return p99s, p50s
+            seen.poll(bot)
+        return seen
     finally:
         sim.control("ws/set_push_phases", mode="per_connection")
 
@@ -266,31 +278,24 @@ def main() -> None:
                 time.sleep(10.0)  # let the first baselines and subscriptions settle
                 hb0, t0, cpu0 = bot.heartbeat(), time.monotonic(), bot.cpu_s()
                 rss = [bot.rss_mb()]
-                p99s: list[float] = []
-                p50s: list[float] = []
-                last_written = 0.0
-                threads_seen: list[int] = []
+                seen = Percentiles()
                 status = bot.status()
                 deadline = t0 + args.soak_s
                 next_report = t0 + 60
                 by_minute: list[float] = [round(rss[0], 1)]
                 while time.monotonic() < deadline:
                     time.sleep(1.0)
-                    hb = bot.heartbeat()
-                    if hb.get("written_at", 0) != last_written and hb.get("latency_ms_p99") is not None:
-                        last_written = hb["written_at"]
-                        p99s.append(hb["latency_ms_p99"])
-                        p50s.append(hb["latency_ms_p50"])
-                        threads_seen.append(hb["threads"])
+                    seen.poll(bot)
                     rss.append(bot.rss_mb())
                     if time.monotonic() >= next_report:
                         next_report += 60
                         by_minute.append(round(rss[-1], 1))
-                        say(f"soak {time.monotonic() - t0:.0f}s: rss {rss[-1]:.1f} MB, p99 {p99s[-1]:.2f} ms")
+                        p99 = seen.p99s[-1] if seen.p99s else float("nan")
+                        say(f"soak {time.monotonic() - t0:.0f}s: rss {rss[-1]:.1f} MB, p99 {p99:.2f} ms")
                 hb1, t1, cpu1 = bot.heartbeat(), time.monotonic(), bot.cpu_s()
                 status_end = bot.status()
                 events_per_s = (hb1["events"] - hb0["events"]) / (hb1["written_at"] - hb0["written_at"])
-                aligned_p99s, aligned_p50s = aligned_latency(bot, sim, args.aligned_s)
+                aligned = aligned_latency(bot, sim, args.aligned_s)
             finally:
                 bot.stop()
             warm_rss = statistics.mean(rss[: max(1, min(10, len(rss)))])
@@ -307,14 +312,14 @@ def main() -> None:
                 "signals": status_end["signals"],
             }
             out["threads"] = status["threads"]
-            out["threads_max_in_soak"] = max(threads_seen) if threads_seen else None
+            out["threads_max_in_soak"] = max(seen.threads) if seen.threads else None
             out["threads_target"] = f"<= connections + 4 = {status['connections'] + 4}"
-            out["decision_latency_p99_ms"] = round(statistics.median(p99s), 3) if p99s else None
-            out["decision_latency_p99_ms_worst_window"] = round(max(p99s), 3) if p99s else None
-            out["decision_latency_p50_ms"] = round(statistics.median(p50s), 3) if p50s else None
-            if aligned_p99s:
-                out["aligned_decision_latency_p99_ms"] = round(statistics.median(aligned_p99s), 3)
-                out["aligned_decision_latency_p50_ms"] = round(statistics.median(aligned_p50s), 3)
+            out["decision_latency_p99_ms"] = round(statistics.median(seen.p99s), 3) if seen.p99s else None
+            out["decision_latency_p99_ms_worst_window"] = round(max(seen.p99s), 3) if seen.p99s else None
+            out["decision_latency_p50_ms"] = round(statistics.median(seen.p50s), 3) if seen.p50s else None
+            if aligned.p99s:
+                out["aligned_decision_latency_p99_ms"] = round(statistics.median(aligned.p99s), 3)
+                out["aligned_decision_latency_p50_ms"] = round(statistics.median(aligned.p50s), 3)
                 out["aligned_note"] = (
                     "worst case, no target: every connection pushed in the same instant, one burst of "
                     f"{status_end['streams']} events every 250 ms ({args.aligned_s:.0f} s)")

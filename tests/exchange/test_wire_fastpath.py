@@ -35,13 +35,8 @@ def _outcome(fn: Any, data: Any) -> Any:
         return "WireError"
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    top=st.dictionaries(st.sampled_from(["e", "E", "k"]), ODD_VALUES, max_size=2),
-    kv=st.dictionaries(st.sampled_from(K_KEYS), ODD_VALUES, max_size=3),
-    drop=st.lists(st.sampled_from(["e", "E", "k"] + ["k." + k for k in K_KEYS]), max_size=2),
-)
-def test_fast_path_matches_checked_path(top: dict, kv: dict, drop: list[str]) -> None:
+def _mutated(top: dict, kv: dict, drop: list[str]) -> dict:
+    """BASE with odd values in its top level (``top``) and kline object (``kv``), keys dropped."""
     data = copy.deepcopy(BASE)
     data["k"].update(kv)
     data.update({k: v for k, v in top.items() if k != "k" or not isinstance(v, dict)})
@@ -50,6 +45,17 @@ def test_fast_path_matches_checked_path(top: dict, kv: dict, drop: list[str]) ->
             data["k"].pop(key[2:], None)
         else:
             data.pop(key, None)
+    return data
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    top=st.dictionaries(st.sampled_from(["e", "E", "k"]), ODD_VALUES, max_size=2),
+    kv=st.dictionaries(st.sampled_from(K_KEYS), ODD_VALUES, max_size=3),
+    drop=st.lists(st.sampled_from(["e", "E", "k"] + ["k." + k for k in K_KEYS]), max_size=2),
+)
+def test_fast_path_matches_checked_path(top: dict, kv: dict, drop: list[str]) -> None:
+    data = _mutated(top, kv, drop)
     assert _outcome(wire.kline_from_event, data) == _outcome(wire._kline_from_event_checked, data)
 
 
@@ -88,14 +94,7 @@ def _slow_frame(payload: bytes) -> Any:
 )
 def test_frame_decoder_accepts_only_what_the_slow_path_accepts(top: dict, kv: dict, drop: list[str],
                                                                 stream: Any) -> None:
-    data = copy.deepcopy(BASE)
-    data["k"].update(kv)
-    data.update({k: v for k, v in top.items() if k != "k" or not isinstance(v, dict)})
-    for key in drop:
-        if key.startswith("k.") and isinstance(data.get("k"), dict):
-            data["k"].pop(key[2:], None)
-        else:
-            data.pop(key, None)
+    data = _mutated(top, kv, drop)
     try:
         payload = json.dumps({"stream": stream, "data": data}, allow_nan=True).encode()
     except (TypeError, ValueError):  # bytes values: not JSON at all
