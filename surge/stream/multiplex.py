@@ -79,7 +79,10 @@ class StreamTuning:
     max_connection_age_s: float = 23 * 3600.0  # rotate before Binance's 24 h cut
     handover_settle_s: float = 1.0  # after the replacement is confirmed, overlap at most this long
     backoff_base_s: float = 0.5  # full-jitter exponential backoff: uniform(0, base * 2**n) ...
-    backoff_max_s: float = 60.0  # ... capped here
+    # ... capped here: a stream is back within 15 s of the exchange coming back (with 60 s it took
+    # 30 s on average after a long outage, every surge of that half minute missed); the manager-wide
+    # attempt cap below, not this, keeps a long outage under Binance's per-IP connection limit
+    backoff_max_s: float = 15.0
     stable_after_s: float = 30.0  # a session that delivered data or lasted this long resets backoff
     max_connect_attempts: int = 250  # manager-wide, per attempts_window_s (Binance: ~300 / 5 min / IP)
     attempts_window_s: float = 300.0
