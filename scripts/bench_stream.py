@@ -10,7 +10,7 @@ Keys (targets from the issue in brackets):
   all_streams_s             start() with 1,062 subscriptions -> every stream delivered      [<= 1 s]
   latency_p50_ms / p99_ms   E -> callback at Binance cadence, 1,062 streams (~4,250 ev/s)   [p99 <= 3 ms]
                             (each connection pushes its streams every 250 ms at its own phase, as
-                            connections on different Binance edge servers do)
+                            connections on different Binance edge servers would)
   aligned_latency_*         the same with every connection pushing in the same instant: one burst of
                             1,062 events every 250 ms, the worst case (reported, no target)
   cpu_s_per_10k_events      this process's CPU at that cadence                             [<= 0.25]

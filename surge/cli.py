@@ -127,7 +127,7 @@ def main(config_path: str | None) -> None:
     default="per_connection",
     show_default=True,
     help="When each WebSocket connection gets its 250 ms kline pushes: at its own phase, as connections "
-    "on different Binance edge servers do, or all in the same instant (a worst case for a client).",
+    "on different Binance edge servers would, or all in the same instant (a worst case for a client).",
 )
 def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int, surge_every: float,
                 push_phases: str) -> None:

@@ -93,34 +93,9 @@ def _int(obj: dict[str, Any], key: str) -> int:
 def kline_from_event(data: Any) -> Kline:
     """The ``data`` object of a kline event (``{"e": "kline", "E": ..., "k": {...}}``) -> Kline.
 
-    A well-formed event is read with plain indexing and exact type checks; anything else falls through
-    to the checked path, which raises the precise WireError. The fast path only accepts inputs the
-    checked path accepts too (decimal strings, int times, bool ``x``, finite numbers) and builds the
-    same Kline. (The stream itself decodes frames with :func:`combined_kline_frame`.)
+    Field by field, with a WireError that names what is wrong. (The stream decodes well-formed
+    frames with :func:`combined_kline_frame` and comes here only for the rest.)
     """
-    try:
-        if type(data) is dict and data["e"] == "kline":
-            k = data["k"]
-            e_time = data["E"]
-            o, h, low, c, v, q = k["o"], k["h"], k["l"], k["c"], k["v"], k["q"]
-            t, t_end, n, x, sym, iv = k["t"], k["T"], k["n"], k["x"], k["s"], k["i"]
-            if (
-                type(o) is str and type(h) is str and type(low) is str and type(c) is str
-                and type(v) is str and type(q) is str and type(t) is int and type(t_end) is int
-                and type(n) is int and type(x) is bool and type(e_time) is int
-                and type(sym) is str and sym and iv in _INTERVAL_SET
-            ):
-                fo, fh, fl, fc, fv, fq = float(o), float(h), float(low), float(c), float(v), float(q)
-                total = fo + fh + fl + fc + fv + fq
-                if total - total == 0.0:  # every one finite (NaN/inf poison the sum); else the checked path
-                    return Kline(sym, iv, t, t_end, fo, fh, fl, fc, fv, fq, n, x, e_time)
-    except (KeyError, TypeError, ValueError):
-        pass
-    return _kline_from_event_checked(data)
-
-
-def _kline_from_event_checked(data: Any) -> Kline:
-    """Field-by-field validation with a message that names what is wrong."""
     if not isinstance(data, dict):
         raise WireError(f"kline event must be an object, got {type(data).__name__}")
     if data.get("e") != "kline":
@@ -191,9 +166,9 @@ _decode_combined_kline = msgspec.json.Decoder(_CombinedKline).decode
 def combined_kline_frame(payload: bytes) -> tuple[str, Kline] | None:
     """A combined-stream kline frame -> (stream name, Kline) in one typed decode, or None.
 
-    The stream's hot path: 1,062 streams at Binance's cadence arrive as one burst every 250 ms, and
-    under the GIL the last event of a burst waits for every one before it, so each microsecond per
-    event is a millisecond of the burst's tail latency. Decoding straight into typed fields (no
+    The stream's hot path: each connection's streams (up to 200 here, 1,024 on Binance) arrive as one
+    burst every 250 ms, and under the GIL the last event of a burst waits for every one before it,
+    so each microsecond per event adds to the burst's tail latency. Decoding straight into typed fields (no
     dicts, exact types checked in C) costs ~0.9 µs per frame against ~2.5 µs for a generic decode
     followed by :func:`parse_combined`.
 

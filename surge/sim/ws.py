@@ -9,9 +9,10 @@ Shape: one asyncio loop in one named thread (``surge-sim-ws``) runs a ``websocke
 One push task refreshes a pre-serialised frame per subscribed stream and writes each connection's
 events every ``push_interval_s`` as one batched ``transport.write``; each event is stamped with its own
 ``E`` at the moment it is serialised for sending (see :mod:`surge.sim.ws_frames`). Each connection
-pushes at its own phase of the interval, as connections served by different Binance edge servers do
-(``push_phases="per_connection"``, the default); ``"aligned"`` pushes every connection in the same
-instant, the worst case for a client that spreads its streams over several connections.
+pushes at its own phase of the interval, as connections served by different Binance edge servers
+would (``push_phases="per_connection"``, the default; Binance does not document the phase);
+``"aligned"`` pushes every connection in the same instant, the worst case for a client that spreads
+its streams over several connections.
 Test controls are plain methods, callable from any thread: they are marshalled onto the loop.
 
 Served paths, under any base prefix (``/market/stream``, ``/public/ws/x``, ...):

@@ -1,5 +1,6 @@
-"""The kline fast path in wire.kline_from_event must accept and build exactly what the checked path
-does (the stream's 100,000 events/s depend on it; the one-error-type contract too)."""
+"""The stream's typed frame decoder (wire.combined_kline_frame) must accept and build exactly what the
+checked path (wire.loads + wire.parse_combined) does: the stream's speed depends on the one, the
+one-error-type contract on the other."""
 
 from __future__ import annotations
 
@@ -46,23 +47,6 @@ def _mutated(top: dict, kv: dict, drop: list[str]) -> dict:
         else:
             data.pop(key, None)
     return data
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    top=st.dictionaries(st.sampled_from(["e", "E", "k"]), ODD_VALUES, max_size=2),
-    kv=st.dictionaries(st.sampled_from(K_KEYS), ODD_VALUES, max_size=3),
-    drop=st.lists(st.sampled_from(["e", "E", "k"] + ["k." + k for k in K_KEYS]), max_size=2),
-)
-def test_fast_path_matches_checked_path(top: dict, kv: dict, drop: list[str]) -> None:
-    data = _mutated(top, kv, drop)
-    assert _outcome(wire.kline_from_event, data) == _outcome(wire._kline_from_event_checked, data)
-
-
-def test_well_formed_event_takes_the_fast_path_and_round_trips() -> None:
-    k = wire.kline_from_event(BASE)
-    assert k == wire._kline_from_event_checked(BASE)
-    assert k.close == 43050.7 and k.event_time == 1_700_000_012_345
 
 
 def test_loads_maps_every_decoder_failure_to_wire_error() -> None:
