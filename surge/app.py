@@ -7,14 +7,16 @@ universe (keeping the filter current with no REST) and kline_1m streams for the 
 Threads (the whole budget): the main thread runs the strategy loop and writes the heartbeat; the
 stream manager owns one thread per connection plus its resubscriber; one housekeeping thread does
 every REST job after the start (1m backfills, 4h rescans, universe refreshes), each job opening a
-pool of at most ``filter_4h.workers`` threads only while it runs. Nothing else.
+pool of at most ``filter_4h.workers`` threads only while it runs; when trading live, one broker
+thread makes the signed calls (entries, closes, exit checks). Nothing else.
 
 Why the main loop owns all state: every decision (signal, entry, exit, filter change) is taken on
 one thread, in the order events arrived, so none of it needs a lock and a replay is deterministic.
 Other threads only put messages on the queue.
 
 Live trading (both opt-ins given, ``credentials`` set): the same loop drives a
-:class:`~surge.trading.live.LiveBroker` instead of the paper broker, through the same calls. It
+:class:`~surge.trading.live.LiveBroker` instead of the paper broker, through the same calls, made on
+the broker thread with their results back through the queue (the loop decides, the thread waits). It
 signs over the bot's own REST client, so signed calls and the scans share one weight limiter. At
 start it shows the account and the limits in force and reconciles the database with the exchange
 (what it reports is persisted); while running it asks the exchange every few seconds which
@@ -64,6 +66,8 @@ LATENCY_SAMPLES = 20_000
 BACKFILL_RETRY_S = (2.0, 60.0)  # first and longest wait before re-asking for a failed 1m backfill
 LIVE_RETRY_S = 5.0  # after a failed live call, wait this long before asking the exchange again
 ENTRY_RETRY_FOR_S = 60.0  # a live entry whose requests keep failing is given up after this long
+BROKER_STOP_S = 5.0  # at shutdown, how long the broker calls on their way may take to end (an entry
+# whose market order filled should get its protective orders before the process goes)
 #: Errors of a live call that are ridden out once running (the exchange down, a 4xx, a ban).
 LIVE_ERRORS = (RestError, RateLimitBanned)
 #: Codes that mean the API key or secret is wrong (or lacks permission): a clear error at start.
@@ -114,6 +118,16 @@ class Broker(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _BrokerDone:
+    """What one broker call did (made on the broker thread when live, inline on paper)."""
+
+    kind: str  # "open" | "close" | "sync"
+    subject: Any  # what it was about: the Signal (open), (Position, reason) (close), None (sync)
+    result: Any = None  # (Position | None, why not) for open, Position for close, [Position] for sync
+    error: Exception | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _JobFailed:
     job: str
     error: str
@@ -121,16 +135,19 @@ class _JobFailed:
 
 
 class Housekeeper:
-    """One named thread running REST jobs in order; results go back to the main loop's queue.
+    """One named thread running exchange jobs in order; results go back to the main loop's queue.
 
-    Jobs are plain callables; a job that raises is logged and reported, never fatal: once
+    Two of them run in a bot: ``surge-housekeeping`` for REST jobs (backfills, rescans, universe
+    refresh) and, when trading live, ``surge-broker`` for the signed calls (entries, closes, the
+    exits the exchange made), so that neither kind waits behind the other and the strategy loop waits
+    for neither. Jobs are plain callables; a job that raises is logged and reported, never fatal: once
     ``surge run`` is up, an exchange outage is ridden out, not turned into an exit.
     """
 
-    def __init__(self, post: Callable[[Any], None]) -> None:
+    def __init__(self, post: Callable[[Any], None], thread_name: str = "surge-housekeeping") -> None:
         self._jobs: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
         self._post = post
-        self._thread = threading.Thread(target=self._run, name="surge-housekeeping", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.busy = False
 
     def start(self) -> None:
@@ -140,8 +157,10 @@ class Housekeeper:
         self._jobs.put((name, job))
 
     def stop(self, timeout: float) -> None:
+        """Finish the queued jobs (at most ``timeout`` seconds), then end the thread."""
         self._jobs.put(None)
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while (item := self._jobs.get()) is not None:
@@ -201,6 +220,13 @@ class Bot:
         self.book = PositionBook(settings.trade.max_open_positions)
         self._pending: dict[str, _PendingEntry] = {}
         self._exchange_retry_at = 0.0  # monotonic: no live call before this after a failed one
+        # live broker calls on their way (the broker thread makes them): an entry in flight counts as
+        # held, a position being closed is not closed twice, one exit check at a time
+        self.broker_desk: Housekeeper | None = None
+        self._entering: dict[str, Signal] = {}
+        self._closing: set[str] = set()
+        self._syncing = False
+        self._next_sync_at = 0.0
 
         self.universe: set[str] = set()
         self.passing: set[str] = set()
@@ -348,6 +374,10 @@ class Bot:
                  self.settings.rest_url, self.venue)
         self._persist_reconciliation(broker.reconcile(self.store.open_positions(venue=self.venue)))
         self.broker = broker
+        # an entry is three signed requests (a timeout costs 10 s): made on their own thread, they
+        # do not hold up the decisions on every other symbol
+        self.broker_desk = Housekeeper(self.events.put, thread_name="surge-broker")
+        self.broker_desk.start()
 
     def _persist_reconciliation(self, report: ReconcileReport) -> None:
         """Store what reconciliation found; the book becomes exactly what the exchange holds."""
@@ -373,11 +403,20 @@ class Bot:
     def _shutdown(self) -> None:
         """Stop entries, close streams, flush, release: bounded so SIGTERM ends within 10 s."""
         self.entries_open = False
+        if self.broker_desk is not None:
+            # an order request is never abandoned half way: let the calls on their way end, then
+            # record what they did
+            self.broker_desk.stop(timeout=BROKER_STOP_S)
+            self._drain_broker_results()
         if self.store is not None:
-            for pending in self._pending.values():  # reconciliation adopts them if the exchange has them
-                self.store.record_entry(pending.signal, None, f"shutting down with the entry unconfirmed "
-                                        f"({pending.error})", venue=self.venue)
+            unconfirmed = {k: p.error for k, p in self._pending.items()}
+            unconfirmed.update({k: "no answer yet" for k in self._entering if k not in unconfirmed})
+            signals = {**{k: p.signal for k, p in self._pending.items()}, **self._entering}
+            for key, error in unconfirmed.items():  # reconciliation adopts them if the exchange has them
+                self.store.record_entry(signals[key], None, f"shutting down with the entry unconfirmed "
+                                        f"({error})", venue=self.venue)
             self._pending.clear()
+            self._entering.clear()
         if self.manager is not None:
             self.manager.stop(timeout=4.0)
         if self.housekeeper is not None:
@@ -415,6 +454,7 @@ class Bot:
             _Backfilled: self._on_backfilled,
             _Rescanned: self._on_rescanned,
             _JobFailed: self._on_job_failed,
+            _BrokerDone: self._on_broker_done,
         }
         get = self.events.get
         monotonic = time.monotonic
@@ -521,7 +561,7 @@ class Bot:
             reason = self.broker.exit_reason(held, k.close, k.event_time or self.now_ms())
             if reason is not None:
                 self._close(held, k.close, k.event_time or self.now_ms(), reason)
-            self._sync_exchange()  # live: did a protective order fire? (throttled by the broker)
+            self._sync_exchange()  # live: did a protective order fire? (at most every poll interval)
         if sym not in self.passing:
             if k.closed:
                 self.rule.seed(sym, [k])  # keep its history so it can signal at once if it passes later
@@ -549,14 +589,57 @@ class Bot:
         self._enter(signal, refusal)
 
     def _pending_refusal(self, symbol: str) -> str | None:
-        """Live entries still being retried count as held: none more on the symbol or past the limit."""
-        if not self._pending:
+        """Live entries on their way or being retried count as held: none more on the symbol or past
+        the limit."""
+        if not self._pending and not self._entering:
             return None
-        if any(p.signal.symbol == symbol for p in self._pending.values()):
+        unconfirmed = {k: p.signal.symbol for k, p in self._pending.items()}
+        unconfirmed.update({k: s.symbol for k, s in self._entering.items()})
+        if symbol in unconfirmed.values():
             return f"an entry on {symbol} is still unconfirmed"
-        if len(self.book) + len(self._pending) >= self.book.max_open:
+        if len(self.book) + len(unconfirmed) >= self.book.max_open:
             return f"max_open_positions ({self.book.max_open}) reached"
         return None
+
+    # ----------------------------------------------------------------- broker calls
+
+    def _broker_call(self, kind: str, subject: Any, call: Callable[[], Any]) -> None:
+        """Make one broker call: on the broker thread when live (the result comes back through the
+        queue), at once on paper (nothing to wait for)."""
+
+        def job() -> _BrokerDone:
+            try:
+                return _BrokerDone(kind, subject, result=call())
+            except Exception as exc:  # noqa: BLE001 - handed to the loop, which decides (LIVE_ERRORS or a bug)
+                return _BrokerDone(kind, subject, error=exc)
+
+        if self.broker_desk is None:
+            self._on_broker_done(job())
+        else:
+            self.broker_desk.submit(f"broker {kind}", job)
+
+    def _on_broker_done(self, done: _BrokerDone) -> None:
+        if done.error is not None and not isinstance(done.error, LIVE_ERRORS):
+            raise done.error  # a bug, not the exchange: as loud as if the loop had made the call
+        if done.kind == "open":
+            self._entered(done)
+        elif done.kind == "close":
+            self._closed(done)
+        else:
+            self._synced(done)
+
+    def _drain_broker_results(self) -> None:
+        """At shutdown: handle the broker results still in the queue (nothing else is needed now)."""
+        while True:
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _BrokerDone):
+                try:
+                    self._on_broker_done(item)
+                except Exception:  # noqa: BLE001 - the shutdown must go on (streams, lock)
+                    log.exception("while recording a broker result at shutdown")
 
     def _enter(self, signal: Signal, refusal: str | None) -> None:
         """Open (unless refused), then record the signal and its position in one transaction.
@@ -564,17 +647,31 @@ class Bot:
         A live entry whose request fails is not recorded yet: it is asked again later under the same
         client order id (the broker looks the order up before sending anything), never sent twice.
         """
+        if refusal is not None:
+            self._record_entry(signal, None, refusal)
+            return
+        broker = self.broker
+        self._entering[signal.key] = signal
+
+        def call() -> tuple[Position | None, str | None]:
+            position = broker.open(signal)
+            # below the exchange's minimums, or refused by it: the broker says why
+            return position, None if position is not None else broker.skipped.get(signal.key, "not entered")
+
+        self._broker_call("open", signal, call)
+
+    def _entered(self, done: _BrokerDone) -> None:
+        signal: Signal = done.subject
+        self._entering.pop(signal.key, None)
+        if done.error is not None:
+            self._entry_failed(signal, done.error)
+            return
+        self._pending.pop(signal.key, None)
+        position, refusal = done.result
+        self._record_entry(signal, position, refusal)
+
+    def _record_entry(self, signal: Signal, position: Position | None, refusal: str | None) -> None:
         assert self.store is not None
-        position = None
-        if refusal is None:
-            try:
-                position = self.broker.open(signal)
-            except LIVE_ERRORS as exc:
-                self._entry_failed(signal, exc)
-                return
-            self._pending.pop(signal.key, None)
-            if position is None:  # live: below the exchange's minimums, or refused by it
-                refusal = self.broker.skipped.get(signal.key, "not entered")
         if not self.store.record_entry(signal, position, skip_reason=refusal, venue=self.venue):
             log.info("signal %s was already recorded: not entering twice", signal.key)
             return
@@ -616,24 +713,33 @@ class Bot:
     def _retry_entries(self) -> None:
         if self._pending and time.monotonic() >= self._exchange_retry_at:
             for pending in list(self._pending.values()):
+                if pending.signal.key in self._entering:
+                    continue  # asked already, the answer is on its way
                 refusal = None if self.entries_open else "shutting down"
                 self._enter(pending.signal, refusal)
 
     def _close(self, position: Position, price: float, now_ms: int, reason: str) -> None:
-        assert self.store is not None
-        if time.monotonic() < self._exchange_retry_at:
-            return  # a live call failed a moment ago: the next exit check tries again
-        try:
-            closed = self.broker.close(position, price, now_ms, reason)
-        except LIVE_ERRORS as exc:
+        if time.monotonic() < self._exchange_retry_at or position.key in self._closing:
+            return  # a live call failed a moment ago (the next exit check tries again), or on its way
+        self._closing.add(position.key)
+        broker = self.broker
+        self._broker_call("close", (position, reason), lambda: broker.close(position, price, now_ms, reason))
+
+    def _closed(self, done: _BrokerDone) -> None:
+        position, reason = done.subject
+        self._closing.discard(position.key)
+        if done.error is not None:
             self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
-            log.error("could not close %s (%s): %s; trying again in %.0fs", position.symbol, reason, exc,
-                      LIVE_RETRY_S)
+            log.error("could not close %s (%s): %s; trying again in %.0fs", position.symbol, reason,
+                      done.error, LIVE_RETRY_S)
             return
-        self._record_exit(closed)
+        self._record_exit(done.result)
 
     def _record_exit(self, closed: Position) -> None:
         assert self.store is not None
+        held = self.book.get(closed.symbol)
+        if held is None or held.key != closed.key:
+            return  # recorded already: our close and the exchange's exit check both saw it end
         self.store.close_position(closed, venue=self.venue)
         self.book.remove(closed.symbol)
         log.info("EXIT %s %s at %g, PnL %+.4f USDT", closed.symbol, closed.exit_reason, closed.exit_price,
@@ -644,16 +750,22 @@ class Bot:
     def _sync_exchange(self) -> None:
         """Live: record the exits the exchange made (a protective order fired, or someone closed the
         position) and put back missing protective orders. The broker throttles itself; paper: nothing."""
-        if not len(self.book) or time.monotonic() < self._exchange_retry_at:
+        now = time.monotonic()
+        if not len(self.book) or now < self._exchange_retry_at or self._syncing or now < self._next_sync_at:
             return
-        try:
-            closed = self.broker.sync(self.book.positions())
-        except LIVE_ERRORS as exc:
+        self._syncing = True
+        self._next_sync_at = now + getattr(self.broker, "poll_interval_s", 0.0)
+        broker, positions = self.broker, self.book.positions()
+        self._broker_call("sync", None, lambda: broker.sync(positions, force=True))
+
+    def _synced(self, done: _BrokerDone) -> None:
+        self._syncing = False
+        if done.error is not None:
             self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
-            log.warning("checking the exchange's positions failed: %s (trying again in %.0fs)", exc,
+            log.warning("checking the exchange's positions failed: %s (trying again in %.0fs)", done.error,
                         LIVE_RETRY_S)
             return
-        for p in closed:
+        for p in done.result:
             self._record_exit(p)
 
     def _check_max_hold(self) -> None:

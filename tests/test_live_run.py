@@ -31,7 +31,7 @@ from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from surge.sim.market import Market
 from surge.store import read_store
 from surge.trading.live import client_id
-from tests.bot_harness import wait_for
+from tests.bot_harness import heartbeat, wait_for
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]  # BTC: 100 USDT is below one lot after a surge
 MINUTE_MS = 60_000
@@ -429,3 +429,39 @@ def test_live_errors_are_retried_under_the_same_signal_never_fatal(tmp_path: Pat
         assert not bot._pending
     finally:
         bot.store.close()
+
+
+def test_a_slow_entry_does_not_hold_up_the_strategy_loop(tmp_path: Path, sim: Simulator,
+                                                         bots: list[Bot]) -> None:
+    """Every exchange answer 2 s late: the entry (market order, leverage, two protective orders) takes
+    seconds, made on the broker thread; the strategy loop goes on deciding all along, which its
+    heartbeat (rewritten every 2 s by the loop, with the stream's event count) shows."""
+    home = home_with_config(tmp_path)
+    env = env_for(home, sim)
+    bot = Bot(home, env)
+    bots.append(bot)
+    bot.wait_log("ready in")
+    beats: list[tuple[float, int]] = []  # (written_at, events) of each heartbeat seen
+
+    def entered() -> bool:
+        hb = heartbeat(home)
+        if hb.get("written_at") and (not beats or hb["written_at"] != beats[-1][0]):
+            beats.append((hb["written_at"], hb["events"]))
+        return "ENTER SOLUSDT" in bot.log()
+
+    sim.rest.set_latency(2000)
+    try:
+        inject_in_minute(sim, "SOLUSDT", 5.0)
+        t0 = time.monotonic()
+        wait_for(entered, 90, "the slow SOLUSDT entry", every=0.1)
+        took = time.monotonic() - t0
+    finally:
+        sim.rest.set_latency(0)
+    assert took >= 6.0  # the order and both protective orders, each answered 2 s late
+    gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)]
+    assert len(beats) >= 3 and max(gaps) < 5.0, gaps  # a loop waiting on the entry: one gap >= 6 s
+    assert beats[-1][1] > beats[0][1]  # stream events went on being handled
+    [pos] = [p for p in positions(home, env) if p["symbol"] == "SOLUSDT"]
+    assert account(sim)["client_order_counts"] == {client_id(pos["key"], "e"): 1}
+    assert bot.stop() == 0
+    assert "Traceback" not in bot.log()
