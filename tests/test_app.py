@@ -212,12 +212,14 @@ def test_kill_9_with_an_open_position_restart_resumes_it_and_exits_by_max_hold(
 
 def _volumes(bot: Bot, symbol: str) -> dict[int, float]:
     """A copy of the rule's closed-candle volumes of ``symbol`` (taken while the loop runs)."""
-    for _ in range(100):
+
+    def copy() -> tuple[dict[int, float]] | None:  # a 1-tuple: an empty copy is a result too
         try:
-            return dict(bot.rule._state[symbol].volumes)
+            return (dict(bot.rule._state[symbol].volumes),)
         except (RuntimeError, KeyError):  # changed size during the copy / not there yet
-            time.sleep(0.01)
-    raise AssertionError(f"no volume state for {symbol}")
+            return None
+
+    return wait_for(copy, 1, f"volume state for {symbol}", every=0.01)[0]
 
 
 def _inside(bot: Bot, sim: Simulator) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -186,15 +186,23 @@ def test_scan_across_a_4h_boundary_asks_for_the_new_candles_only(tmp_path: Path)
 # --------------------------------------------------------------------------- faults
 
 
-def test_429_storm_mid_scan_is_honoured_and_the_scan_completes(clean: Simulator) -> None:
-    clean.rest.set_latency(3)
+def once_done(done: int, fault: Callable[[], object]) -> tuple[Callable[[ScanProgress], None],
+                                                               threading.Event]:
+    """A scan progress callback that injects ``fault`` once, as soon as ``done`` symbols are checked
+    (mid-scan faults), and the event that says it fired."""
     fired = threading.Event()
 
-    def storm(p: ScanProgress) -> None:
-        if p.done >= 20 and not fired.is_set():
+    def hook(p: ScanProgress) -> None:
+        if p.done >= done and not fired.is_set():
             fired.set()
-            clean.rest.fail_next(3, 429, retry_after_s=1)
+            fault()
 
+    return hook, fired
+
+
+def test_429_storm_mid_scan_is_honoured_and_the_scan_completes(clean: Simulator) -> None:
+    clean.rest.set_latency(3)
+    storm, fired = once_done(20, lambda: clean.rest.fail_next(3, 429, retry_after_s=1))
     result, rest = scan(clean, progress=storm)
     assert fired.is_set()
     assert_exact(clean, result)
@@ -210,13 +218,7 @@ def test_429_storm_mid_scan_is_honoured_and_the_scan_completes(clean: Simulator)
 
 
 def test_418_within_the_maximum_waits_then_completes(clean: Simulator) -> None:
-    fired = threading.Event()
-
-    def ban(p: ScanProgress) -> None:
-        if p.done >= 10 and not fired.is_set():
-            fired.set()
-            clean.rest.fail_next(1, 418, retry_after_s=1)
-
+    ban, _ = once_done(10, lambda: clean.rest.fail_next(1, 418, retry_after_s=1))
     result, rest = scan(clean, progress=ban)
     assert_exact(clean, result)
     assert rest.limiter.rate_limited >= 1
@@ -236,10 +238,7 @@ def test_418_beyond_the_maximum_is_a_clear_error_not_a_hang(clean: Simulator) ->
 
 
 def test_418_mid_scan_beyond_the_maximum_stops_every_worker(clean: Simulator) -> None:
-    def ban(p: ScanProgress) -> None:
-        if p.done == 10:
-            clean.rest.fail_next(1, 418, retry_after_s=900)
-
+    ban, _ = once_done(10, lambda: clean.rest.fail_next(1, 418, retry_after_s=900))
     with pytest.raises(RateLimitBanned):
         scan(clean, progress=ban)
     # scan() joined its workers before raising: nothing may still be sending. (A short negative
@@ -272,13 +271,7 @@ def test_malformed_json_body_is_retried(clean: Simulator) -> None:
 
 
 def test_slow_server_hits_the_read_timeout_and_is_retried(clean: Simulator) -> None:
-    fired = threading.Event()
-
-    def stall(p: ScanProgress) -> None:
-        if p.done == 5 and not fired.is_set():
-            fired.set()
-            clean.rest.stall_next(1, 30.0)
-
+    stall, fired = once_done(5, lambda: clean.rest.stall_next(1, 30.0))
     t = time.monotonic()
     result, rest = scan(clean, workers=1, progress=stall, read_timeout=0.4)
     assert fired.is_set()
@@ -288,13 +281,7 @@ def test_slow_server_hits_the_read_timeout_and_is_retried(clean: Simulator) -> N
 
 
 def test_a_symbol_that_keeps_timing_out_lands_in_errors(clean: Simulator) -> None:
-    fired = threading.Event()
-
-    def stall(p: ScanProgress) -> None:
-        if p.done == 5 and not fired.is_set():
-            fired.set()
-            clean.rest.stall_next(2, 2.0)
-
+    stall, _ = once_done(5, lambda: clean.rest.stall_next(2, 2.0))
     result, _ = scan(clean, workers=1, progress=stall, read_timeout=0.3, max_attempts=2)
     assert len(result.errors) == 1
     (msg,) = result.errors.values()
@@ -361,10 +348,7 @@ def test_exchange_failing_mid_scan_stops_asking(clean: Simulator) -> None:
     """After a run of symbols that failed every attempt, the rest are not hammered: they are
     reported as not checked, and what was checked before stays."""
 
-    def outage(p: ScanProgress) -> None:
-        if p.done == 10:
-            clean.rest.error_next(10_000, 503)
-
+    outage, _ = once_done(10, lambda: clean.rest.error_next(10_000, 503))
     result, rest = scan(clean, progress=outage, max_attempts=2)
     n = len(clean.market.tradable_symbols())
     assert result.checked >= 10

@@ -4,7 +4,6 @@ the simulator's REST side as if it were Binance. Also the Simulator's own lifecy
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import ccxt
@@ -14,6 +13,7 @@ from binance.error import ClientError
 from binance.um_futures import UMFutures
 
 from surge.sim import Market, Simulator
+from tests.waiting import wait_for
 
 MIN = 60_000
 H4 = 4 * 60 * MIN
@@ -25,10 +25,8 @@ def sim_threads(ignore: set[threading.Thread] | frozenset = frozenset()) -> list
 
 
 def wait_no_sim_threads(ignore: set[threading.Thread]) -> None:
-    deadline = time.monotonic() + 5
-    while sim_threads(ignore) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sim_threads(ignore) == []
+    wait_for(lambda: sim_threads(ignore) == [], 5, "every simulator thread to end",
+             detail=lambda: f"still alive: {sim_threads(ignore)}")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pytest
 from surge.exchange import wire
 from surge.sim.market import Market
 from surge.sim.ws import WsServer
+from tests.waiting import wait_for
 
 um_ws = pytest.importorskip("binance.websocket.um_futures.websocket_client")
 
@@ -45,14 +46,8 @@ class Inbox:
             return list(self.messages)
 
     def wait(self, pred: Callable[[list[Any]], Any], timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = pred(self.snapshot())
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; last messages: {self.snapshot()[-3:]}")
-            time.sleep(0.02)
+        return wait_for(lambda: pred(self.snapshot()), timeout, "the messages", poll=0.02,
+                        detail=lambda: f"last messages: {self.snapshot()[-3:]}")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from surge.models import Kline
 from surge.sim.market import Market
 from surge.sim.ws import WsServer
 from surge.stream import MultiplexedKlineManager
+from tests.waiting import wait_for
 
 #: Tuning for tests: everything that waits is short, so faults heal in well under a second.
 FAST = {
@@ -34,14 +35,8 @@ FAST = {
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``pred`` until true; fail the test with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+    """:func:`tests.waiting.wait_for` with this package's default deadline (streams on a loaded machine)."""
+    wait_for(pred, timeout, what)
 
 
 def name_of(k: Kline) -> str:

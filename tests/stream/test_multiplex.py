@@ -20,6 +20,12 @@ MakeServer = Callable[..., WsServer]
 MakeManager = Callable[..., MultiplexedKlineManager]
 
 
+def _subscribe(mgr: MultiplexedKlineManager, names: set[str]) -> None:
+    """subscribe_kline for every stream name in ``names``."""
+    for name in names:
+        mgr.subscribe_kline(*wire.parse_stream_name(name))
+
+
 def _names(symbols: list[str], intervals: tuple[str, ...] = ("1m", "4h")) -> set[str]:
     return {wire.stream_name(s, i) for s in symbols for i in intervals}
 
@@ -198,8 +204,7 @@ def test_silent_connection_is_replaced(server: WsServer, make_manager: MakeManag
     got = Collector()
     mgr = make_manager(got, ws_url=server.url, silence_timeout_s=0.8)
     wanted = _names(market.tradable_symbols()[:10])
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     mgr.start()
     wait_until(lambda: got.seen() == wanted, 20, "all streams")
     old_ids = set(server.stats()["subscriptions"])
@@ -218,8 +223,7 @@ def test_malformed_and_unknown_frames_are_counted_and_dropped(server: WsServer, 
     got = Collector()
     mgr = make_manager(got, ws_url=server.url)
     wanted = _names(market.tradable_symbols()[:5])
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     mgr.start()
     wait_until(lambda: got.seen() == wanted, 20, "all streams")
     assert server.send_malformed(21) == 21
@@ -244,8 +248,7 @@ def test_raising_callback_is_counted_and_the_stream_survives(server: WsServer, m
 
     mgr = make_manager(callback, ws_url=server.url)
     wanted = _names(market.tradable_symbols()[:4], ("1m",))
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     mgr.start()
     good = {n for n in wanted if not n.startswith(bad.lower() + "@")}
     wait_until(lambda: got.seen() == good and mgr.stats()["callback_errors"] >= 3, 20, "errors counted")
@@ -272,8 +275,7 @@ def test_refused_subscription_is_retried_and_isolated(make_server: MakeServer, m
     got = Collector()
     mgr = make_manager(got, ws_url=srv.url)
     good = _names(market.tradable_symbols()[:7], ("1m",))
-    for name in good:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, good)
     mgr.subscribe_kline("NOSUCHCOINUSDT", "1m")  # the server refuses it: the whole batch is refused
     mgr.start()
     wait_until(lambda: got.seen() == good, 20, "the valid streams, despite the refused one in their batch")
@@ -287,8 +289,7 @@ def test_rate_of_outgoing_messages_stays_under_the_limit(server: WsServer, make_
     # 2 streams per message: 30 streams need 15 SUBSCRIBEs on one connection, paced at <= 5/s
     mgr = make_manager(got, ws_url=server.url, max_streams_per_message=2)
     wanted = _names(market.tradable_symbols()[:15])
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     t0 = time.monotonic()
     mgr.start()
     wait_until(lambda: server_union(server)[0] == wanted, 20, "all subscribed")
@@ -329,8 +330,7 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(server: WsServer, mak
     mgr = make_manager(got, ws_url=server.url, streams_per_connection=10, max_connection_age_s=1.5,
                        handover_settle_s=0.3, on_gap=gaps.append)
     wanted = _names(market.tradable_symbols()[:10])
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     mgr.start()
     wait_until(lambda: got.seen() == wanted, 20, "all streams")
     wait_until(lambda: mgr.stats()["rotations"] >= 3 and not mgr._retiring, 30, "three rotations")
@@ -354,8 +354,7 @@ def test_stop_joins_every_thread_within_its_timeout(server: WsServer, make_manag
     got = Collector()
     mgr = make_manager(got, ws_url=server.url, streams_per_connection=100)
     wanted = _names(market.tradable_symbols()[:150])
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     mgr.start()
     wait_until(lambda: got.seen() == wanted, 20, "all streams")
     assert len(manager_threads()) == 4
@@ -372,15 +371,13 @@ def test_connections_fill_up_and_close_only_when_empty(server: WsServer, make_ma
     mgr = make_manager(got, ws_url=server.url, streams_per_connection=20)
     syms = market.tradable_symbols()
     first = _names(syms[:15])  # 30 streams: one full connection and one with 10
-    for name in first:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, first)
     mgr.start()
     wait_until(lambda: server_union(server)[0] == first, 20, "first set")
     assert sorted(len(s) for s in server_sets(server)) == [10, 20]
     ids = set(server.stats()["subscriptions"])
     more = _names(syms[15:20])  # 10 more fill the second connection: no third one
-    for name in more:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, more)
     wait_until(lambda: server_union(server)[0] == first | more, 20, "filled")
     assert sorted(len(s) for s in server_sets(server)) == [20, 20]
     assert set(server.stats()["subscriptions"]) == ids  # the same two connections, live changes only
@@ -411,8 +408,7 @@ def test_batch_callback_gets_lists_and_replaces_the_per_kline_callback(server: W
 
     mgr = make_manager(per_kline.append, ws_url=server.url, batch_callback=batch)
     wanted = _names(market.tradable_symbols()[:6], ("1m", "4h"))
-    for name in wanted:
-        mgr.subscribe_kline(*wire.parse_stream_name(name))
+    _subscribe(mgr, wanted)
     mgr.start()
     wait_until(lambda: got.seen() == wanted, 20, "every stream delivered in batches")
     assert not per_kline

@@ -11,11 +11,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from surge.stream.single_flight import SingleFlight
+from tests.waiting import wait_for
 
 
 class _State:
@@ -139,15 +140,6 @@ def test_seed_logic_fails_the_no_lost_request_check(inject_after: int) -> None:
 # --------------------------------------------------------------------------- real threads
 
 
-def _wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return pred()
-
-
 class _GatedWorker:
     """SingleFlight worker thread whose first run blocks right after its snapshot."""
 
@@ -182,7 +174,7 @@ def test_real_threads_single_flight_picks_up_the_late_subscription() -> None:
         state.wanted.add("b")  # lands between snapshot and idle
         worker.flight.request()
         worker.proceed.set()
-        assert _wait(lambda: state.applied == {"a", "b"})
+        wait_for(lambda: state.applied == {"a", "b"}, 10, "both applied")
     finally:
         worker.flight.close()
         worker.thread.join(5)
@@ -260,7 +252,8 @@ def test_concurrent_requests_are_coalesced_and_never_lost() -> None:
     for t in threads:
         t.join()
     try:
-        assert _wait(lambda: state.applied == state.wanted and not flight.pending and not flight.running)
+        wait_for(lambda: state.applied == state.wanted and not flight.pending and not flight.running, 10,
+                 "every request applied and the worker idle")
         assert flight.requests == 16000
         assert applied_runs[0] < flight.requests / 10  # bursts coalesced
     finally:
