@@ -2,26 +2,25 @@
 
 Data path: universe and 4h scan (REST, warm from the SQLite cache) -> kline_4h streams for the whole
 universe (keeping the filter current with no REST) and kline_1m streams for the symbols that pass
--> one queue -> the strategy loop on the main thread -> paper broker -> store.
+-> one queue -> the strategy loop on the main thread -> the desk (paper, or live orders) -> store.
 
 Threads (the whole budget): the main thread runs the strategy loop and writes the heartbeat; the
 stream manager owns one thread per connection plus its resubscriber; one housekeeping thread does
 every REST job after the start (1m backfills, 4h rescans, universe refreshes), each job opening a
-pool of at most ``filter_4h.workers`` threads only while it runs; when trading live, one broker
-thread makes the signed calls (entries, closes, exit checks). Nothing else.
+pool of at most ``filter_4h.workers`` threads only while it runs; when trading live, the order desk
+owns two (``surge-desk`` for every signed call, ``surge-desk-protect`` so both protective orders go
+out together). Nothing else.
 
 Why the main loop owns all state: every decision (signal, entry, exit, filter change) is taken on
 one thread, in the order events arrived, so none of it needs a lock and a replay is deterministic.
 Other threads only put messages on the queue.
 
-Live trading (both opt-ins given, ``credentials`` set): the same loop drives a
-:class:`~surge.trading.live.LiveBroker` instead of the paper broker, through the same calls, made on
-the broker thread with their results back through the queue (the loop decides, the thread waits). It
-signs over the bot's own REST client, so signed calls and the scans share one weight limiter. At
-start it shows the account and the limits in force and reconciles the database with the exchange
-(what it reports is persisted); while running it asks the exchange every few seconds which
-positions its protective orders closed. An exchange error in a live call is logged and retried
-later, never fatal once running: the protective orders sit on the exchange meanwhile.
+Live trading (both opt-ins given, ``credentials`` set): the loop hands entries and closes to the
+:class:`~surge.trading.desk.OrderDesk` and mirrors its outcomes (messages on the same queue) in the
+book; the desk owns every live order's persisted lifecycle, its retries and the reconciliation with
+the exchange. It signs over the bot's own REST client, so signed calls and the scans share one
+weight limiter. Paper trading goes through :class:`~surge.trading.paper.PaperDesk`, the same calls
+answered at once. A stop while a live entry or close is unresolved exits 4 (:data:`EXIT_UNRESOLVED`).
 """
 
 from __future__ import annotations
@@ -36,13 +35,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from surge.config import Settings
-from surge.errors import SurgeError
+from surge.errors import EXIT_OK, EXIT_UNRESOLVED, SurgeError
 from surge.exchange.orders import Credentials, SignedRest, install_log_redaction
-from surge.exchange.ratelimit import RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, RestError
 from surge.filter4h import Filter4h, LiveFilter4h, Rule4h, ScanResult
 from surge.models import INTERVAL_MS, Kline, Position, Signal
@@ -50,8 +48,9 @@ from surge.runtime import HEARTBEAT_NAME, InstanceLock, write_json_atomic
 from surge.store import Store, open_store
 from surge.strategy import MINUTE_MS, SurgeRule
 from surge.stream import MultiplexedKlineManager, StreamGap
-from surge.trading import PaperBroker, PositionBook
-from surge.trading.live import LiveBroker, ReconcileReport
+from surge.trading import PaperDesk, PositionBook, TradeClosed, TradeOpened, TradeVoid
+from surge.trading.desk import OrderDesk
+from surge.trading.live import ENTRY, EXIT, client_id
 from surge.universe import universe_from_exchange_info
 
 log = logging.getLogger("surge.app")
@@ -64,12 +63,6 @@ UNIVERSE_REFRESH_S = 3600.0
 FILTER_SETTLE_S = 5.0  # after 4h candles close, wait this long for the rest before re-evaluating
 LATENCY_SAMPLES = 20_000
 BACKFILL_RETRY_S = (2.0, 60.0)  # first and longest wait before re-asking for a failed 1m backfill
-LIVE_RETRY_S = 5.0  # after a failed live call, wait this long before asking the exchange again
-ENTRY_RETRY_FOR_S = 60.0  # a live entry whose requests keep failing is given up after this long
-BROKER_STOP_S = 5.0  # at shutdown, how long the broker calls on their way may take to end (an entry
-# whose market order filled should get its protective orders before the process goes)
-#: Errors of a live call that are ridden out once running (the exchange down, a 4xx, a ban).
-LIVE_ERRORS = (RestError, RateLimitBanned)
 #: Codes that mean the API key or secret is wrong (or lacks permission): a clear error at start.
 KEY_ERRORS = {
     -1022: "SURGE_API_SECRET is not the secret of SURGE_API_KEY",
@@ -95,39 +88,6 @@ class _Rescanned:
 
 
 @dataclass(frozen=True, slots=True)
-class _PendingEntry:
-    """A live entry whose request failed: asked again (same client order id) until ENTRY_RETRY_FOR_S."""
-
-    signal: Signal
-    since: float  # time.monotonic() of the first failure
-    error: str
-
-
-class Broker(Protocol):
-    """What the bot needs from a broker: :class:`PaperBroker` and :class:`LiveBroker` both are one."""
-
-    skipped: dict[str, str]  # signal key -> why open() returned None
-
-    def open(self, signal: Signal) -> Position | None: ...
-
-    def exit_reason(self, position: Position, price: float, now_ms: int) -> str | None: ...
-
-    def close(self, position: Position, price: float, now_ms: int, reason: str) -> Position: ...
-
-    def sync(self, positions: Iterable[Position], *, force: bool = False) -> list[Position]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _BrokerDone:
-    """What one broker call did (made on the broker thread when live, inline on paper)."""
-
-    kind: str  # "open" | "close" | "sync"
-    subject: Any  # what it was about: the Signal (open), (Position, reason) (close), None (sync)
-    result: Any = None  # (Position | None, why not) for open, Position for close, [Position] for sync
-    error: Exception | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _JobFailed:
     job: str
     error: str
@@ -137,11 +97,9 @@ class _JobFailed:
 class Housekeeper:
     """One named thread running exchange jobs in order; results go back to the main loop's queue.
 
-    Two of them run in a bot: ``surge-housekeeping`` for REST jobs (backfills, rescans, universe
-    refresh) and, when trading live, ``surge-broker`` for the signed calls (entries, closes, the
-    exits the exchange made), so that neither kind waits behind the other and the strategy loop waits
-    for neither. Jobs are plain callables; a job that raises is logged and reported, never fatal: once
-    ``surge run`` is up, an exchange outage is ridden out, not turned into an exit.
+    ``surge-housekeeping`` runs the REST jobs (backfills, rescans, universe refresh) so the strategy
+    loop never waits for them. Jobs are plain callables; a job that raises is logged and reported,
+    never fatal: once ``surge run`` is up, an exchange outage is ridden out, not turned into an exit.
     """
 
     def __init__(self, post: Callable[[Any], None], thread_name: str = "surge-housekeeping") -> None:
@@ -216,17 +174,15 @@ class Bot:
         self.rule = SurgeRule(settings.surge)
         self.rule4h = Rule4h.from_settings(settings.filter_4h)
         self.live4h = LiveFilter4h(self.rule4h)
-        self.broker: Broker = PaperBroker(settings.trade)  # a LiveBroker from _start_live when live
+        self.desk: PaperDesk | OrderDesk | None = None  # made by _start (an OrderDesk when live)
         self.book = PositionBook(settings.trade.max_open_positions)
-        self._pending: dict[str, _PendingEntry] = {}
-        self._exchange_retry_at = 0.0  # monotonic: no live call before this after a failed one
-        # live broker calls on their way (the broker thread makes them): an entry in flight counts as
-        # held, a position being closed is not closed twice, one exit check at a time
-        self.broker_desk: Housekeeper | None = None
-        self._entering: dict[str, Signal] = {}
-        self._closing: set[str] = set()
-        self._syncing = False
-        self._next_sync_at = 0.0
+        # what the desk is doing for the loop: an entry on its way counts as held (key -> symbol), a
+        # position being closed is not closed twice; both end with the desk's outcome message
+        self.entering: dict[str, str] = {}
+        self.closing: set[str] = set()
+        #: live trades the desk could not resolve before the stop (exit 4 when any)
+        self.unresolved: list[Any] = []
+        self.exit_code = EXIT_OK
 
         self.universe: set[str] = set()
         self.passing: set[str] = set()
@@ -300,17 +256,19 @@ class Bot:
     def _start(self) -> None:
         s = self.settings
         self.store = open_store(s.home)
-        for p in self.store.open_positions(venue=self.venue):
-            self.book.add(p)
+        # pool: the scan's workers, plus the desk's two threads placing both protective orders at once
+        self.rest = BinanceRest(s.rest_url, pool_size=s.filter_4h.workers + 2)
+        if self.live:
+            self._start_live()
+        else:
+            self.desk = PaperDesk(s.trade, self.store, self.venue, self._on_outcome)
+            for p in self.desk.start():
+                self.book.add(p)
         self.rule.restore_cooldowns(self.store.last_signal_times(venue=self.venue))
         if len(self.book):
             log.info(
                 "resuming %d open position(s): %s", len(self.book), ", ".join(sorted(self.book.symbols()))
             )
-
-        self.rest = BinanceRest(s.rest_url, pool_size=s.filter_4h.workers)
-        if self.live:
-            self._start_live()
         log.info("scanning the universe's 4h candles on %s", s.rest_url)
         scan_started_ms = int(time.time() * 1000)
         result = self._scan(None)  # an unreachable exchange raises here: exit 1 before anything started
@@ -359,9 +317,9 @@ class Bot:
         assert self.rest is not None and self.store is not None and self.credentials is not None
         install_log_redaction()
         signed = SignedRest(self.rest, self.credentials)
-        broker = LiveBroker(self.settings.trade, signed)
+        desk = OrderDesk(self.settings.trade, signed, self.store, self.venue, self.events.put)
         try:
-            summary = broker.account_summary()
+            summary = desk.account_summary()
         except ExchangeError as exc:
             hint = KEY_ERRORS.get(exc.code)
             if hint is None:
@@ -372,51 +330,28 @@ class Bot:
             log.info("%s", line)
         log.info("live trading on %s: protective orders on the exchange's Algo Service; state under venue %r",
                  self.settings.rest_url, self.venue)
-        self._persist_reconciliation(broker.reconcile(self.store.open_positions(venue=self.venue)))
-        self.broker = broker
-        # an entry is three signed requests (a timeout costs 10 s): made on their own thread, they
-        # do not hold up the decisions on every other symbol
-        self.broker_desk = Housekeeper(self.events.put, thread_name="surge-broker")
-        self.broker_desk.start()
-
-    def _persist_reconciliation(self, report: ReconcileReport) -> None:
-        """Store what reconciliation found; the book becomes exactly what the exchange holds."""
-        assert self.store is not None
-        for p in report.closed:
-            self.store.close_position(p, venue=self.venue)
-            log.info("EXIT %s %s at %g while surge was away, PnL %+.4f USDT", p.symbol, p.exit_reason,
-                     p.exit_price, p.pnl)
-        for p in report.updated:
-            self.store.update_position(p, venue=self.venue)
-        for p in report.adopted:
-            if not self.store.adopt_position(p, venue=self.venue):
-                log.warning("adopted position %s is already recorded (closed): kept in the book only", p.key)
-        if report.adopted:  # their signals are new rows: the same surge must not signal again at once
-            self.rule.restore_cooldowns(self.store.last_signal_times(venue=self.venue))
-        self.book = PositionBook(self.settings.trade.max_open_positions)
-        for p in report.open:
+        found = desk.start()  # hedge-mode check, the ledger against the exchange, then the desk's threads
+        self.desk = desk
+        for p in found.open:
             self.book.add(p)
-        if report.open:
-            log.info("holding %d position(s) on the exchange: %s", len(report.open),
-                     ", ".join(sorted(p.symbol for p in report.open)))
+        self.entering.update(found.in_flight)
+        if found.open:
+            log.info("holding %d position(s) on the exchange: %s", len(found.open),
+                     ", ".join(sorted(p.symbol for p in found.open)))
 
     def _shutdown(self) -> None:
         """Stop entries, close streams, flush, release: bounded so SIGTERM ends within 10 s."""
         self.entries_open = False
-        if self.broker_desk is not None:
-            # an order request is never abandoned half way: let the calls on their way end, then
-            # record what they did
-            self.broker_desk.stop(timeout=BROKER_STOP_S)
-            self._drain_broker_results()
-        if self.store is not None:
-            unconfirmed = {k: p.error for k, p in self._pending.items()}
-            unconfirmed.update({k: "no answer yet" for k in self._entering if k not in unconfirmed})
-            signals = {**{k: p.signal for k, p in self._pending.items()}, **self._entering}
-            for key, error in unconfirmed.items():  # reconciliation adopts them if the exchange has them
-                self.store.record_entry(signals[key], None, f"shutting down with the entry unconfirmed "
-                                        f"({error})", venue=self.venue)
-            self._pending.clear()
-            self._entering.clear()
+        if self.desk is not None:
+            # an order on its way is never abandoned half way: an entry gets its fill and its
+            # protective orders (bounded); what is still unresolved then is resumed by the next start
+            self.unresolved = self.desk.stop()
+            for t in self.unresolved:
+                log.error("stopping with the live %s of %s unresolved (trade %s is %s, client order id %s): "
+                          "the next start reconciles it", "close" if t.state == "closing" else "entry",
+                          t.symbol, t.key, t.state, client_id(t.key, EXIT if t.state == "closing" else ENTRY))
+            if self.unresolved:
+                self.exit_code = EXIT_UNRESOLVED
         if self.manager is not None:
             self.manager.stop(timeout=4.0)
         if self.housekeeper is not None:
@@ -454,7 +389,9 @@ class Bot:
             _Backfilled: self._on_backfilled,
             _Rescanned: self._on_rescanned,
             _JobFailed: self._on_job_failed,
-            _BrokerDone: self._on_broker_done,
+            TradeOpened: self._on_outcome,
+            TradeVoid: self._on_outcome,
+            TradeClosed: self._on_outcome,
         }
         get = self.events.get
         monotonic = time.monotonic
@@ -486,8 +423,6 @@ class Bot:
             if now >= next_exit_check:
                 next_exit_check = now + EXIT_CHECK_EVERY_S
                 self._check_max_hold()
-                self._sync_exchange()
-                self._retry_entries()
             if now >= next_heartbeat:
                 next_heartbeat = now + HEARTBEAT_EVERY_S
                 self._write_heartbeat(running=True)
@@ -511,8 +446,8 @@ class Bot:
                 next_due = min(next_due, self._backfill_retry_at)
             if deadline is not None:
                 next_due = min(next_due, deadline)
-            if self.ready_at is None or self._pending:
-                next_due = -math.inf  # checked after every item while starting / retrying entries
+            if self.ready_at is None:
+                next_due = -math.inf  # checked after every item while starting
 
     def _flush_closed_4h(self) -> None:
         if self._closed_4h and self.store is not None:
@@ -558,10 +493,10 @@ class Bot:
         self.last_price[sym] = k.close
         held = self.book.get(sym)
         if held is not None:
-            reason = self.broker.exit_reason(held, k.close, k.event_time or self.now_ms())
+            assert self.desk is not None
+            reason = self.desk.exit_reason(held, k.close, k.event_time or self.now_ms())
             if reason is not None:
                 self._close(held, k.close, k.event_time or self.now_ms(), reason)
-            self._sync_exchange()  # live: did a protective order fire? (at most every poll interval)
         if sym not in self.passing:
             if k.closed:
                 self.rule.seed(sym, [k])  # keep its history so it can signal at once if it passes later
@@ -579,102 +514,35 @@ class Bot:
             self._submit_backfill([sym])  # a hole the gap report did not cover (e.g. a fresh start)
 
     def _on_signal(self, signal: Signal) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.desk is not None
         self.signals_seen += 1
-        if self.store.has_signal(signal.key, venue=self.venue):  # ask before any order is sent
-            log.info("signal %s was already recorded: not entering twice", signal.key)
+        if self.store.has_signal(signal.key, venue=self.venue):  # the same candle again: entered once
             return
         refusal = None if self.entries_open else "shutting down"
-        refusal = refusal or self.book.refusal(signal.symbol) or self._pending_refusal(signal.symbol)
-        self._enter(signal, refusal)
+        refusal = refusal or self.book.refusal(signal.symbol) or self._entering_refusal(signal.symbol)
+        if refusal is not None:
+            if self.store.record_entry(signal, None, skip_reason=refusal, venue=self.venue):
+                self._log_signal(signal, refusal)
+            return
+        self.entering[signal.key] = signal.symbol  # before enter(): a paper outcome comes back inside it
+        if not self.desk.enter(signal):
+            self.entering.pop(signal.key, None)
+            log.info("signal %s was already recorded: not entering twice", signal.key)
+            return
+        self._log_signal(signal, None)
 
-    def _pending_refusal(self, symbol: str) -> str | None:
-        """Live entries on their way or being retried count as held: none more on the symbol or past
-        the limit."""
-        if not self._pending and not self._entering:
+    def _entering_refusal(self, symbol: str) -> str | None:
+        """Entries on their way count as held: none more on the symbol, none past the limit."""
+        if not self.entering:
             return None
-        unconfirmed = {k: p.signal.symbol for k, p in self._pending.items()}
-        unconfirmed.update({k: s.symbol for k, s in self._entering.items()})
-        if symbol in unconfirmed.values():
+        if symbol in self.entering.values():
             return f"an entry on {symbol} is still unconfirmed"
-        if len(self.book) + len(unconfirmed) >= self.book.max_open:
+        if len(self.book) + len(self.entering) >= self.book.max_open:
             return f"max_open_positions ({self.book.max_open}) reached"
         return None
 
-    # ----------------------------------------------------------------- broker calls
-
-    def _broker_call(self, kind: str, subject: Any, call: Callable[[], Any]) -> None:
-        """Make one broker call: on the broker thread when live (the result comes back through the
-        queue), at once on paper (nothing to wait for)."""
-
-        def job() -> _BrokerDone:
-            try:
-                return _BrokerDone(kind, subject, result=call())
-            except Exception as exc:  # noqa: BLE001 - handed to the loop, which decides (LIVE_ERRORS or a bug)
-                return _BrokerDone(kind, subject, error=exc)
-
-        if self.broker_desk is None:
-            self._on_broker_done(job())
-        else:
-            self.broker_desk.submit(f"broker {kind}", job)
-
-    def _on_broker_done(self, done: _BrokerDone) -> None:
-        if done.error is not None and not isinstance(done.error, LIVE_ERRORS):
-            raise done.error  # a bug, not the exchange: as loud as if the loop had made the call
-        if done.kind == "open":
-            self._entered(done)
-        elif done.kind == "close":
-            self._closed(done)
-        else:
-            self._synced(done)
-
-    def _drain_broker_results(self) -> None:
-        """At shutdown: handle the broker results still in the queue (nothing else is needed now)."""
-        while True:
-            try:
-                item = self.events.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _BrokerDone):
-                try:
-                    self._on_broker_done(item)
-                except Exception:  # noqa: BLE001 - the shutdown must go on (streams, lock)
-                    log.exception("while recording a broker result at shutdown")
-
-    def _enter(self, signal: Signal, refusal: str | None) -> None:
-        """Open (unless refused), then record the signal and its position in one transaction.
-
-        A live entry whose request fails is not recorded yet: it is asked again later under the same
-        client order id (the broker looks the order up before sending anything), never sent twice.
-        """
-        if refusal is not None:
-            self._record_entry(signal, None, refusal)
-            return
-        broker = self.broker
-        self._entering[signal.key] = signal
-
-        def call() -> tuple[Position | None, str | None]:
-            position = broker.open(signal)
-            # below the exchange's minimums, or refused by it: the broker says why
-            return position, None if position is not None else broker.skipped.get(signal.key, "not entered")
-
-        self._broker_call("open", signal, call)
-
-    def _entered(self, done: _BrokerDone) -> None:
-        signal: Signal = done.subject
-        self._entering.pop(signal.key, None)
-        if done.error is not None:
-            self._entry_failed(signal, done.error)
-            return
-        self._pending.pop(signal.key, None)
-        position, refusal = done.result
-        self._record_entry(signal, position, refusal)
-
-    def _record_entry(self, signal: Signal, position: Position | None, refusal: str | None) -> None:
-        assert self.store is not None
-        if not self.store.record_entry(signal, position, skip_reason=refusal, venue=self.venue):
-            log.info("signal %s was already recorded: not entering twice", signal.key)
-            return
+    @staticmethod
+    def _log_signal(signal: Signal, refusal: str | None) -> None:
         log.info(
             "SIGNAL %s %+.2f%% volume x%.1f quote %.0f at %g%s",
             signal.symbol,
@@ -684,8 +552,19 @@ class Bot:
             signal.price,
             f" (not entered: {refusal})" if refusal else "",
         )
-        if position is not None:
+
+    # ----------------------------------------------------------------- the desk's outcomes
+
+    def _on_outcome(self, outcome: TradeOpened | TradeVoid | TradeClosed) -> None:
+        if isinstance(outcome, TradeOpened):
+            position = outcome.position
+            self.entering.pop(position.key, None)
+            if self.book.get(position.symbol) is not None:
+                return  # known already (resumed at start)
             self.book.add(position)
+            if outcome.adopted:
+                assert self.store is not None  # its signal row is new: no second signal on it at once
+                self.rule.restore_cooldowns(self.store.last_signal_times(venue=self.venue))
             log.info(
                 "ENTER %s qty %.6g at %g, take profit %g, stop loss %g, max hold until %s",
                 position.symbol,
@@ -695,90 +574,39 @@ class Bot:
                 position.stop_loss,
                 time.strftime("%H:%M:%S", time.gmtime(position.deadline / 1000)),
             )
+            self._sync_1m()  # an adopted position needs its prices too
+        elif isinstance(outcome, TradeVoid):
+            self.entering.pop(outcome.key, None)
+        else:
+            closed = outcome.position
+            self.closing.discard(closed.key)
+            held = self.book.get(closed.symbol)
+            if held is None or held.key != closed.key:
+                return
+            self.book.remove(closed.symbol)
+            log.info("EXIT %s %s at %g, PnL %+.4f USDT", closed.symbol, closed.exit_reason, closed.exit_price,
+                     closed.pnl)
+            if closed.symbol not in self.passing:
+                self._sync_1m()
 
-    def _entry_failed(self, signal: Signal, exc: Exception) -> None:
-        first = self._pending.get(signal.key)
-        since = first.since if first is not None else time.monotonic()
-        self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
-        if time.monotonic() - since >= ENTRY_RETRY_FOR_S:
-            self._pending.pop(signal.key, None)
-            log.error("entry of %s given up after %.0fs of exchange errors: %s", signal.key,
-                      time.monotonic() - since, exc)
-            self._enter(signal, f"exchange error: {exc}")
-            return
-        self._pending[signal.key] = _PendingEntry(signal, since, str(exc))
-        log.error("entry of %s failed: %s; asking the exchange again in %.0fs (same client order id: never "
-                  "a second entry)", signal.key, exc, LIVE_RETRY_S)
-
-    def _retry_entries(self) -> None:
-        if self._pending and time.monotonic() >= self._exchange_retry_at:
-            for pending in list(self._pending.values()):
-                if pending.signal.key in self._entering:
-                    continue  # asked already, the answer is on its way
-                refusal = None if self.entries_open else "shutting down"
-                self._enter(pending.signal, refusal)
-
-    def _close(self, position: Position, price: float, now_ms: int, reason: str) -> None:
-        if time.monotonic() < self._exchange_retry_at or position.key in self._closing:
-            return  # a live call failed a moment ago (the next exit check tries again), or on its way
-        self._closing.add(position.key)
-        broker = self.broker
-        self._broker_call("close", (position, reason), lambda: broker.close(position, price, now_ms, reason))
-
-    def _closed(self, done: _BrokerDone) -> None:
-        position, reason = done.subject
-        self._closing.discard(position.key)
-        if done.error is not None:
-            self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
-            log.error("could not close %s (%s): %s; trying again in %.0fs", position.symbol, reason,
-                      done.error, LIVE_RETRY_S)
-            return
-        self._record_exit(done.result)
-
-    def _record_exit(self, closed: Position) -> None:
-        assert self.store is not None
-        held = self.book.get(closed.symbol)
-        if held is None or held.key != closed.key:
-            return  # recorded already: our close and the exchange's exit check both saw it end
-        self.store.close_position(closed, venue=self.venue)
-        self.book.remove(closed.symbol)
-        log.info("EXIT %s %s at %g, PnL %+.4f USDT", closed.symbol, closed.exit_reason, closed.exit_price,
-                 closed.pnl)
-        if closed.symbol not in self.passing:
-            self._sync_1m()
-
-    def _sync_exchange(self) -> None:
-        """Live: record the exits the exchange made (a protective order fired, or someone closed the
-        position) and put back missing protective orders. The broker throttles itself; paper: nothing."""
-        now = time.monotonic()
-        if not len(self.book) or now < self._exchange_retry_at or self._syncing or now < self._next_sync_at:
-            return
-        self._syncing = True
-        self._next_sync_at = now + getattr(self.broker, "poll_interval_s", 0.0)
-        broker, positions = self.broker, self.book.positions()
-        self._broker_call("sync", None, lambda: broker.sync(positions, force=True))
-
-    def _synced(self, done: _BrokerDone) -> None:
-        self._syncing = False
-        if done.error is not None:
-            self._exchange_retry_at = time.monotonic() + LIVE_RETRY_S
-            log.warning("checking the exchange's positions failed: %s (trying again in %.0fs)", done.error,
-                        LIVE_RETRY_S)
-            return
-        for p in done.result:
-            self._record_exit(p)
+    def _close(self, position: Position, price: float | None, now_ms: int, reason: str) -> None:
+        assert self.desk is not None
+        if position.key in self.closing:
+            return  # on its way
+        self.closing.add(position.key)
+        self.desk.close(position, reason, price, now_ms)
 
     def _check_max_hold(self) -> None:
         now = self.now_ms()
         for p in self.book.positions():
-            if now >= p.deadline:
+            if now >= p.deadline and p.key not in self.closing:
                 price = self.last_price.get(p.symbol)
-                if price is None:
+                if price is None and not self.live:
                     log.warning(
                         "max hold of %s reached but no price yet: closing on the next update", p.symbol
                     )
                     continue
-                self._close(p, price, now, "max_hold")
+                self._close(p, price, now, "max_hold")  # live: a market order needs no price of ours
 
     def _on_gap(self, gap: StreamGap) -> None:
         symbols_1m = sorted({n.split("@", 1)[0].upper() for n in gap.streams if n.endswith("@kline_1m")})
@@ -1009,4 +837,4 @@ def _rejected(result: ScanResult) -> set[str]:
     return {s for s, msg in result.errors.items() if msg.startswith("code ")}
 
 
-__all__ = ["Bot", "Broker", "Housekeeper", "RestError", "live_venue"]
+__all__ = ["Bot", "Housekeeper", "RestError", "live_venue"]

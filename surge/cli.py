@@ -1,8 +1,9 @@
 """The ``surge`` command line: parse, call into the package, print, exit with the contract's codes.
 
 Exit codes: 0 success, 1 runtime failure (exchange unreachable, nothing done), 2 bad usage or bad
-config, 3 another ``surge run`` holds the lock. A :class:`SurgeError` becomes one line on stderr;
-click's own usage errors already exit 2.
+config, 3 another ``surge run`` holds the lock, 4 ``surge run --live`` stopped with a live entry or
+close unresolved (logged as an ERROR naming it; the next start reconciles it). A
+:class:`SurgeError` becomes one line on stderr; click's own usage errors already exit 2.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def main(config_path: str | None) -> None:
     1-minute candle surges. Configuration: flags > environment (SURGE_REST_URL, SURGE_WS_URL,
     SURGE_HOME, SURGE_CONFIG) > TOML file > built-in defaults.
 
-    Exit codes: 0 success, 1 runtime failure, 2 bad usage or config, 3 already running.
+    Exit codes: 0 success, 1 runtime failure, 2 bad usage or config, 3 already running, 4 a live
+    run stopped with an entry or close unresolved (the next start reconciles it).
     """
 
 
@@ -283,7 +285,11 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     testnet first: SURGE_REST_URL=https://testnet.binancefuture.com. --sim --live trades on the
     built-in simulator: with SURGE_API_KEY / SURGE_API_SECRET if set (registered as the simulated
     account's keys, so your setup is exercised as is), else with the simulator's demo keys.
-    A wrong key or secret exits 1 at start with the exchange's code (-1022, -2014, -2015).
+    A wrong key or secret exits 1 at start with the exchange's code (-1022, -2014, -2015); a Hedge
+    Mode account exits 2. Every live trade is a row written before each exchange call: a lost or
+    late answer is asked about by client order id, never sent twice; a restart resumes it. On
+    SIGINT/SIGTERM an entry on its way gets its fill and protective orders first (about 15 s at most);
+    if it cannot be resolved in time the run exits 4 naming it, and the next start resumes it.
     """
     from surge.app import Bot
     from surge.runtime import setup_logging
@@ -315,7 +321,7 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
               credentials=credentials)
     install_stop_handlers(bot.request_stop)
     bot.run()
-    sys.exit(EXIT_OK)
+    sys.exit(bot.exit_code)  # 4 when a live entry or close was still unresolved at the stop
 
 
 # ------------------------------------------------------------------- status, signals, positions (issue 5)

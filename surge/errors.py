@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1  # exchange unreachable, nothing done
 EXIT_USAGE = 2  # bad usage or bad config
 EXIT_LOCKED = 3  # another `surge run` holds the lock
+EXIT_UNRESOLVED = 4  # `surge run --live` stopped with a live entry or close unresolved (next start resumes)
 
 
 class SurgeError(Exception):

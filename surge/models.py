@@ -146,3 +146,43 @@ class Position:
     @property
     def is_open(self) -> bool:
         return self.exit_time is None
+
+
+#: States of a live trade's lifecycle (see :class:`Trade`).
+INTENT, SENT, UNKNOWN, FILLED, PROTECTED, CLOSING, CLOSED, VOID = (
+    "intent", "sent", "unknown", "filled", "protected", "closing", "closed", "void")
+#: States in which the trade needs nothing from the exchange until something happens on it.
+RESTING_STATES = frozenset({PROTECTED, CLOSED, VOID})
+#: States from which a trade never moves again.
+FINAL_STATES = frozenset({CLOSED, VOID})
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """The persisted lifecycle of one live trade, keyed by its signal.
+
+    Why a row of its own: every exchange call of a live trade depends on what happened before it, and a
+    process can die between any two calls. The row is written *before* each call it governs, so a
+    restart reads exactly where the trade stood: intent (client id fixed, nothing sent) -> sent ->
+    filled -> protected -> closing -> closed, plus unknown (an order's answer was lost: ask by client
+    id, never send again) and void (never entered: refused, too small, or proven never executed).
+    """
+
+    key: str
+    symbol: str
+    state: str
+    qty: str = ""  # the entry's ordered quantity, exact decimal text ("" before it is sized)
+    entry_sent_at: int | None = None  # exchange-clock ms stamped on the entry POST (its recvWindow starts)
+    exit_reason: str | None = None  # why it is being closed (set with the closing state)
+    exit_sent_at: int | None = None  # exchange-clock ms stamped on the last exit POST
+    sl_algo_id: int | None = None
+    tp_algo_id: int | None = None
+    note: str | None = None  # the last problem, or why it is void
+    signal_at: float | None = None  # wall-clock seconds when the desk was told to enter
+    filled_at: float | None = None  # ... when the fill was known
+    protected_at: float | None = None  # ... when both protective orders were acknowledged
+    recv_window: int = 5000
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES

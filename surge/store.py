@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 
 from surge.errors import SurgeError
-from surge.models import Kline, Position, Signal
+from surge.models import CLOSED, INTENT, VOID, Kline, Position, Signal, Trade
 
 #: ``PRAGMA application_id`` of a surge database: the ASCII bytes "SRGE".
 APPLICATION_ID = 0x53524745
@@ -118,6 +119,38 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        3,
+        "live trade lifecycle",
+        # One row per live trade, keyed like its signal and position. It is written BEFORE each
+        # exchange call that depends on it, so a restart (or kill -9) resumes from the last state the
+        # exchange may have seen: see surge.models.Trade for the states.
+        """
+        CREATE TABLE trades (
+            venue         TEXT    NOT NULL,
+            key           TEXT    NOT NULL,
+            symbol        TEXT    NOT NULL,
+            state         TEXT    NOT NULL CHECK (state IN ('intent', 'sent', 'unknown', 'filled',
+                                                            'protected', 'closing', 'closed', 'void')),
+            qty           TEXT    NOT NULL DEFAULT '',
+            entry_sent_at INTEGER,
+            exit_reason   TEXT,
+            exit_sent_at  INTEGER,
+            sl_algo_id    INTEGER,
+            tp_algo_id    INTEGER,
+            note          TEXT,
+            signal_at     REAL,
+            filled_at     REAL,
+            protected_at  REAL,
+            recv_window   INTEGER NOT NULL DEFAULT 5000,
+            PRIMARY KEY (venue, key),
+            FOREIGN KEY (venue, key) REFERENCES signals (venue, key)
+        );
+        CREATE INDEX trades_unfinished ON trades (venue) WHERE state NOT IN ('closed', 'void');
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: The schema version that added the ``signals`` and ``positions`` tables.
 _STATE_VERSION = 2
@@ -130,6 +163,7 @@ _POSITION_COLUMNS = (
     "key, symbol, qty, entry_price, entry_time, take_profit, stop_loss, deadline, fees, "
     "exit_price, exit_time, exit_reason, pnl"
 )
+_TRADE_COLUMNS = ", ".join(f.name for f in fields(Trade))
 _SIGNAL_COLUMNS = (
     "symbol, time, open_time, change_pct, volume_multiple, quote_volume, price, outcome, skip_reason"
 )
@@ -599,6 +633,131 @@ class Store:
         where, params = _venue_filter(venue, "WHERE exit_time IS NOT NULL")
         rows = self._read(f"SELECT total(pnl) FROM positions {where}", params)
         return float(rows[0][0]) if rows else 0.0
+
+    # ------------------------------------------------------------------ live trade lifecycle
+    # Each method is one transaction that moves a trade (and, where it must, its signal and position)
+    # together, so there is no crash window in which the ledger says two different things.
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the store's lock; ROLLBACK on any exception."""
+        self._check_writable()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _put_trade(self, db: sqlite3.Connection, trade: Trade, venue: str) -> None:
+        marks = ", ".join("?" for _ in fields(Trade))
+        db.execute(f"INSERT OR REPLACE INTO trades (venue, {_TRADE_COLUMNS}) VALUES (?, {marks})",
+                   (venue, *astuple(trade)))
+
+    def record_intent(self, signal: Signal, trade: Trade, *, venue: str = DEFAULT_VENUE) -> bool:
+        """The decision to enter ``signal``: its signal row ("entered") and its trade row ("intent").
+
+        Written before anything is sent. False, writing nothing, when the signal is already recorded:
+        the same candle surging again (or a replay after a restart) never becomes a second entry.
+        """
+        if trade.key != signal.key or trade.state != INTENT:
+            raise ValueError(f"trade {trade.key!r} ({trade.state}) is not the intent of {signal.key!r}")
+        with self._transaction() as db:
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (venue, signal.key, signal.symbol, signal.time, signal.open_time, signal.change_pct,
+                 signal.volume_multiple, signal.quote_volume, signal.price, ENTERED, None),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._put_trade(db, trade, venue)
+        return True
+
+    def save_trade(self, trade: Trade, *, venue: str = DEFAULT_VENUE) -> None:
+        """Write a trade's new state (the row must exist; a final trade is never reopened)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM trades WHERE venue = ? AND key = ?",
+                             (venue, trade.key)).fetchone()
+            if row is None:
+                raise ValueError(f"no stored trade {trade.key}")
+            if row[0] in (CLOSED, VOID) and trade.state != row[0]:
+                raise ValueError(f"trade {trade.key} is {row[0]}: it cannot become {trade.state}")
+            self._put_trade(db, trade, venue)
+
+    def record_fill(self, trade: Trade, position: Position, *, venue: str = DEFAULT_VENUE) -> None:
+        """The entry filled: the trade's new state and its open position, together."""
+        if position.key != trade.key or not position.is_open:
+            raise ValueError(f"position {position.key} does not fit trade {trade.key}")
+        with self._transaction() as db:
+            self._put_trade(db, trade, venue)
+            db.execute(
+                f"INSERT OR REPLACE INTO positions (venue, {_POSITION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (venue, *_position_row(position)),
+            )
+
+    def void_trade(self, trade: Trade, reason: str, *, venue: str = DEFAULT_VENUE) -> None:
+        """The trade never entered (refused, too small, proven never executed): the trade is void and
+        its signal "skipped" with ``reason``, together."""
+        with self._transaction() as db:
+            self._put_trade(db, replace(trade, state=VOID, note=reason), venue)
+            db.execute("UPDATE signals SET outcome = ?, skip_reason = ? WHERE venue = ? AND key = ?",
+                       (SKIPPED, reason, venue, trade.key))
+
+    def record_trade_close(self, trade: Trade, closed: Position, *, venue: str = DEFAULT_VENUE) -> None:
+        """The position is flat (proven): the trade closed and the position's exit, together."""
+        if closed.is_open or closed.key != trade.key:
+            raise ValueError(f"position {closed.key} is not the closed position of trade {trade.key}")
+        with self._transaction() as db:
+            self._put_trade(db, replace(trade, state=CLOSED), venue)
+            db.execute(
+                "UPDATE positions SET exit_price = ?, exit_time = ?, exit_reason = ?, fees = ?, pnl = ? "
+                "WHERE venue = ? AND key = ? AND exit_time IS NULL",
+                (closed.exit_price, closed.exit_time, closed.exit_reason, closed.fees, closed.pnl, venue,
+                 closed.key),
+            )
+
+    def adopt_trade(self, trade: Trade, position: Position, *, venue: str = DEFAULT_VENUE) -> None:
+        """A position the exchange holds that no trade row knows (reconciliation): its signal (made
+        from the position if missing, flipped to "entered" if skipped), position and trade, together."""
+        symbol, _, open_time = position.key.partition(":")
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, 0.0, 0.0, 0.0, ?, ?, NULL)",
+                (venue, position.key, position.symbol, position.entry_time,
+                 int(open_time) if open_time.isdigit() else position.entry_time, position.entry_price,
+                 ENTERED),
+            )
+            db.execute("UPDATE signals SET outcome = ?, skip_reason = NULL WHERE venue = ? AND key = ?",
+                       (ENTERED, venue, position.key))
+            db.execute(
+                f"INSERT OR REPLACE INTO positions (venue, {_POSITION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (venue, *_position_row(position)),
+            )
+            self._put_trade(db, trade, venue)
+
+    def trade(self, key: str, *, venue: str = DEFAULT_VENUE) -> Trade | None:
+        rows = self._read(f"SELECT {_TRADE_COLUMNS} FROM trades WHERE venue = ? AND key = ?", (venue, key))
+        return Trade(*rows[0]) if rows else None
+
+    def trades(self, *, venue: str | None = None, unfinished: bool = False) -> list[Trade]:
+        """Trades (every one, or those not closed or void), oldest signal first."""
+        where, params = _venue_filter(venue, "WHERE state NOT IN ('closed', 'void')" if unfinished else "")
+        if self._version < 3:
+            return []
+        return [Trade(*r) for r in self._read(f"SELECT {_TRADE_COLUMNS} FROM trades {where} ORDER BY rowid",
+                                              params)]
+
+    def position(self, key: str, *, venue: str = DEFAULT_VENUE) -> Position | None:
+        rows = self._read(f"SELECT {_POSITION_COLUMNS} FROM positions WHERE venue = ? AND key = ?",
+                          (venue, key))
+        return Position(*rows[0]) if rows else None
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run a query on the state tables; a database from before them reads as empty.

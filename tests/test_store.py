@@ -288,7 +288,7 @@ def test_version_1_database_migrates_in_place(tmp_path: Path, monkeypatch: pytes
     path = tmp_path / "surge.db"
     make_v1_database(path, monkeypatch)
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         assert store.candles("A", "4h") == [k("A", 0), k("A", H4)]
         assert store.signals() == [] and store.open_positions() == []
         assert store.record_entry(sig(), pos(sig()))

@@ -11,10 +11,20 @@ Why it is shaped like this:
 * ``timestamp`` is local time plus an offset learnt from ``/fapi/v1/time``. A -1021 ("outside of
   the recvWindow") means our clock drifted: resync once and send again once (a new timestamp and
   signature); a second -1021 is an error.
-* Order placement is **never** retried blindly: a POST whose answer was lost (read timeout, reset
-  connection) may have been executed. It raises :class:`OrderStatusUnknown`; the caller asks the
-  exchange about its client order id before sending anything again (see
-  :mod:`surge.trading.live`). Reads and cancels are idempotent and get the transport retries.
+* Order placement is **never** retried blindly: a POST whose answer was lost may have been
+  executed. Binance says so of more than a lost answer: HTTP 5xx, HTTP 408, error -1006 ("unexpected
+  response from the message bus") and -1007 ("timeout waiting for response from backend server"),
+  under any HTTP status, even 200, all mean "execution status unknown", and so does a 2xx whose body
+  does not decode. Every one of them raises :class:`OrderStatusUnknown`; the caller asks the
+  exchange about its client order id before sending anything again (see :mod:`surge.trading.live`).
+* Reads and cancels (GET, DELETE) and the POSTs that only set account state to a value
+  (``/fapi/v1/leverage``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/marginType``) are idempotent:
+  the same answers are retried a few times and end as :class:`ExchangeUnavailable`. Sending those
+  POSTs twice is harmless (a second dualSidePosition change may answer -4059 "No need to change",
+  which then means done). Any other POST is treated as an order placement.
+* A 2xx whose body is an object with an integer ``code`` below 0 and a ``msg`` is an error answer,
+  not a result. Success bodies that carry a code (``{"code": 200, ...}``, DELETE algoOrder's
+  ``"code": "200"`` as a string) stay successes.
 * Secrets stay secret: the key and secret live in a :class:`Credentials` whose ``repr`` shows
   neither; URLs in messages have ``signature`` redacted; exceptions from ``requests`` (whose text
   contains the full URL) are replaced by one redacted line.
@@ -60,8 +70,10 @@ __all__ = [
     "Credentials",
     "ExchangeError",
     "ExchangeUnavailable",
+    "IDEMPOTENT_POSTS",
     "OrderStatusUnknown",
     "SIGNED_WEIGHTS",
+    "STATUS_UNKNOWN_CODES",
     "SignedRest",
     "SizeDecision",
     "SymbolRules",
@@ -98,11 +110,17 @@ SIGNED_WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v2/positionRisk"): 5,
     ("GET", "/fapi/v2/balance"): 5,
     ("GET", "/fapi/v2/account"): 5,
+    ("GET", "/fapi/v1/positionSide/dual"): 30,
+    ("POST", "/fapi/v1/positionSide/dual"): 1,
 }
 _ALL_SYMBOLS_WEIGHT = 40  # openOrders / openAlgoOrders without a symbol
 
 _SIGNATURE = re.compile(r"(signature=)[0-9A-Fa-f]+")
 _TRANSPORT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+#: POSTs that set account state to a given value: resending one cannot do anything twice
+IDEMPOTENT_POSTS = frozenset({"/fapi/v1/leverage", "/fapi/v1/positionSide/dual", "/fapi/v1/marginType"})
+#: error codes after which Binance does not know whether the request was executed
+STATUS_UNKNOWN_CODES = frozenset({-1006, -1007})
 
 
 def signed_weight(method: str, path: str, params: Mapping[str, Any]) -> int:
@@ -165,7 +183,8 @@ class Credentials:
 
 
 class OrderStatusUnknown(ExchangeUnavailable):
-    """An order placement whose answer was lost: the exchange may or may not have executed it.
+    """An order placement whose answer was lost or said "execution status unknown" (5xx, 408, -1006,
+    -1007, a garbled 2xx): the exchange may or may not have executed it.
 
     ``sent_at_ms`` is the request's ``timestamp`` (exchange time): once the exchange's clock passes
     ``sent_at_ms + recv_window_ms`` the request can no longer be accepted, so "not found" after that
@@ -245,8 +264,9 @@ class SignedRest:
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """Send one signed request and return the decoded JSON body.
 
-        Raises ExchangeError (an error body), OrderStatusUnknown (a POST whose answer was lost),
-        ExchangeUnavailable (transport failure after the retries) or RateLimitBanned.
+        Raises ExchangeError (an error body), OrderStatusUnknown (an order placement whose answer was
+        lost or said "execution status unknown"), ExchangeUnavailable (transport failure, 5xx, 408,
+        -1006 / -1007 or a garbled body after the retries) or RateLimitBanned.
         """
         clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         weight = signed_weight(method, path, clean)
@@ -264,7 +284,7 @@ class SignedRest:
                 self.sync_time()
 
     def _send(self, method: str, path: str, params: dict[str, str], weight: int) -> Any:
-        idempotent = method != "POST"
+        idempotent = method != "POST" or path in IDEMPOTENT_POSTS
         attempts = self.max_attempts if idempotent else 1
         rate_limited = 0
         attempt = 0
@@ -311,26 +331,31 @@ class SignedRest:
                     raise ExchangeError(-1003, f"still rate limited after {rate_limited - 1} retries", status)
                 attempt -= 1  # a 429 was not processed: resending is safe, and not a failed attempt
                 continue
-            if status >= 500:
+            try:
+                data: Any = loads(body)
+                decoded = True
+            except WireError:
+                data, decoded = None, False
+            unknown = _status_unknown(status, data, decoded)
+            if unknown is not None:
+                what = redact(unknown, self._creds.api_key)
                 if not idempotent:
                     raise OrderStatusUnknown(
-                        f"{method} {path}: HTTP {status}; the exchange may have executed it",
+                        f"{method} {path}: {what}; the exchange may have executed it",
                         sent_at_ms=ts, recv_window_ms=self.recv_window_ms,
                     )
                 if attempt >= attempts:
-                    raise ExchangeUnavailable(f"exchange unavailable: {method} {path}: HTTP {status} "
+                    raise ExchangeUnavailable(f"exchange unavailable: {method} {path}: {what} "
                                               f"(after {attempt} attempts)")
                 self._sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
                 continue
-            try:
-                data = loads(body)
-            except WireError:
-                if status >= 400:
-                    raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status) from None
-                raise ExchangeUnavailable(f"{method} {path}: malformed response body") from None
+            if not decoded:  # a 4xx with an HTML or empty body (2xx and 5xx were handled above)
+                raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status)
             if status >= 400:
                 code, msg = error_fields(data, status)
                 raise ExchangeError(code, redact(msg, self._creds.api_key), status)
+            if _is_error_body(data):
+                raise ExchangeError(data["code"], redact(str(data["msg"]), self._creds.api_key), status)
             return data
 
     # ------------------------------------------------------------------ endpoints
@@ -413,11 +438,45 @@ class SignedRest:
     def position_risk(self, symbol: str | None = None) -> list[dict[str, Any]]:
         return self.request("GET", "/fapi/v2/positionRisk", {"symbol": symbol})
 
+    def position_side_dual(self) -> bool:
+        """Whether the account is in hedge mode (``dualSidePosition``; weight 30). The bot trades
+        one-way positions only and asks once at start rather than meet -4061 on its first order."""
+        data = self.request("GET", "/fapi/v1/positionSide/dual")
+        value = data.get("dualSidePosition") if isinstance(data, dict) else None
+        if not isinstance(value, bool):
+            raise ExchangeUnavailable(f"/fapi/v1/positionSide/dual: unexpected body {data!r:.80}")
+        return value
+
     def balance(self) -> list[dict[str, Any]]:
         return self.request("GET", "/fapi/v2/balance")
 
     def account(self) -> dict[str, Any]:
         return self.request("GET", "/fapi/v2/account")
+
+
+def _is_error_body(data: Any) -> bool:
+    """``{"code": <int below 0>, "msg": ...}``: Binance's error shape, whatever the HTTP status.
+
+    The code must be a real int: DELETE algoOrder's success carries ``"code": "200"`` (a string) and
+    the cancel-all answer ``"code": 200``; neither is an error.
+    """
+    if not isinstance(data, dict) or "msg" not in data:
+        return False
+    code = data.get("code")
+    return isinstance(code, int) and not isinstance(code, bool) and code < 0
+
+
+def _status_unknown(status: int, data: Any, decoded: bool) -> str | None:
+    """Why an answer leaves the request's execution unknown (Binance: 5xx, 408, -1006 / -1007 under
+    any status, a 2xx that does not decode), or None when it is a definite answer."""
+    code = data.get("code") if _is_error_body(data) else None
+    if code in STATUS_UNKNOWN_CODES:
+        return f"HTTP {status} code {code}: {data['msg']}"
+    if status >= 500 or status == 408:
+        return f"HTTP {status}" + (f" code {code}" if code is not None else "")
+    if 200 <= status < 300 and not decoded:
+        return f"HTTP {status} with a malformed body"
+    return None
 
 
 def _param(value: Any) -> str:

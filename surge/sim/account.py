@@ -14,7 +14,11 @@ Why it is shaped like this:
   evaluated against the simulated price on every signed request and by :meth:`Account.tick`, which
   the REST server calls from its one housekeeping thread: no thread per order.
 * Faults for tests: the next order answered only after a delay (it is accepted first, so a client
-  with a shorter read timeout sees a timeout for an order that exists), and -2019 / -4164 on demand.
+  with a shorter read timeout sees a timeout for an order that exists), -2019 / -4164 on demand, the
+  answers Binance documents as "execution status unknown" (503, 408, -1006, -1007, a garbled 200,
+  an error body under HTTP 200) with the order executed or not, new-order answers without fill
+  fields, wrong or garbled positionRisk answers, hedge mode (``dualSidePosition``) and algo orders
+  held in ``TRIGGERING``. Each is something a live bot has to survive, so each can be produced here.
 
 The module imports nothing from the bot (the simulator is a leaf); errors are :class:`AccountError`
 which the REST server turns into Binance error bodies.
@@ -26,8 +30,10 @@ import collections
 import hashlib
 import hmac
 import itertools
+import json
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -43,6 +49,18 @@ MAX_RECV_WINDOW = 60000
 CONDITIONAL_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT",
                                "TRAILING_STOP_MARKET"})
 ALGO_TYPES_SUPPORTED = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+#: algo order states in which the order is still listed by openAlgoOrders
+ALGO_OPEN = frozenset({"NEW", "TRIGGERING"})
+#: kinds of :meth:`Account.answer_next_order`: answers after which an order may or may not exist
+UNKNOWN_ANSWERS = ("503", "408", "-1006", "-1007", "garbled", "error200")
+#: modes of :meth:`Account.set_avg_price_mode`
+AVG_PRICE_MODES = ("normal", "missing", "zero")
+#: kinds of :meth:`Account.position_risk_next`
+POSITION_RISK_FAULTS = ("empty", "garbled", "missing_rows", "zero")
+MSG_1001 = "Internal error; unable to process your request. Please try again."
+MSG_1006 = "An unexpected response was received from the message bus. Execution status unknown."
+MSG_1007 = ("Timeout waiting for response from backend server. Send status unknown; execution status "
+            "unknown.")
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 _API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
@@ -65,6 +83,8 @@ SIGNED_WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v3/balance"): 5,
     ("GET", "/fapi/v2/account"): 5,
     ("GET", "/fapi/v3/account"): 5,
+    ("GET", "/fapi/v1/positionSide/dual"): 30,
+    ("POST", "/fapi/v1/positionSide/dual"): 1,
 }
 
 
@@ -73,6 +93,43 @@ def signed_weight(method: str, path: str, params: Mapping[str, str]) -> int:
     if path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders") and not params.get("symbol"):
         return 40
     return SIGNED_WEIGHTS.get((method, path), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """An answer the REST server sends as it is (status and body bytes): the faults whose body is not
+    JSON, or whose status is not the one the endpoint's logic would give."""
+
+    status: int
+    body: bytes
+
+
+def _error_body(code: int, msg: str) -> bytes:
+    return json.dumps({"code": code, "msg": msg}, separators=(",", ":")).encode()
+
+
+def _truncated(value: Any) -> bytes:
+    """``value`` as JSON cut in the middle: what a connection closed mid-body leaves a client."""
+    text = json.dumps(value, separators=(",", ":")).encode()
+    return text[: max(1, len(text) // 2)]
+
+
+def unknown_answer(kind: str, result: Any = None) -> RawAnswer:
+    """The answer of kind ``kind`` (see :data:`UNKNOWN_ANSWERS`) to an order placement whose real
+    answer was ``result`` (None when it was refused or never executed)."""
+    if kind == "503":
+        return RawAnswer(503, _error_body(-1001, MSG_1001))
+    if kind == "408":
+        return RawAnswer(408, _error_body(-1007, MSG_1007))
+    if kind == "-1006":
+        return RawAnswer(400, _error_body(-1006, MSG_1006))
+    if kind == "-1007":
+        return RawAnswer(400, _error_body(-1007, MSG_1007))
+    if kind == "garbled":
+        return RawAnswer(200, _truncated(result if result is not None else {"orderId": 0, "status": "NEW"}))
+    if kind == "error200":
+        return RawAnswer(200, _error_body(-1007, MSG_1007))
+    raise ValueError(f"kind must be one of {', '.join(UNKNOWN_ANSWERS)}")
 
 
 class AccountError(Exception):
@@ -166,6 +223,11 @@ class SimPosition:
 class _OrderFaults:
     delays: collections.deque[float] = field(default_factory=collections.deque)
     errors: collections.deque[int] = field(default_factory=collections.deque)
+    #: (kind, executed) for the next order placements' answers
+    answers: collections.deque[tuple[str, bool]] = field(default_factory=collections.deque)
+    position_risk: collections.deque[str] = field(default_factory=collections.deque)
+    avg_price_mode: str = "normal"
+    triggering_hold_s: float = 0.0
 
 
 class Account:
@@ -173,6 +235,7 @@ class Account:
 
     ``price(symbol, now_ms)`` gives the last price; ``now_ms()`` the server clock. Keys: ``api_keys``
     maps API key -> secret (one pair by default, :data:`DEFAULT_API_KEY` / :data:`DEFAULT_API_SECRET`).
+    ``wall`` (seconds) times the TRIGGERING hold: it keeps running when a test freezes the market.
     Thread-safe: one lock around all state.
     """
 
@@ -184,9 +247,11 @@ class Account:
         *,
         api_keys: Mapping[str, str] | None = None,
         balance: Decimal | float | str = DEFAULT_BALANCE,
+        wall: Callable[[], float] = time.monotonic,
     ) -> None:
         self._price = price
         self._now = now_ms
+        self._wall = wall
         self._lock = threading.RLock()
         self.api_keys: dict[str, str] = dict(api_keys or {DEFAULT_API_KEY: DEFAULT_API_SECRET})
         self._rules: dict[str, _Rules] = {}
@@ -204,6 +269,9 @@ class Account:
         self._ids = itertools.count(8_389_765_000_000_001)
         self._algo_ids = itertools.count(3_000_000_000_001)
         self._faults = _OrderFaults()
+        #: hedge mode (``dualSidePosition``): orders need LONG/SHORT, positionRisk has two rows a symbol
+        self.dual_side = False
+        self._triggering: dict[int, float] = {}  # algoId -> wall time at which the TRIGGERING order fills
         #: every order request that reached the matching engine's checks (accepted or not), oldest first
         self.received: list[dict[str, Any]] = []
         #: accepted orders per newClientOrderId (entries and exits alike)
@@ -262,7 +330,60 @@ class Account:
             algo.status, algo.update_time = "CANCELED", self._now()
             return True
 
+    def answer_next_order(self, kind: str, count: int = 1, executed: bool = True) -> None:
+        """The next ``count`` order placements (order or algoOrder POST) are executed (or, with
+        ``executed=False``, not) and answered with one of the answers Binance documents as "execution
+        status unknown" (:data:`UNKNOWN_ANSWERS`): ``"503"`` (-1001), ``"408"`` (-1007), ``"-1006"``
+        and ``"-1007"`` (HTTP 400), ``"garbled"`` (HTTP 200, JSON cut short), ``"error200"`` (HTTP
+        200 with a -1007 body). A client must look the order up by its id before it sends it again.
+        """
+        if kind not in UNKNOWN_ANSWERS:
+            raise ValueError(f"kind must be one of {', '.join(UNKNOWN_ANSWERS)}")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._faults.answers.extend((kind, bool(executed)) for _ in range(count))
+
+    def set_avg_price_mode(self, mode: str) -> None:
+        """How the POST /fapi/v1/order answer reports the fill: ``"normal"``; ``"missing"`` (no
+        ``avgPrice`` / ``cumQuote`` keys, as the 2026 SDK's response model); ``"zero"`` (``"0.00"`` /
+        ``"0"``). GET /fapi/v1/order keeps the true values: a client must not take the fill price from
+        the placement answer on trust."""
+        if mode not in AVG_PRICE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(AVG_PRICE_MODES)}")
+        with self._lock:
+            self._faults.avg_price_mode = mode
+
+    def position_risk_next(self, kind: str, count: int = 1) -> None:
+        """The next ``count`` positionRisk answers (v2 and v3) are wrong: ``"empty"`` (``[]``),
+        ``"garbled"`` (HTTP 200, JSON cut short), ``"missing_rows"`` (the symbols with a position left
+        out) or ``"zero"`` (every row, each with a zero positionAmt). A bot must not close its books
+        on one such answer."""
+        if kind not in POSITION_RISK_FAULTS:
+            raise ValueError(f"kind must be one of {', '.join(POSITION_RISK_FAULTS)}")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._faults.position_risk.extend(kind for _ in range(count))
+
+    def set_dual_side(self, enabled: bool) -> None:
+        """Switch hedge mode on or off behind the bot's back (as in the web UI; no -4059 / -4068
+        checks, which the POST endpoint applies)."""
+        with self._lock:
+            self.dual_side = bool(enabled)
+
+    def set_triggering_hold_s(self, seconds: float) -> None:
+        """An algo order whose trigger is crossed stays ``TRIGGERING`` (listed, not cancellable) for
+        ``seconds`` of wall time before it fills, as Binance's Algo Service may hold it; 0 fills at once."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        with self._lock:
+            self._faults.triggering_hold_s = float(seconds)
+
     def clear_faults(self) -> None:
+        """Forget every scripted fault: delays, rejections, unknown answers, positionRisk faults, the
+        avg-price mode and the TRIGGERING hold (orders already TRIGGERING still fill on time). Hedge
+        mode is account state, not a fault: it stays."""
         with self._lock:
             self._faults = _OrderFaults()
 
@@ -277,10 +398,12 @@ class Account:
                               for s, p in self.positions.items() if p.amount != 0},
                 "open_orders": [self._order_json(o) for o in self.orders.values() if o.status == "NEW"],
                 "open_algo_orders": [self._algo_json(a) for a in self.algo_orders.values()
-                                     if a.status == "NEW"],
+                                     if a.status in ALGO_OPEN],
                 "orders": len(self.orders),
                 "received": len(self.received),
                 "client_order_counts": dict(self.client_order_counts),
+                "entry_orders": {k: v for k, v in self.client_order_counts.items() if k.startswith("sg-e-")},
+                "dual_side": self.dual_side,
                 "algo_client_counts": dict(self.algo_client_counts),
                 "leverage": dict(self.leverage),
                 "signature_failures": self.signature_failures,
@@ -289,7 +412,8 @@ class Account:
 
     def open_algo_orders(self, symbol: str | None = None) -> list[SimAlgoOrder]:
         with self._lock:
-            return [a for a in self.algo_orders.values() if a.status == "NEW" and symbol in (None, a.symbol)]
+            return [a for a in self.algo_orders.values()
+                    if a.status in ALGO_OPEN and symbol in (None, a.symbol)]
 
     def position(self, symbol: str) -> SimPosition:
         with self._lock:
@@ -353,30 +477,52 @@ class Account:
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, method: str, path: str, params: dict[str, str]) -> Any:
-        """Run one authenticated request; returns the JSON-able answer or raises AccountError."""
+        """Run one authenticated request; returns the JSON-able answer, a :class:`RawAnswer` (a
+        scripted fault) or raises AccountError."""
         route = _ROUTES.get((method, path))
         if route is None:
             raise _bad(-5000, f"Path {path}, Method {method} is invalid", 404)
         with self._lock:
             self.tick()
+            if (method, path) in ORDER_PLACEMENT and self._faults.answers:
+                kind, executed = self._faults.answers.popleft()
+                if not executed:
+                    return unknown_answer(kind)
+                try:
+                    result = getattr(self, route)(params)
+                except AccountError:
+                    result = None  # refused; the client learns it only by asking
+                return unknown_answer(kind, result)
             return getattr(self, route)(params)
 
     def tick(self) -> int:
-        """Trigger every open algo order the current price has crossed; returns how many fired."""
+        """Trigger every open algo order the current price has crossed (or hold it TRIGGERING) and
+        fill those whose TRIGGERING hold is over; returns how many filled."""
         fired = 0
         with self._lock:
-            open_algos = [a for a in self.algo_orders.values() if a.status == "NEW"]
-            if not open_algos:
+            live = [a for a in self.algo_orders.values() if a.status in ALGO_OPEN]
+            if not live:
                 return 0
             now = self._now()
+            wall = self._wall()
             prices: dict[str, Decimal] = {}
-            for algo in open_algos:
+            for algo in live:
                 if algo.symbol not in prices:
                     prices[algo.symbol] = self._last(algo.symbol, now)
                 px = prices[algo.symbol]
-                if self._crossed(algo, px):
-                    self._trigger(algo, px, now)
-                    fired += 1
+                if algo.status == "TRIGGERING":
+                    if wall >= self._triggering.get(algo.algo_id, 0.0):
+                        self._triggering.pop(algo.algo_id, None)
+                        self._execute(algo, px, now)
+                        fired += 1
+                elif self._crossed(algo, px):
+                    algo.trigger_time = algo.update_time = now
+                    if self._faults.triggering_hold_s > 0:
+                        algo.status = "TRIGGERING"
+                        self._triggering[algo.algo_id] = wall + self._faults.triggering_hold_s
+                    else:
+                        self._execute(algo, px, now)
+                        fired += 1
         return fired
 
     # ------------------------------------------------------------------ helpers
@@ -392,8 +538,9 @@ class Account:
             return px <= algo.trigger if sell else px >= algo.trigger
         return px >= algo.trigger if sell else px <= algo.trigger
 
-    def _trigger(self, algo: SimAlgoOrder, px: Decimal, now: int) -> None:
-        algo.trigger_time = algo.update_time = now
+    def _execute(self, algo: SimAlgoOrder, px: Decimal, now: int) -> None:
+        """The triggered algo order's MARKET order, at the price of the moment it is sent."""
+        algo.update_time = now
         pos = self.positions.get(algo.symbol, SimPosition())
         qty = abs(pos.amount) if algo.close_position else algo.qty
         reducing = (pos.amount > 0 and algo.side == "SELL") or (pos.amount < 0 and algo.side == "BUY")
@@ -543,6 +690,7 @@ class Account:
         if otype != "MARKET":
             raise _bad(-1116 if otype not in ("LIMIT",) else -4000, "Invalid orderType." if otype != "LIMIT"
                        else "Only MARKET orders are simulated.")
+        self._check_position_side(p)
         cid = self._client_id(p, "newClientOrderId") or f"sim{next(self._ids)}"
         prior = self._by_client.get((symbol, cid))
         if prior is not None and self.orders[prior].status == "NEW":
@@ -574,7 +722,22 @@ class Account:
         body = self._order_json(order)
         if p.get("newOrderRespType", "ACK") != "RESULT":
             body.update(status="NEW", executedQty="0", cumQty="0", cumQuote="0", avgPrice="0.00")
+        if self._faults.avg_price_mode == "missing":
+            del body["avgPrice"], body["cumQuote"]
+        elif self._faults.avg_price_mode == "zero":
+            body.update(avgPrice="0.00", cumQuote="0")
         return body
+
+    def _check_position_side(self, p: Mapping[str, str]) -> None:
+        """-4061 when ``positionSide`` does not fit the account's mode (BOTH or none in one-way mode,
+        LONG / SHORT in hedge mode); hedge-mode orders themselves are not simulated (-4000)."""
+        side = p.get("positionSide") or "BOTH"
+        if side not in ("BOTH", "LONG", "SHORT"):
+            raise _bad(-1130, "Data sent for parameter 'positionSide' is not valid.")
+        if (side == "BOTH") == self.dual_side:
+            raise _bad(-4061, "Order's position side does not match user's setting.")
+        if self.dual_side:
+            raise _bad(-4000, "hedge mode orders are not simulated")
 
     def _find_order(self, p: dict[str, str]) -> SimOrder:
         symbol = self._symbol(p)
@@ -632,6 +795,7 @@ class Account:
             raise _bad(-1116, "Invalid orderType.")
         if otype not in ALGO_TYPES_SUPPORTED:
             raise _bad(-4000, f"Only STOP_MARKET and TAKE_PROFIT_MARKET are simulated, not {otype}.")
+        self._check_position_side(p)
         r = self._rules[symbol]
         trigger = self._decimal(p, "triggerPrice")
         assert trigger is not None
@@ -650,7 +814,7 @@ class Account:
             raise _bad(-1130, "Data sent for parameter 'workingType' is not valid.")
         cid = self._client_id(p, "clientAlgoId") or f"simalgo{next(self._algo_ids)}"
         prior = self._algo_by_client.get(cid)
-        if prior is not None and self.algo_orders[prior].status == "NEW":
+        if prior is not None and self.algo_orders[prior].status in ALGO_OPEN:
             raise _bad(-4116, "ClientOrderId is duplicated.")
         code = self._faults.errors.popleft() if self._faults.errors else None
         if code is not None:
@@ -702,7 +866,7 @@ class Account:
     def _open_algos(self, p: dict[str, str]) -> Any:
         symbol = self._symbol(p) if p.get("symbol") else None
         return [self._algo_json(a, query=True) for a in self.algo_orders.values()
-                if a.status == "NEW" and symbol in (None, a.symbol)]
+                if a.status in ALGO_OPEN and symbol in (None, a.symbol)]
 
     def _cancel_all_algos(self, p: dict[str, str]) -> Any:
         symbol = self._symbol(p)
@@ -714,25 +878,59 @@ class Account:
 
     def _position_risk(self, p: dict[str, str]) -> Any:
         symbol = self._symbol(p) if p.get("symbol") else None
+        fault = self._faults.position_risk.popleft() if self._faults.position_risk else None
+        if fault == "empty":
+            return []
         now = self._now()
         names = [symbol] if symbol else sorted(set(self.positions) | set(self.leverage))
+        if fault == "missing_rows":
+            names = [s for s in names if self.positions.get(s, SimPosition()).amount == 0]
+        sides = ("LONG", "SHORT") if self.dual_side else ("BOTH",)
         out = []
         for sym in names:
             pos = self.positions.get(sym, SimPosition())
-            r = self._rules[sym]
-            mark = self._last(sym, now)
-            lev = self.leverage.get(sym, 20)
-            out.append({
-                "symbol": sym, "positionAmt": _fixed(pos.amount, r.qd),
-                "entryPrice": _s(pos.entry) if pos.amount else "0.0",
-                "breakEvenPrice": _s(pos.entry) if pos.amount else "0.0",
-                "markPrice": _s(mark), "unRealizedProfit": _fixed((mark - pos.entry) * pos.amount, 8),
-                "liquidationPrice": "0", "leverage": str(lev), "maxNotionalValue": "1000000",
-                "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
-                "positionSide": "BOTH", "notional": _s(mark * pos.amount), "isolatedWallet": "0",
-                "updateTime": pos.update_time,
-            })
+            for side in sides:
+                # hedge mode: the one simulated position shows on the row of its direction
+                shown = side == "BOTH" or (side == "LONG" and pos.amount > 0) or (
+                    side == "SHORT" and pos.amount < 0)
+                amount = pos.amount if shown and fault != "zero" else Decimal(0)
+                out.append(self._risk_row(sym, amount, pos, side, now))
+        if fault == "garbled":
+            return RawAnswer(200, _truncated(out))
         return out
+
+    def _risk_row(self, sym: str, amount: Decimal, pos: SimPosition, side: str, now: int) -> dict[str, Any]:
+        r = self._rules[sym]
+        mark = self._last(sym, now)
+        entry = pos.entry if amount else Decimal(0)
+        return {
+            "symbol": sym, "positionAmt": _fixed(amount, r.qd),
+            "entryPrice": _s(entry) if amount else "0.0",
+            "breakEvenPrice": _s(entry) if amount else "0.0",
+            "markPrice": _s(mark), "unRealizedProfit": _fixed((mark - entry) * amount, 8),
+            "liquidationPrice": "0", "leverage": str(self.leverage.get(sym, 20)),
+            "maxNotionalValue": "1000000",
+            "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
+            "positionSide": side, "notional": _s(mark * amount), "isolatedWallet": "0",
+            "updateTime": pos.update_time,
+        }
+
+    def _get_dual(self, p: dict[str, str]) -> Any:
+        return {"dualSidePosition": self.dual_side}
+
+    def _post_dual(self, p: dict[str, str]) -> Any:
+        if not p.get("dualSidePosition"):
+            raise _mandatory("dualSidePosition")
+        wanted = self._bool(p, "dualSidePosition")
+        if wanted == self.dual_side:
+            raise _bad(-4059, "No need to change position side.")
+        if any(x.amount != 0 for x in self.positions.values()):
+            raise _bad(-4068, "Position side cannot be changed if there exists position.")
+        if any(o.status == "NEW" for o in self.orders.values()) or any(
+                a.status in ALGO_OPEN for a in self.algo_orders.values()):
+            raise _bad(-4067, "Position side cannot be changed if there exists open orders.")
+        self.dual_side = wanted
+        return {"code": 200, "msg": "success"}
 
     def _balance(self, p: dict[str, str]) -> Any:
         now = self._now()
@@ -758,12 +956,17 @@ class Account:
                         "unrealizedProfit": _fixed(upnl, 8), "marginBalance": _fixed(self.wallet + upnl, 8),
                         "availableBalance": _fixed(available, 8), "updateTime": now}],
             "positions": [{"symbol": s, "positionAmt": _s(x.amount), "entryPrice": _s(x.entry),
-                           "leverage": str(self.leverage.get(s, 20)), "positionSide": "BOTH",
+                           "leverage": str(self.leverage.get(s, 20)), "positionSide": self._side_of(x),
                            "updateTime": x.update_time}
                           for s, x in self.positions.items() if x.amount != 0],
         }
 
     # ------------------------------------------------------------------ JSON shapes
+
+    def _side_of(self, pos: SimPosition) -> str:
+        if not self.dual_side:
+            return "BOTH"
+        return "LONG" if pos.amount > 0 else "SHORT"
 
     def _order_json(self, o: SimOrder) -> dict[str, Any]:
         r = self._rules[o.symbol]
@@ -814,6 +1017,8 @@ _ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/fapi/v3/balance"): "_balance",
     ("GET", "/fapi/v2/account"): "_account",
     ("GET", "/fapi/v3/account"): "_account",
+    ("GET", "/fapi/v1/positionSide/dual"): "_get_dual",
+    ("POST", "/fapi/v1/positionSide/dual"): "_post_dual",
 }
 
 #: Paths of the signed routes, for the REST server's dispatch.
@@ -834,13 +1039,19 @@ def sign(secret: str, payload: str) -> str:
 
 
 __all__ = [
+    "ALGO_OPEN",
     "ALGO_TYPES_SUPPORTED",
+    "AVG_PRICE_MODES",
     "Account",
     "AccountError",
     "CONDITIONAL_TYPES",
     "DEFAULT_API_KEY",
     "DEFAULT_API_SECRET",
+    "POSITION_RISK_FAULTS",
+    "RawAnswer",
     "SIGNED_PATHS",
+    "UNKNOWN_ANSWERS",
     "sign",
     "signed_weight",
+    "unknown_answer",
 ]

@@ -31,7 +31,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from surge.exchange.wire import fmt, kline_to_rest_row
 from surge.models import INTERVALS
-from surge.sim.account import SIGNED_PATHS, Account, AccountError, signed_weight
+from surge.sim.account import (
+    SIGNED_PATHS,
+    UNKNOWN_ANSWERS,
+    Account,
+    AccountError,
+    RawAnswer,
+    signed_weight,
+    unknown_answer,
+)
 from surge.sim.market import MINUTE_MS, Market
 
 WEIGHT_LIMIT_1M = 2400
@@ -84,9 +92,10 @@ def _dumps(obj: Any) -> bytes:
 class _Fault:
     """One scripted answer for the next Binance request."""
 
-    kind: str  # "429", "418", "5xx", "malformed", "stall"
+    kind: str  # "429", "418", "5xx", "malformed", "stall", "unknown"
     status: int = 0
     seconds: float = 0.0
+    answer: str = ""  # for "unknown": one of UNKNOWN_ANSWERS
 
 
 @dataclass(slots=True)
@@ -196,7 +205,8 @@ class RestServer:
 
     Endpoints: ``/fapi/v1/ping``, ``/time``, ``/exchangeInfo``, ``/klines``, ``/ticker/24hr``,
     ``/ticker/price``. Controls: :meth:`set_latency`, :meth:`fail_next` (429 / 418),
-    :meth:`error_next` (5xx), :meth:`malformed_next`, :meth:`stall_next`, :meth:`clear_faults`,
+    :meth:`error_next` (5xx), :meth:`error_for` (a 5xx spell), :meth:`answer_next` (408, -1006,
+    -1007, ...), :meth:`malformed_next`, :meth:`stall_next`, :meth:`clear_faults`,
     :meth:`unban`, :meth:`freeze` / :meth:`unfreeze`, :meth:`inject_surge`, :meth:`arrange_4h`; the
     same under ``/_sim/...`` over HTTP. Observations: :meth:`stats`,
     :meth:`arrivals`, :meth:`retry_windows`, :meth:`reset_stats`.
@@ -231,6 +241,8 @@ class RestServer:
         self._wall = wall_clock
         self._lock = threading.Lock()
         self._faults: collections.deque[_Fault] = collections.deque()
+        self._spell_until_ms = 0.0  # wall time until which every Binance request answers _spell_status
+        self._spell_status = 503
         self._ips: dict[str, _IpState] = {}
         self._stop = threading.Event()
         self._httpd: _Server | None = None
@@ -238,7 +250,7 @@ class RestServer:
         self._info_cache: bytes | None = None
         #: the signed side (keys, orders, algo orders, positions); see surge.sim.account
         self.account = Account(lambda s, now: market.current_kline(s, "1m", now).close, market.now_ms,
-                               market.exchange_symbols())
+                               market.exchange_symbols(), wall=wall_clock)
         #: how often the housekeeping thread lets protective (algo) orders trigger between requests
         self.account_tick_s = 0.1
         self._account_thread: threading.Thread | None = None
@@ -316,6 +328,28 @@ class RestServer:
             raise ValueError("status must be 5xx")
         self._push(count, _Fault("5xx", status))
 
+    def error_for(self, seconds: float, status: int = 503) -> None:
+        """Every Binance request (public and signed) answers a server error until ``seconds`` of wall
+        time have passed: an outage longer than any retry budget, which count-based faults cannot
+        express without guessing how many requests the client will send. Signed requests are not
+        executed meanwhile. :meth:`clear_faults` ends it early."""
+        if not 500 <= status <= 599:
+            raise ValueError("status must be 5xx")
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        with self._lock:
+            self._spell_until_ms = self._wall() * 1000.0 + float(seconds) * 1000.0
+            self._spell_status = int(status)
+
+    def answer_next(self, kind: str, count: int = 1) -> None:
+        """The next ``count`` Binance requests (any path; not executed) get one of the "execution
+        status unknown" answers of :meth:`Account.answer_next_order` (``"503"``, ``"408"``,
+        ``"-1006"``, ``"-1007"``, ``"garbled"``, ``"error200"``): how a client treats them on reads
+        and cancels, where they are safe to retry, is as much a part of the contract as on orders."""
+        if kind not in UNKNOWN_ANSWERS:
+            raise ValueError(f"kind must be one of {', '.join(UNKNOWN_ANSWERS)}")
+        self._push(count, _Fault("unknown", answer=kind))
+
     def malformed_next(self, count: int) -> None:
         """The next ``count`` requests answer 200 with a truncated JSON body."""
         self._push(count, _Fault("malformed"))
@@ -325,8 +359,10 @@ class RestServer:
         self._push(count, _Fault("stall", seconds=float(seconds)))
 
     def clear_faults(self) -> None:
+        """Forget the scripted faults and end a 5xx spell (the account's faults are its own)."""
         with self._lock:
             self._faults.clear()
+            self._spell_until_ms = 0.0
 
     def unban(self) -> None:
         """Forget every Retry-After window, ban and weight used (a fresh minute for every IP)."""
@@ -376,6 +412,7 @@ class RestServer:
                 "violations": self._violations,
                 "bans": self._bans,
                 "pending_faults": len(self._faults),
+                "error_spell_s": max(0.0, (self._spell_until_ms - self._wall() * 1000.0) / 1000.0),
                 "latency_ms": self.latency_ms,
                 "weight_limit": self.weight_limit,
             }
@@ -489,6 +526,8 @@ class RestServer:
             delay = self.account.take_delay()
             if delay > 0:
                 self._stop.wait(delay)
+        if isinstance(result, RawAnswer):  # a scripted "status unknown" or garbled answer
+            return result.status, result.body, headers
         return 200, _dumps(result), headers
 
     def _routes(self) -> dict[str, Callable[[dict[str, str]], bytes]]:
@@ -540,6 +579,12 @@ class RestServer:
         gate = self._gate(ip, arrival, weight)
         if gate is not None:
             return gate
+        with self._lock:
+            spell = self._spell_status if arrival < self._spell_until_ms else 0
+        if spell:
+            if self.latency_ms > 0:
+                self._stop.wait(self.latency_ms / 1000.0)
+            return self._fault_response(_Fault("5xx", spell), ip)
         fault = self._next_fault()
         if self.latency_ms > 0:
             self._stop.wait(self.latency_ms / 1000.0)
@@ -612,6 +657,9 @@ class RestServer:
                 return self._ban_response(st, now_ms, ip)
         if fault.kind == "malformed":
             return 200, b'[[1700000000000,"1.0","1.1",', self._weight_headers(ip)
+        if fault.kind == "unknown":
+            raw = unknown_answer(fault.answer)
+            return raw.status, raw.body, self._weight_headers(ip)
         if fault.status in (502, 504):  # the edge in front of Binance answers these with HTML
             text = "Bad Gateway" if fault.status == 502 else "Gateway Time-out"
             html = f"<html><head><title>{fault.status} {text}</title></head><body>{text}</body></html>"
@@ -812,8 +860,9 @@ class RestServer:
             "latency": lambda a: self.set_latency(float(a["ms"])),
             "fail": lambda a: self.fail_next(int(a.get("count", 1)), int(a.get("status", 429)),
                                              float(a.get("retry_after", 1))),
-            "error": lambda a: self.error_next(int(a.get("count", 1)), int(a.get("status", 503))),
+            "error": self._error_control,
             "malformed": lambda a: self.malformed_next(int(a.get("count", 1))),
+            "answer_next": lambda a: self.answer_next(a["kind"], int(a.get("count", 1))),
             "stall": lambda a: self.stall_next(int(a.get("count", 1)), float(a["seconds"])),
             "clear_faults": lambda a: self.clear_faults(),
             "unban": lambda a: self.unban(),
@@ -838,8 +887,23 @@ class RestServer:
             "account/balance": lambda a: self.account.set_balance(a["amount"]),
             "account/cancel_algo": lambda a: self.account.cancel_algo(a["clientAlgoId"]),
             "account/clear_faults": lambda a: self.account.clear_faults(),
+            "account/answer_next_order": lambda a: self.account.answer_next_order(
+                a["kind"], int(a.get("count", 1)), _bool_arg(a.get("executed", "true"))),
+            "account/avg_price_mode": lambda a: self.account.set_avg_price_mode(a["mode"]),
+            "account/position_risk_next": lambda a: self.account.position_risk_next(a["kind"],
+                                                                                    int(a.get("count", 1))),
+            "account/dual_side": lambda a: self.account.set_dual_side(_bool_arg(a["enabled"])),
+            "account/triggering_hold": lambda a: self.account.set_triggering_hold_s(float(a["seconds"])),
             "market": lambda a: m.stats(),
         }
+
+    def _error_control(self, args: dict[str, str]) -> None:
+        """``/_sim/error``: ``seconds`` makes it a spell (:meth:`error_for`), else ``count`` requests."""
+        status = int(args.get("status", 503))
+        if "seconds" in args:
+            self.error_for(float(args["seconds"]), status)
+        else:
+            self.error_next(int(args.get("count", 1)), status)
 
     def _ws_control(self, name: str, args: dict[str, str]) -> Any:
         ws = self.ws_controls
@@ -860,6 +924,16 @@ def _jsonable(value: Any) -> Any:
 
 def _flag(value: str | None) -> bool:
     return value is not None and value.lower() in ("1", "true", "yes", "on")
+
+
+def _bool_arg(value: str) -> bool:
+    """A control's true/false argument; anything else is a 400 rather than a silent False."""
+    low = value.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def _coerce(value: str) -> Any:

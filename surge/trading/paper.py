@@ -8,11 +8,13 @@ high or low, which may have been printed before the entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import replace
 
 from surge.config import TradeSettings
 from surge.models import Position, Signal
+from surge.store import Store
+from surge.trading.outcomes import Outcome, TradeClosed, TradeOpened
 
 TAKE_PROFIT = "take_profit"
 STOP_LOSS = "stop_loss"
@@ -26,9 +28,6 @@ class PaperBroker:
         self.settings = settings
         self._slip = settings.slippage_pct / 100.0
         self._fee = settings.taker_fee_pct / 100.0
-        #: signal key -> why it was not entered: always empty here (a paper fill never fails), kept so
-        #: the bot drives paper and live brokers through one interface
-        self.skipped: dict[str, str] = {}
 
     def open(self, signal: Signal, now_ms: int | None = None) -> Position:
         s = self.settings
@@ -58,11 +57,6 @@ class PaperBroker:
             return MAX_HOLD
         return None
 
-    @staticmethod
-    def sync(positions: Iterable[Position], *, force: bool = False) -> list[Position]:
-        """Exits made elsewhere since the last call: none on paper (every exit is decided here)."""
-        return []
-
     def close(self, position: Position, price: float, now_ms: int, reason: str) -> Position:
         exit_price = price * (1.0 - self._slip)
         fees = position.fees + exit_price * position.qty * self._fee
@@ -70,3 +64,46 @@ class PaperBroker:
         return replace(
             position, exit_price=exit_price, exit_time=now_ms, exit_reason=reason, fees=fees, pnl=pnl
         )
+
+
+class PaperDesk:
+    """Paper trading behind the same interface as the live :class:`~surge.trading.desk.OrderDesk`.
+
+    A paper fill cannot fail or be late, so every call is made at once on the caller's thread and its
+    outcome handed to ``post`` before the call returns; the signal and its position are written in one
+    transaction (:meth:`Store.record_entry`), so a replayed signal never enters twice.
+    """
+
+    def __init__(
+        self, settings: TradeSettings, store: Store, venue: str, post: Callable[[Outcome], None]
+    ) -> None:
+        self.broker = PaperBroker(settings)
+        self.store = store
+        self.venue = venue
+        self._post = post
+        self.exit_reason = self.broker.exit_reason
+
+    def start(self) -> list[Position]:
+        """The open positions to resume (paper has no exchange to reconcile with)."""
+        return self.store.open_positions(venue=self.venue)
+
+    def enter(self, signal: Signal) -> bool:
+        """Fill ``signal`` on paper and record it; False (nothing written) if it was recorded before."""
+        position = self.broker.open(signal)
+        if not self.store.record_entry(signal, position, venue=self.venue):
+            return False
+        self._post(TradeOpened(position))
+        return True
+
+    def close(
+        self, position: Position, reason: str, price: float | None = None, now_ms: int | None = None
+    ) -> None:
+        if price is None or now_ms is None:
+            raise ValueError("a paper close needs the price and the time")
+        closed = self.broker.close(position, price, now_ms, reason)
+        self.store.close_position(closed, venue=self.venue)
+        self._post(TradeClosed(closed))
+
+    def stop(self, timeout: float | None = None) -> list[object]:
+        """Nothing is ever in flight on paper."""
+        return []

@@ -9,12 +9,14 @@ import re
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from surge.exchange.orders import (
     Credentials,
     ExchangeError,
+    ExchangeUnavailable,
     OrderStatusUnknown,
     SignedRest,
     SymbolRules,
@@ -231,3 +233,128 @@ def test_no_secret_or_signature_in_debug_logs(sim: Simulator, rest: BinanceRest,
         assert secret not in text
     assert "signature=<redacted>" in text and not re.search(r"signature=[0-9a-f]", text)
     assert redact("a?x=1&signature=abcdef0123", "x=1") == "a?<redacted>&signature=<redacted>"
+
+
+# --------------------------------------------------------------------------- "execution status unknown"
+
+UNKNOWN_KINDS = ["503", "408", "-1006", "-1007", "garbled", "error200"]
+
+
+def client(rest: BinanceRest, **kw: Any) -> SignedRest:
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), **kw)
+    signed.sync_time()  # now, so a scripted fault on the next request is not spent on /fapi/v1/time
+    return signed
+
+
+@pytest.mark.parametrize("executed", [True, False], ids=["executed", "not-executed"])
+@pytest.mark.parametrize("kind", UNKNOWN_KINDS)
+def test_status_unknown_answer_to_an_order_is_order_status_unknown(sim: Simulator, rest: BinanceRest,
+                                                                   kind: str, executed: bool) -> None:
+    signed = client(rest)
+    sim.rest.account.answer_next_order(kind, executed=executed)
+    with pytest.raises(OrderStatusUnknown) as info:
+        signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="unk-1")
+    assert info.value.recv_window_ms == 5000 and info.value.sent_at_ms > 0
+    assert "signature" not in str(info.value) and DEFAULT_API_KEY not in str(info.value)
+    found = signed.get_order(SYMBOL, client_order_id="unk-1")
+    if executed:
+        assert found is not None and found["status"] == "FILLED"
+    else:
+        assert found is None
+    assert len(sim.rest.account.received) == (1 if executed else 0)
+    assert sim.rest.stats()["by_path"]["/fapi/v1/order"] == 2  # the POST, never resent, and the lookup
+
+
+@pytest.mark.parametrize("kind", UNKNOWN_KINDS)
+def test_status_unknown_answer_to_an_algo_order_is_order_status_unknown(sim: Simulator, rest: BinanceRest,
+                                                                        kind: str) -> None:
+    signed = client(rest)
+    signed.new_order(SYMBOL, "BUY", Decimal("2"), client_order_id="e-1")
+    mark = Decimal(signed.position_risk(SYMBOL)[0]["markPrice"])
+    account = sim.rest.account
+    for cid, executed, below in (("sl-1", True, "0.9"), ("sl-2", False, "0.8")):
+        account.answer_next_order(kind, executed=executed)
+        with pytest.raises(OrderStatusUnknown):
+            signed.new_algo_order(SYMBOL, "SELL", "STOP_MARKET", round_price(mark * Decimal(below), "0.001"),
+                                  client_algo_id=cid, quantity=Decimal("1"), reduce_only=True)
+    found = signed.get_algo_order(client_algo_id="sl-1")
+    assert found is not None and found["algoStatus"] == "NEW"
+    assert signed.get_algo_order(client_algo_id="sl-2") is None
+
+
+@pytest.mark.parametrize("kind", UNKNOWN_KINDS)
+def test_reads_retry_status_unknown_answers_then_give_up_as_unavailable(sim: Simulator, rest: BinanceRest,
+                                                                        kind: str) -> None:
+    sleeps: list[float] = []
+    signed = client(rest, max_attempts=3, sleep=sleeps.append)
+    sim.rest.answer_next(kind, count=2)
+    assert signed.balance()[0]["asset"] == "USDT"
+    assert len(sleeps) == 2 and sim.rest.stats()["by_path"]["/fapi/v2/balance"] == 3
+    sim.rest.answer_next(kind, count=3)
+    with pytest.raises(ExchangeUnavailable) as info:
+        signed.open_orders(SYMBOL)
+    assert not isinstance(info.value, OrderStatusUnknown) and "after 3 attempts" in str(info.value)
+
+
+def test_garbled_position_risk_is_read_again(sim: Simulator, rest: BinanceRest) -> None:
+    signed = client(rest, sleep=lambda s: None)
+    signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="e-1")
+    sim.rest.account.position_risk_next("garbled")
+    [row] = signed.position_risk(SYMBOL)
+    assert row["positionAmt"] == "1.000"
+
+
+def test_state_setting_posts_are_retried_not_order_status_unknown(sim: Simulator, rest: BinanceRest) -> None:
+    signed = client(rest, sleep=lambda s: None)
+    sim.rest.answer_next("408")
+    sim.rest.error_next(1, 503)
+    assert signed.set_leverage(SYMBOL, 3)["leverage"] == 3
+    assert sim.rest.stats()["by_path"]["/fapi/v1/leverage"] == 3
+    assert sim.rest.account.snapshot()["leverage"] == {SYMBOL: 3}
+
+
+def test_cancel_success_bodies_with_a_code_stay_successes(sim: Simulator, rest: BinanceRest) -> None:
+    signed = client(rest, sleep=lambda s: None)
+    signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="e-1")
+    mark = Decimal(signed.position_risk(SYMBOL)[0]["markPrice"])
+    for cid in ("sl-1", "sl-2", "sl-3"):
+        signed.new_algo_order(SYMBOL, "SELL", "STOP_MARKET", round_price(mark * Decimal("0.9"), "0.001"),
+                              client_algo_id=cid, quantity=Decimal("1"), reduce_only=True)
+    body = signed.request("DELETE", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-1"})
+    assert body["code"] == "200" and body["clientAlgoId"] == "sl-1"  # "code" as a string: a success
+    sim.rest.answer_next("-1006")  # a cancel is idempotent: retried
+    assert signed.cancel_algo_order(client_algo_id="sl-2") is True
+    assert signed.cancel_all_algo_orders(SYMBOL)["code"] == 200
+    assert signed.open_algo_orders(SYMBOL) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"code": -2011, "msg": "Unknown order sent."}, True),
+        ({"code": "200", "msg": "success", "algoId": 1}, False),
+        ({"code": 200, "msg": "The operation of cancel all open order is done."}, False),
+        ({"code": -1, "orderId": 5}, False),  # no msg: not Binance's error shape
+        ({"code": True, "msg": "x"}, False),
+        ([{"code": -1, "msg": "x"}], False),
+    ],
+)
+def test_error_shape_under_a_2xx(body: object, error: bool) -> None:
+    from surge.exchange.orders import _is_error_body
+
+    assert _is_error_body(body) is error
+
+
+def test_position_side_dual(sim: Simulator, rest: BinanceRest, monkeypatch: pytest.MonkeyPatch) -> None:
+    signed = client(rest)
+    before = rest.limiter.total_weight
+    assert signed.position_side_dual() is False
+    assert rest.limiter.total_weight - before == 30
+    sim.rest.account.set_dual_side(True)
+    assert signed.position_side_dual() is True
+    with pytest.raises(ExchangeError) as info:
+        signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="h-1")
+    assert info.value.code == -4061
+    monkeypatch.setattr(signed, "request", lambda *a, **k: {"dualSidePosition": "true"})
+    with pytest.raises(ExchangeUnavailable):
+        signed.position_side_dual()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -226,3 +227,201 @@ def test_account_controls_over_http(sim: Simulator) -> None:
                                             "quantity": "1"})[1] == -2019
     assert requests.get(f"{sim.rest_url}/_sim/account/balance?amount=123", timeout=5).ok
     assert c.ok("GET", "/fapi/v2/balance")[0]["balance"].startswith("123")
+
+
+# --------------------------------------------------------------------------- "execution status unknown"
+
+MSG_1007 = "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+UNKNOWN = {  # kind -> (HTTP status, Binance error body or None for a truncated 200)
+    "503": (503, {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}),
+    "408": (408, {"code": -1007, "msg": MSG_1007}),
+    "-1006": (400, {"code": -1006, "msg": "An unexpected response was received from the message bus. "
+                                          "Execution status unknown."}),
+    "-1007": (400, {"code": -1007, "msg": MSG_1007}),
+    "garbled": (200, None),
+    "error200": (200, {"code": -1007, "msg": MSG_1007}),
+}
+
+
+def order(cid: str, qty: str = "1") -> dict[str, Any]:
+    return {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": qty, "newClientOrderId": cid,
+            "newOrderRespType": "RESULT"}
+
+
+def stop_loss(cid: str, trigger: float, **extra: Any) -> dict[str, Any]:
+    return {"algoType": "CONDITIONAL", "symbol": SYMBOL, "side": "SELL", "type": "STOP_MARKET",
+            "triggerPrice": f"{trigger:.3f}", "quantity": "1", "reduceOnly": "true", "clientAlgoId": cid,
+            **extra}
+
+
+def assert_answer(r: requests.Response, kind: str) -> None:
+    status, body = UNKNOWN[kind]
+    assert r.status_code == status, r.text
+    if body is None:
+        with pytest.raises(ValueError):
+            r.json()
+    else:
+        assert r.json() == body
+
+
+@pytest.mark.parametrize("kind", list(UNKNOWN))
+def test_unknown_answers_to_an_executed_and_an_unexecuted_order(sim: Simulator, kind: str) -> None:
+    c = Client(sim)
+    account = sim.rest.account
+    account.answer_next_order(kind, count=1, executed=True)
+    assert_answer(c.call("POST", "/fapi/v1/order", order("done-1")), kind)
+    found = c.ok("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "done-1"})
+    assert found["status"] == "FILLED"
+    account.answer_next_order(kind, count=1, executed=False)
+    assert_answer(c.call("POST", "/fapi/v1/order", order("lost-1")), kind)
+    assert c.err("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "lost-1"})[1] == -2013
+    assert account.snapshot()["client_order_counts"] == {"done-1": 1}
+    assert account.position(SYMBOL).amount == 1
+    # algo placements too; the next placement after the scripted ones is answered normally
+    px = c.price()
+    account.answer_next_order(kind, count=2, executed=True)
+    assert_answer(c.call("POST", "/fapi/v1/algoOrder", stop_loss("sl-u1", px * 0.9)), kind)
+    assert_answer(c.call("POST", "/fapi/v1/order", order("done-2")), kind)
+    assert c.ok("GET", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-u1"})["algoStatus"] == "NEW"
+    account.answer_next_order(kind, executed=False)
+    assert_answer(c.call("POST", "/fapi/v1/algoOrder", stop_loss("sl-u2", px * 0.8)), kind)
+    assert c.err("GET", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-u2"})[1] == -2013
+    assert c.buy("1", cid="normal-1")["status"] == "FILLED"
+    assert account.snapshot()["client_order_counts"] == {"done-1": 1, "done-2": 1, "normal-1": 1}
+
+
+def test_unknown_answer_faults_are_cleared_and_checked(sim: Simulator) -> None:
+    account = sim.rest.account
+    with pytest.raises(ValueError):
+        account.answer_next_order("504")
+    account.answer_next_order("503", count=3)
+    account.clear_faults()
+    assert Client(sim).buy("1", cid="after-clear")["status"] == "FILLED"
+
+
+def test_avg_price_mode_changes_only_the_placement_answer(sim: Simulator) -> None:
+    c = Client(sim)
+    account = sim.rest.account
+    account.set_avg_price_mode("missing")
+    placed = c.buy("1", cid="m-1")
+    assert "avgPrice" not in placed and "cumQuote" not in placed and placed["status"] == "FILLED"
+    true = c.ok("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "m-1"})
+    assert float(true["avgPrice"]) > 0 and float(true["cumQuote"]) > 0
+    account.set_avg_price_mode("zero")
+    placed = c.buy("1", cid="z-1")
+    assert (placed["avgPrice"], placed["cumQuote"], placed["executedQty"]) == ("0.00", "0", "1.000")
+    true = c.ok("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "z-1"})
+    assert float(true["avgPrice"]) > 0
+    account.set_avg_price_mode("normal")
+    assert float(c.buy("1", cid="n-1")["avgPrice"]) > 0
+    with pytest.raises(ValueError):
+        account.set_avg_price_mode("absent")
+
+
+@pytest.mark.parametrize("path", ["/fapi/v2/positionRisk", "/fapi/v3/positionRisk"])
+def test_position_risk_faults(sim: Simulator, path: str) -> None:
+    c = Client(sim)
+    account = sim.rest.account
+    c.ok("POST", "/fapi/v1/leverage", {"symbol": "ETHUSDT", "leverage": 2})  # a flat row
+    c.buy("1")
+    rows = {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)}
+    assert rows == {SYMBOL: "1.000", "ETHUSDT": "0.000"}
+    account.position_risk_next("empty", count=2)
+    assert c.ok("GET", path) == [] and c.ok("GET", path, {"symbol": SYMBOL}) == []
+    account.position_risk_next("garbled")
+    r = c.call("GET", path)
+    assert r.status_code == 200
+    with pytest.raises(ValueError):
+        r.json()
+    account.position_risk_next("missing_rows")
+    assert [r["symbol"] for r in c.ok("GET", path)] == ["ETHUSDT"]
+    account.position_risk_next("zero")
+    assert {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)} == {SYMBOL: "0.000", "ETHUSDT": "0.000"}
+    assert {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)} == rows  # faults used up
+    with pytest.raises(ValueError):
+        account.position_risk_next("wrong")
+
+
+def test_hedge_mode_endpoints_orders_and_rows(sim: Simulator) -> None:
+    c = Client(sim)
+    account = sim.rest.account
+    r = c.call("GET", "/fapi/v1/positionSide/dual")
+    before = int(r.headers["X-MBX-USED-WEIGHT-1M"])
+    assert r.json() == {"dualSidePosition": False}
+    r = c.call("GET", "/fapi/v1/positionSide/dual")
+    assert int(r.headers["X-MBX-USED-WEIGHT-1M"]) - before == 30
+    # one-way mode: LONG / SHORT do not fit
+    assert c.err("POST", "/fapi/v1/order", order("w-1") | {"positionSide": "LONG"}) == (
+        400, -4061, "Order's position side does not match user's setting.")
+    assert c.err("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "false"}) == (
+        400, -4059, "No need to change position side.")
+    assert c.ok("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "true"}) == {"code": 200,
+                                                                                         "msg": "success"}
+    assert account.dual_side and c.ok("GET", "/fapi/v1/positionSide/dual") == {"dualSidePosition": True}
+    px = c.price()
+    for extra in ({}, {"positionSide": "BOTH"}):
+        assert c.err("POST", "/fapi/v1/order", order("h-1") | extra)[:2] == (400, -4061)
+        assert c.err("POST", "/fapi/v1/algoOrder", stop_loss("h-sl", px * 0.9) | extra)[:2] == (400, -4061)
+    assert c.err("POST", "/fapi/v1/order", order("h-2") | {"positionSide": "LONG"})[:2] == (400, -4000)
+    assert account.snapshot()["orders"] == 0
+    # a position opened in one-way mode, the account switched behind the bot's back
+    assert c.ok("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "false"})["code"] == 200
+    c.buy("2")
+    account.set_dual_side(True)
+    rows = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
+    assert [(r["positionSide"], r["positionAmt"]) for r in rows] == [("LONG", "2.000"), ("SHORT", "0.000")]
+    assert c.err("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "false"}) == (
+        400, -4068, "Position side cannot be changed if there exists position.")
+    account.set_dual_side(False)
+    c.ok("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": "5"})
+    account.set_dual_side(True)
+    rows = c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL})
+    assert [(r["positionSide"], r["positionAmt"]) for r in rows] == [("LONG", "0.000"), ("SHORT", "-3.000")]
+    assert c.ok("GET", "/fapi/v2/account")["positions"][0]["positionSide"] == "SHORT"
+
+
+def test_triggering_algo_order_is_held_listed_and_not_cancellable(sim: Simulator) -> None:
+    c = Client(sim)
+    account = sim.rest.account
+    c.buy("1")
+    px = c.price()
+    c.ok("POST", "/fapi/v1/algoOrder", stop_loss("sl-t", px * 0.97))
+    account.set_triggering_hold_s(3.0)
+    sim.market.inject_surge(SYMBOL, -6.0, 1.0)
+    def algo() -> dict[str, Any]:
+        return c.ok("GET", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-t"})
+
+    wait_for(lambda: algo()["algoStatus"] == "TRIGGERING", what="the stop loss TRIGGERING")
+    seen = time.monotonic()
+    listed = c.ok("GET", "/fapi/v1/openAlgoOrders", {"symbol": SYMBOL})
+    assert [(a["clientAlgoId"], a["algoStatus"]) for a in listed] == [("sl-t", "TRIGGERING")]
+    assert c.err("DELETE", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-t"})[:2] == (400, -2011)
+    assert account.position(SYMBOL).amount == 1
+    done = wait_for(lambda: (a := algo())["algoStatus"] == "FINISHED" and a, what="the stop loss FINISHED")
+    assert time.monotonic() - seen > 1.0  # held (about 3 s from the crossing), not filled at once
+    assert done["actualOrderId"] and account.position(SYMBOL).amount == 0
+    assert c.ok("GET", "/fapi/v1/openAlgoOrders") == []
+
+
+def test_new_account_controls_over_http(sim: Simulator) -> None:
+    c = Client(sim)
+    account = sim.rest.account
+
+    def ctl(name: str, **params: Any) -> requests.Response:
+        return requests.get(f"{sim.rest_url}/_sim/account/{name}", params=params, timeout=5)
+
+    assert ctl("answer_next_order", kind="408", count=1, executed="false").ok
+    assert c.call("POST", "/fapi/v1/order", order("x-1")).status_code == 408
+    assert c.err("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "x-1"})[1] == -2013
+    assert ctl("answer_next_order", kind="nope").status_code == 400
+    assert ctl("answer_next_order", kind="503", executed="maybe").status_code == 400
+    assert ctl("avg_price_mode", mode="missing").ok
+    assert "avgPrice" not in c.buy("1", cid="x-2")
+    assert ctl("position_risk_next", kind="empty", count=1).ok
+    assert c.ok("GET", "/fapi/v2/positionRisk") == []
+    assert ctl("triggering_hold", seconds=3).ok
+    assert ctl("clear_faults").ok
+    assert "avgPrice" in c.buy("1", cid="x-3")
+    assert ctl("dual_side", enabled="true").ok and account.dual_side
+    assert requests.get(f"{sim.rest_url}/_sim/account", timeout=5).json()["result"]["dual_side"] is True
+    assert ctl("dual_side", enabled="false").ok and not account.dual_side

@@ -8,11 +8,13 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 import requests
 
 from surge.models import INTERVAL_MS
+from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET, sign
 from surge.sim.market import Market
 from surge.sim.rest import RestServer, klines_weight
 from tests.waiting import wait_for
@@ -279,6 +281,64 @@ def test_5xx_malformed_and_stall(server: RestServer, http: requests.Session) -> 
         http.get(server.url + "/fapi/v1/time", timeout=0.3)
     assert get(http, server, "/fapi/v1/time").status_code == 200  # next one is normal
     assert server.stats()["pending_faults"] == 0
+
+
+def signed(http: requests.Session, srv: RestServer, method: str, path: str, **params) -> requests.Response:
+    """A signed request by hand (the market's clock is the server's: the timestamp is always fresh)."""
+    text = urlencode({**params, "timestamp": srv.market.now_ms()})
+    return http.request(method, f"{srv.url}{path}?{text}&signature={sign(DEFAULT_API_SECRET, text)}",
+                        headers={"X-MBX-APIKEY": DEFAULT_API_KEY}, timeout=10)
+
+
+def test_error_for_is_a_timed_spell_on_public_and_signed_requests(server: RestServer, http: requests.Session,
+                                                                  wall: Wall) -> None:
+    server.error_for(61)
+    r = get(http, server, "/fapi/v1/time")
+    assert r.status_code == 503 and r.json()["code"] == -1001
+    r = signed(http, server, "POST", "/fapi/v1/order", symbol="SOLUSDT", side="BUY", type="MARKET",
+               quantity="1", newClientOrderId="spell-1")
+    assert r.status_code == 503 and server.account.received == []  # answered before it was executed
+    wall.t += 60
+    assert get(http, server, "/fapi/v1/ping").status_code == 503
+    assert server.stats()["error_spell_s"] == pytest.approx(1.0)
+    wall.t += 1.5
+    assert get(http, server, "/fapi/v1/ping").status_code == 200
+    assert signed(http, server, "GET", "/fapi/v2/balance").status_code == 200
+    assert server.stats()["error_spell_s"] == 0
+    # over HTTP: seconds makes it a spell, count keeps the count; clear_faults ends a spell
+    assert http.post(server.url + "/_sim/error", params={"seconds": 30, "status": 502}, timeout=10).ok
+    for _ in range(3):
+        r = get(http, server, "/fapi/v1/ping")
+        assert r.status_code == 502 and r.headers["Content-Type"].startswith("text/html")
+    assert http.post(server.url + "/_sim/clear_faults", timeout=10).ok
+    assert get(http, server, "/fapi/v1/ping").status_code == 200
+    assert http.post(server.url + "/_sim/error", params={"count": 1}, timeout=10).ok
+    assert [get(http, server, "/fapi/v1/ping").status_code for _ in range(2)] == [503, 200]
+    with pytest.raises(ValueError):
+        server.error_for(5, 404)
+
+
+def test_answer_next_gives_status_unknown_answers_on_any_request(server: RestServer,
+                                                                 http: requests.Session) -> None:
+    expected = {"503": (503, -1001), "408": (408, -1007), "-1006": (400, -1006), "-1007": (400, -1007),
+                "garbled": (200, None), "error200": (200, -1007)}
+    for kind, (status, code) in expected.items():
+        server.answer_next(kind)
+        r = get(http, server, "/fapi/v1/time")
+        assert r.status_code == status, kind
+        if code is None:
+            with pytest.raises(ValueError):
+                r.json()
+        else:
+            assert r.json()["code"] == code
+    assert get(http, server, "/fapi/v1/time").status_code == 200
+    r = http.post(server.url + "/_sim/answer_next", params={"kind": "408", "count": 2}, timeout=10)
+    assert r.ok
+    assert signed(http, server, "GET", "/fapi/v2/balance").status_code == 408
+    r = signed(http, server, "POST", "/fapi/v1/order", symbol="SOLUSDT", side="BUY", type="MARKET",
+               quantity="1", newClientOrderId="u-1")
+    assert r.status_code == 408 and server.account.received == []
+    assert http.post(server.url + "/_sim/answer_next", params={"kind": "x"}, timeout=10).status_code == 400
 
 
 def test_latency_is_concurrent_and_in_flight_is_observed(server: RestServer) -> None:
