@@ -675,6 +675,8 @@ class Bot:
             self.passing = passing
             for sym in left:
                 self.rule.forget(sym)
+            if self.desk is not None and entered:
+                self.desk.prepare(sorted(entered))  # live: their leverage set ahead of any signal
         self._sync_1m()
 
     def _sync_1m(self) -> None:

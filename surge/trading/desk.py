@@ -32,11 +32,12 @@ and a queue put) and receives :mod:`~surge.trading.outcomes` messages on its que
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -143,6 +144,7 @@ class OrderDesk:
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        concurrent_protection: bool = True,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -157,6 +159,9 @@ class OrderDesk:
         self.log = logger or log
         self._clock = clock
         self._wall = wall
+        #: False places the stop loss, then the take profit (two round trips): the baseline of
+        #: scripts/bench_live.py, measured against the concurrent placement
+        self.concurrent_protection = concurrent_protection
         self._fee = Decimal(str(settings.taker_fee_pct)) / 100
         self._commands: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="surge-desk", daemon=True)
@@ -170,6 +175,10 @@ class OrderDesk:
         self._flat_reads: dict[str, int] = {}
         self._voided_unknown: dict[str, tuple[str, float]] = {}  # symbol -> (key, watch until)
         self._leverage_set: set[str] = set()
+        self._leverage_queued: set[str] = set()
+        #: background work (the positions check, each symbol's protection check, leverage set ahead):
+        #: one item between two rounds of trade steps, so it never holds an entry up for long
+        self._chores: collections.deque[tuple[str, Callable[[], None]]] = collections.deque()
         self._next_poll = 0.0
         self._stopping = False
         self._deadline: float | None = None
@@ -196,7 +205,8 @@ class OrderDesk:
             )
         self._rules.update(rules_from_exchange_info(self.client.rest.exchange_info()))
         found = self._reconcile()
-        self._protect_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-desk-protect")
+        if self.concurrent_protection:
+            self._protect_pool = ThreadPoolExecutor(1, thread_name_prefix="surge-desk-protect")
         self._thread.start()
         return found
 
@@ -223,6 +233,11 @@ class OrderDesk:
     ) -> None:
         """Close ``position`` at market (reduce-only); the outcome comes as :class:`TradeClosed`."""
         self._commands.put(("close", (position.key, reason)))
+
+    def prepare(self, symbols: Iterable[str]) -> None:
+        """Symbols that may signal soon (they pass the 4h filter): set their leverage ahead, in the
+        background, so an entry on them is one round trip shorter."""
+        self._commands.put(("prepare", tuple(symbols)))
 
     @staticmethod
     def exit_reason(position: Position, price: float, now_ms: int) -> str | None:
@@ -270,10 +285,15 @@ class OrderDesk:
     def _run(self) -> None:
         while True:
             now = self._clock()
-            due = [t for k, t in self._retry.items() if k in self._trades]
+            # a protected trade waits for the positions check, not for a retry: it must not wake us
+            due = [
+                r for k, r in self._retry.items() if k in self._trades and self._trades[k].state != PROTECTED
+            ]
             wake = min((r.at for r in due), default=now + 1.0)
             if self._watched():
                 wake = min(wake, self._next_poll)
+            if self._chores:
+                wake = now  # background work waits only for entries, closes and commands
             if self._deadline is not None:
                 wake = min(wake, self._deadline)
             try:
@@ -288,11 +308,17 @@ class OrderDesk:
                     command = None
             if self._stopping and (not self._unresolved_keys() or self._clock() >= (self._deadline or 0.0)):
                 return
-            for key in [k for k in list(self._trades) if self._due(k)]:
+            due_keys = [k for k in list(self._trades) if self._due(k)]
+            for key in due_keys:
                 self._step(key)
             if self._watched() and self._clock() >= self._next_poll:
                 self._next_poll = self._clock() + self.poll_interval_s
-                self._guard("positions check", self._poll)
+                self._chores.append(("positions check", self._poll))
+            if self._chores and not due_keys:
+                # one request's worth of background work at a time: an entry arriving meanwhile waits
+                # for at most that one request, never for a whole round of checks
+                what, chore = self._chores.popleft()
+                self._guard(what, chore)
 
     def _command(self, command: tuple[str, Any]) -> None:
         kind, arg = command
@@ -308,6 +334,11 @@ class OrderDesk:
                 return  # closing already, or not ours to close (closed meanwhile)
             self._save(replace(trade, state=CLOSING, exit_reason=reason, note=None))
             self._retry[key] = _Retry()
+        elif kind == "prepare":
+            for symbol in arg:
+                if symbol not in self._leverage_set | self._leverage_queued and symbol in self._rules:
+                    self._leverage_queued.add(symbol)
+                    self._chores.append((f"{symbol} leverage", lambda sym=symbol: self._ensure_leverage(sym)))
         elif kind == "stop":
             self._stopping = True
             self._deadline = arg
@@ -811,7 +842,9 @@ class OrderDesk:
             if amount > 0:
                 self._flat_reads.pop(trade.key, None)
                 if trade.state == PROTECTED:
-                    self._guard(f"{trade.symbol} protection check", lambda t=trade: self._check_protection(t))
+                    self._chores.append(
+                        (f"{trade.symbol} protection check", lambda k=trade.key: self._check_protection(k))
+                    )
                 continue
             proof = self._exit_proof(trade)
             if proof is not None:
@@ -860,7 +893,10 @@ class OrderDesk:
             )
             self._post(TradeOpened(position, adopted=True))
 
-    def _check_protection(self, trade: Trade) -> None:
+    def _check_protection(self, key: str) -> None:
+        trade = self._trades.get(key)
+        if trade is None or trade.state != PROTECTED:
+            return  # closing or closed since the positions check queued this
         open_ids = {a.get("clientAlgoId") for a in self._list(self.client.open_algo_orders(trade.symbol))}
         missing = [r for r in (STOP, TARGET) if client_id(trade.key, r) not in open_ids]
         if not missing:

@@ -8,7 +8,7 @@ high or low, which may have been printed before the entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from surge.config import TradeSettings
@@ -86,6 +86,9 @@ class PaperDesk:
     def start(self) -> list[Position]:
         """The open positions to resume (paper has no exchange to reconcile with)."""
         return self.store.open_positions(venue=self.venue)
+
+    def prepare(self, symbols: Iterable[str]) -> None:
+        """Nothing to set up ahead on paper (live: the leverage of symbols that may signal)."""
 
     def enter(self, signal: Signal) -> bool:
         """Fill ``signal`` on paper and record it; False (nothing written) if it was recorded before."""
