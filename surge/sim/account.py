@@ -259,26 +259,38 @@ class Account:
         for entry in symbols:
             self._rules[entry["symbol"]] = self._parse_rules(entry)
             self._status[entry["symbol"]] = entry.get("status", "TRADING")
-        self.wallet = Decimal(str(balance))
-        self.leverage: dict[str, int] = {}
-        self.positions: dict[str, SimPosition] = {}
-        self.orders: dict[int, SimOrder] = {}
-        self.algo_orders: dict[int, SimAlgoOrder] = {}
-        self._by_client: dict[tuple[str, str], int] = {}  # (symbol, clientOrderId) -> newest orderId
-        self._algo_by_client: dict[str, int] = {}  # clientAlgoId -> newest algoId
+        self._initial_balance = Decimal(str(balance))
+        # ids keep counting across resets: an id is never reused, even by a later session
         self._ids = itertools.count(8_389_765_000_000_001)
         self._algo_ids = itertools.count(3_000_000_000_001)
-        self._faults = _OrderFaults()
-        #: hedge mode (``dualSidePosition``): orders need LONG/SHORT, positionRisk has two rows a symbol
-        self.dual_side = False
-        self._triggering: dict[int, float] = {}  # algoId -> wall time at which the TRIGGERING order fills
-        #: every order request that reached the matching engine's checks (accepted or not), oldest first
-        self.received: list[dict[str, Any]] = []
-        #: accepted orders per newClientOrderId (entries and exits alike)
-        self.client_order_counts: collections.Counter[str] = collections.Counter()
-        self.algo_client_counts: collections.Counter[str] = collections.Counter()
-        self.signature_failures = 0
-        self.timestamp_failures = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh account on the same simulator: the starting balance, no positions, orders, algo orders,
+        leverage settings, scripted faults or observations; one-way mode. Keys and symbol rules stay.
+
+        Why: a fault campaign runs hundreds of sessions against one simulator (starting one per session
+        would dominate its run time), and each session must begin from an account nothing happened to.
+        """
+        with self._lock:
+            self.wallet = self._initial_balance
+            self.leverage: dict[str, int] = {}
+            self.positions: dict[str, SimPosition] = {}
+            self.orders: dict[int, SimOrder] = {}
+            self.algo_orders: dict[int, SimAlgoOrder] = {}
+            self._by_client: dict[tuple[str, str], int] = {}  # (symbol, clientOrderId) -> newest orderId
+            self._algo_by_client: dict[str, int] = {}  # clientAlgoId -> newest algoId
+            self._faults = _OrderFaults()
+            #: hedge mode (``dualSidePosition``): orders need LONG/SHORT, positionRisk has two rows a symbol
+            self.dual_side = False
+            self._triggering: dict[int, float] = {}  # algoId -> wall time at which the TRIGGERING order fills
+            #: every order request that reached the matching engine's checks (accepted or not), oldest first
+            self.received: list[dict[str, Any]] = []
+            #: accepted orders per newClientOrderId (entries and exits alike)
+            self.client_order_counts: collections.Counter[str] = collections.Counter()
+            self.algo_client_counts: collections.Counter[str] = collections.Counter()
+            self.signature_failures = 0
+            self.timestamp_failures = 0
 
     # ------------------------------------------------------------------ rules
 

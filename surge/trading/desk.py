@@ -256,7 +256,12 @@ class OrderDesk:
             self._thread.join(budget + float(read_timeout) + 2.0)
         if self._protect_pool is not None:
             self._protect_pool.shutdown(wait=True, cancel_futures=True)
-        self.unresolved = [t for t in self._trades.values() if t.state in UNRESOLVED_STATES]
+        while True:  # a desk thread still stuck in a call after the join may change the dict meanwhile
+            try:
+                self.unresolved = [t for t in list(self._trades.values()) if t.state in UNRESOLVED_STATES]
+                break
+            except RuntimeError:
+                continue
         return list(self.unresolved)
 
     @property
@@ -1001,9 +1006,11 @@ class OrderDesk:
                 self.log.warning("reconcile: %s: entry %s was never sent: void", trade.symbol, trade.key)
                 continue
             self._trades[trade.key] = trade
+            self._retry[trade.key] = _Retry()  # its next step at once
             self._checked_protection.add(trade.key)
             position = self.store.position(trade.key, venue=self.venue)
             if position is not None and position.is_open:
+                position = self._as_on_exchange(position, rows)
                 self._positions[trade.key] = position
                 found.open.append(position)
             elif trade.state in (SENT, UNKNOWN):
@@ -1058,6 +1065,31 @@ class OrderDesk:
             len(found.in_flight),
         )
         return found
+
+    def _as_on_exchange(self, position: Position, rows: list[dict[str, Any]]) -> Position:
+        """A resumed position with the exchange's quantity and entry price where they differ (a partial
+        fill of a protective order, a manual change while the bot was away): logged, stored."""
+        row = next((r for r in rows if r["symbol"] == position.symbol), None)
+        amount = _dec(row.get("positionAmt")) if row is not None else Decimal(0)
+        if amount <= 0:
+            return position  # flat or unknown: the positions check decides, with proof
+        entry = _dec(row.get("entryPrice")) if row is not None else Decimal(0)
+        qty, ledger_entry = Decimal(repr(position.qty)), Decimal(repr(position.entry_price))
+        if entry <= 0:
+            entry = ledger_entry
+        if amount == qty and abs(entry - ledger_entry) <= entry * Decimal("0.000001"):
+            return position
+        updated = replace(position, qty=float(amount), entry_price=float(entry))
+        self.store.update_position(updated, venue=self.venue)
+        self.log.warning(
+            "reconcile: %s: the ledger says %s @ %s, the exchange %s @ %s: adopting the exchange's",
+            position.symbol,
+            position.qty,
+            position.entry_price,
+            fmt_decimal(amount),
+            fmt_decimal(entry),
+        )
+        return updated
 
     def _adopted_position(
         self, symbol: str, row: Mapping[str, Any], algos: list[Mapping[str, Any]]
