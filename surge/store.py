@@ -521,47 +521,6 @@ class Store:
         """
         return bool(self._read("SELECT 1 FROM signals WHERE venue = ? AND key = ?", (venue, key)))
 
-    def adopt_position(self, position: Position, *, venue: str = DEFAULT_VENUE) -> bool:
-        """Store an open position the exchange holds and the database lacks (live reconciliation).
-
-        Why not :meth:`record_entry`: the position's signal may be recorded already, as skipped (the
-        bot died, or the exchange failed to answer, after the entry was sent) and then it must become
-        "entered"; or not at all (killed between the order and the record), and then a signal row is
-        made from the position, so the foreign key and ``surge signals`` hold. One transaction.
-        Returns False and writes nothing when a position with this key is already stored.
-        """
-        if not position.is_open:
-            raise ValueError(f"position {position.key} is closed: only open positions are adopted")
-        self._check_writable()
-        symbol, _, open_time = position.key.partition(":")
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if db.execute("SELECT 1 FROM positions WHERE venue = ? AND key = ?",
-                              (venue, position.key)).fetchone() is not None:
-                    db.execute("ROLLBACK")
-                    return False
-                db.execute(
-                    f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, 0.0, 0.0, 0.0, ?, ?, NULL)",
-                    (venue, position.key, position.symbol, position.entry_time,
-                     int(open_time) if open_time.isdigit() else position.entry_time, position.entry_price,
-                     ENTERED),
-                )
-                db.execute("UPDATE signals SET outcome = ?, skip_reason = NULL WHERE venue = ? AND key = ?",
-                           (ENTERED, venue, position.key))
-                db.execute(
-                    f"INSERT INTO positions (venue, {_POSITION_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (venue, *_position_row(position)),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return True
-
     def update_position(self, position: Position, *, venue: str = DEFAULT_VENUE) -> bool:
         """Overwrite an OPEN position's quantity, entry, exits, deadline and fees with ``position``'s
         (live reconciliation adopts what the exchange says). False when no such open position."""
@@ -723,8 +682,14 @@ class Store:
 
     def adopt_trade(self, trade: Trade, position: Position, *, venue: str = DEFAULT_VENUE) -> None:
         """A position the exchange holds that no trade row knows (reconciliation): its signal (made
-        from the position if missing, flipped to "entered" if skipped), position and trade, together."""
-        symbol, _, open_time = position.key.partition(":")
+        from the position if missing, flipped to "entered" if skipped), position and trade, together.
+
+        Why not :meth:`record_entry`: the signal may be recorded already, as skipped (the bot died, or
+        gave the entry up, after it was sent), or not at all (a position opened outside the bot).
+        """
+        if not position.is_open or position.key != trade.key:
+            raise ValueError(f"position {position.key} is not an open position of trade {trade.key}")
+        _, _, open_time = position.key.partition(":")
         with self._transaction() as db:
             db.execute(
                 f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "

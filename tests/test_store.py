@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from surge.models import Kline, Position, Signal
+from surge.models import CLOSED, FILLED, INTENT, SENT, VOID, Kline, Position, Signal, Trade
 from surge.store import (
     _POSITION_COLUMNS,
     APPLICATION_ID,
@@ -370,30 +370,62 @@ def test_has_signal_by_venue(tmp_path: Path) -> None:
         assert not store.has_signal(s.key, venue="sim") and not store.has_signal("X:1", venue="live:sim")
 
 
-def test_adopt_position_without_signal_makes_one(tmp_path: Path) -> None:
-    """Killed between the live order and its record: the exchange's position is stored with a signal
-    row made from it, exactly once."""
+def test_adopt_trade_without_signal_makes_one(tmp_path: Path) -> None:
+    """A position the ledger lacks (opened while no trade row knew it): stored with a signal row made from
+    it, and a second adoption (the same position seen again) leaves one row of each."""
     p = pos(sig("SOLUSDT", 3))
+    t = Trade(p.key, p.symbol, FILLED, qty="1", note="adopted")
     with Store(tmp_path / "surge.db") as store:
-        assert store.adopt_position(p, venue="live:sim") is True
-        assert store.adopt_position(replace(p, qty=9.0), venue="live:sim") is False
+        store.adopt_trade(t, p, venue="live:sim")
+        store.adopt_trade(t, p, venue="live:sim")
         assert store.open_positions(venue="live:sim") == [p]
+        assert store.trades(venue="live:sim") == [t]
         [record] = store.signals(venue="live:sim")
         assert record.entered and record.skip_reason is None
         assert (record.signal.key, record.signal.price, record.signal.time) == (p.key, p.entry_price,
                                                                                  p.entry_time)
-        with pytest.raises(ValueError, match="closed"):
-            store.adopt_position(closed(pos(sig("X")), 1.0), venue="live:sim")
+        with pytest.raises(ValueError, match="not an open position"):
+            store.adopt_trade(t, closed(p, 1.0), venue="live:sim")
 
 
-def test_adopt_position_turns_a_skipped_signal_into_an_entry(tmp_path: Path) -> None:
-    """The entry reached the exchange but its answer did not: recorded as skipped, then adopted."""
+def test_adopt_trade_turns_a_skipped_signal_into_an_entry(tmp_path: Path) -> None:
+    """The entry reached the exchange after all (a late fill of an entry proven never executed)."""
     s = sig("ETHUSDT", 1)
     with Store(tmp_path / "surge.db") as store:
         assert store.record_entry(s, None, "exchange error", venue="live:sim")
-        assert store.adopt_position(pos(s), venue="live:sim") is True
+        store.adopt_trade(Trade(s.key, s.symbol, FILLED), pos(s), venue="live:sim")
         assert store.signals(venue="live:sim") == [SignalRecord(s, True, None, "live:sim")]
         assert store.open_positions(venue="live:sim") == [pos(s)]
+
+
+def test_trade_lifecycle_moves_signal_trade_and_position_together(tmp_path: Path) -> None:
+    """Intent -> sent -> filled -> closed, and a void: each step one transaction, nothing reopened."""
+    s, other = sig("SOLUSDT", 1), sig("ETHUSDT", 2)
+    intent = Trade(s.key, s.symbol, INTENT, signal_at=1.0)
+    with Store(tmp_path / "surge.db") as store:
+        assert store.record_intent(s, intent, venue="live:sim")
+        assert not store.record_intent(s, intent, venue="live:sim")  # the same candle again
+        assert store.has_signal(s.key, venue="live:sim")
+        with pytest.raises(ValueError, match="not the intent"):
+            store.record_intent(other, intent, venue="live:sim")
+        sent = replace(intent, state=SENT, qty="0.5", entry_sent_at=1000)
+        store.save_trade(sent, venue="live:sim")
+        assert store.trade(s.key, venue="live:sim") == sent and store.open_positions(venue="live:sim") == []
+        filled = replace(sent, state=FILLED, filled_at=2.0)
+        store.record_fill(filled, pos(s), venue="live:sim")
+        assert store.open_positions(venue="live:sim") == [pos(s)]
+        assert store.trades(venue="live:sim", unfinished=True) == [filled]
+        store.record_trade_close(filled, closed(pos(s), 101.0), venue="live:sim")
+        assert store.trade(s.key, venue="live:sim").state == CLOSED  # type: ignore[union-attr]
+        assert store.open_positions(venue="live:sim") == [] and store.trades(unfinished=True) == []
+        with pytest.raises(ValueError, match="cannot become"):
+            store.save_trade(filled, venue="live:sim")
+        gone = Trade(other.key, other.symbol, INTENT)
+        assert store.record_intent(other, gone, venue="live:sim")
+        store.void_trade(gone, "size: too small", venue="live:sim")
+        [record] = [r for r in store.signals(venue="live:sim") if r.signal.key == other.key]
+        assert not record.entered and record.skip_reason == "size: too small"
+        assert store.trade(other.key, venue="live:sim").state == VOID  # type: ignore[union-attr]
 
 
 def test_update_position_only_touches_an_open_one(tmp_path: Path) -> None:
