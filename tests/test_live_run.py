@@ -367,13 +367,15 @@ def test_a_slow_entry_does_not_hold_up_the_strategy_loop(tmp_path: Path, sim: Si
         t0 = time.monotonic()
         wait_for(entered, 90, "the slow SOLUSDT entry", every=0.1)
         took = time.monotonic() - t0
+        # an entry of ~4 s spans only two heartbeat periods: watch a few more beats of the same loop
+        wait_for(lambda: entered() and len(beats) >= 4, 30, "four heartbeats", every=0.1)
     finally:
         sim.rest.set_latency(0)
     # the order, then both protective orders together (the leverage was set ahead, when SOLUSDT began
     # to pass the filter): two rounds answered 2 s late
     assert took >= 4.0
     gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)]
-    assert len(beats) >= 3 and max(gaps) < 5.0, gaps  # a loop waiting on the entry: a gap of >= 4 s + 2 s
+    assert len(beats) >= 4 and max(gaps) < 5.0, gaps  # a loop waiting on the entry: a gap of >= 4 s + 2 s
     assert beats[-1][1] > beats[0][1]  # stream events went on being handled
     [pos] = [p for p in positions(home, env) if p["symbol"] == "SOLUSDT"]
     assert account(sim)["client_order_counts"] == {client_id(pos["key"], "e"): 1}

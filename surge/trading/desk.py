@@ -456,6 +456,12 @@ class OrderDesk:
         if self._wall() - (trade.signal_at or 0.0) > ENTRY_SEND_WINDOW_S:
             self._void(trade, f"not sent within {ENTRY_SEND_WINDOW_S:.0f}s of the signal ({trade.note})")
             return
+        watch = self._voided_unknown.get(trade.symbol)
+        if watch is not None and self._clock() <= watch[1]:
+            # the last trade here ended without proof (void on "no such order", or flat on positionRisk's
+            # word alone): a position may still be there, which a second entry would double
+            self._void(trade, f"the end of {watch[0]} is not proven yet: not entering on top of it")
+            return
         rules = self._rules_of(trade.symbol)
         decision = size_order(rules, self.settings.position_usdt, signal.price)
         if not decision.ok:
@@ -506,6 +512,7 @@ class OrderDesk:
                     trade,
                     f"the entry never executed: no order {cid} on the exchange after its "
                     f"recvWindow passed ({trade.note or 'its answer was lost'})",
+                    watch=True,
                 )
             else:
                 self._soon(trade.key, 0.5)
@@ -579,9 +586,11 @@ class OrderDesk:
             fees=float(entry * qty * self._fee),
         )
 
-    def _void(self, trade: Trade, reason: str) -> None:
+    def _void(self, trade: Trade, reason: str, *, watch: bool = False) -> None:
+        """``watch``: void on "no such order" after a lost answer, not on a refusal: the symbol is
+        watched a while for a late fill all the same (and not entered again meanwhile)."""
         self.store.void_trade(trade, reason, venue=self.venue)
-        if trade.state in (SENT, UNKNOWN):  # proven never executed; watched a while all the same
+        if watch:
             self._voided_unknown[trade.symbol] = (trade.key, self._clock() + LATE_FILL_WATCH_S)
         self.log.warning("signal %s not entered: %s", trade.key, reason)
         self._finish(trade)
@@ -818,6 +827,9 @@ class OrderDesk:
         )
         last = self.client.rest.ticker_prices().get(trade.symbol, position.entry_price)
         self._closed(trade, position, {"avgPrice": repr(last)}, EXTERNAL)
+        # flat on positionRisk's word alone, which can be wrong twice in a row: if the position shows
+        # again it is adopted under its key and protected (as a late entry is), not left unprotected
+        self._voided_unknown[trade.symbol] = (trade.key, self._clock() + LATE_FILL_WATCH_S)
 
     def _cancel_protection(self, key: str) -> None:
         """Cancel both protective orders; a failure is logged (reconciliation cancels leftovers later)."""
@@ -869,8 +881,9 @@ class OrderDesk:
         return reads >= 2
 
     def _adopt_late_entries(self, amounts: Mapping[str, Decimal]) -> None:
-        """An entry proven "never executed" that executed after all (a matching engine far behind): its
-        position appears on the exchange with our client id. Adopt it under its key and protect it."""
+        """An entry proven "never executed" that executed after all (a matching engine far behind), or a
+        position believed flat on two wrong positionRisk answers: it shows on the exchange, its entry
+        with our client id. Adopt it under its key and protect it."""
         now = self._clock()
         for symbol, (key, until) in list(self._voided_unknown.items()):
             if now > until:
