@@ -462,6 +462,10 @@ class OrderDesk:
             # word alone): a position may still be there, which a second entry would double
             self._void(trade, f"the end of {watch[0]} is not proven yet: not entering on top of it")
             return
+        held = next((k for k, t in self._trades.items() if t.symbol == trade.symbol and k != trade.key), None)
+        if held is not None:  # adopted here (a late fill, a reappearing position) after the loop decided
+            self._void(trade, f"{held} is held on {trade.symbol}: not entering on top of it")
+            return
         rules = self._rules_of(trade.symbol)
         decision = size_order(rules, self.settings.position_usdt, signal.price)
         if not decision.ok:
@@ -587,10 +591,10 @@ class OrderDesk:
         )
 
     def _void(self, trade: Trade, reason: str, *, watch: bool = False) -> None:
-        """``watch``: void on "no such order" after a lost answer, not on a refusal: the symbol is
-        watched a while for a late fill all the same (and not entered again meanwhile)."""
+        """A trade voided after its entry was sent (refused, or "no such order" after a lost answer) is
+        watched a while for a late fill all the same, and its symbol not entered again meanwhile."""
         self.store.void_trade(trade, reason, venue=self.venue)
-        if watch:
+        if watch or trade.state in (SENT, UNKNOWN):
             self._voided_unknown[trade.symbol] = (trade.key, self._clock() + LATE_FILL_WATCH_S)
         self.log.warning("signal %s not entered: %s", trade.key, reason)
         self._finish(trade)
@@ -1059,6 +1063,13 @@ class OrderDesk:
                 position.key,
             )
         symbols = {t.symbol for t in self._trades.values()}
+        # a close believed on positionRisk's word alone stays watched across a restart: this start's
+        # one read (empty or garbled, say) cannot rule out that the position is still there
+        now_ms = self._wall() * 1000
+        for p in self.store.positions(include_closed=True, limit=100, venue=self.venue):
+            left = LATE_FILL_WATCH_S - (now_ms - (p.exit_time or 0)) / 1000
+            if p.exit_reason == EXTERNAL and left > 0 and p.symbol not in symbols:
+                self._voided_unknown.setdefault(p.symbol, (p.key, self._clock() + left))
         keep = {client_id(k, r) for k in self._trades for r in (STOP, TARGET)}
         for a in algos:
             cid = a["clientAlgoId"]
