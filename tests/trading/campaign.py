@@ -353,7 +353,7 @@ class Campaign:
     def _settle(self, since: float, what: str) -> None:
         left = max(0.0, since + SETTLE_S - time.monotonic())
         try:
-            wait_for(lambda: not self.settled_problems(), timeout=left,
+            wait_for(self._settled, timeout=left,
                      what=f"the invariants {SETTLE_S:g}s {what}", poll=0.05,
                      detail=lambda: "; ".join(self.settled_problems()))
             self.settle_s.append(time.monotonic() - since)
@@ -361,6 +361,11 @@ class Campaign:
             self._violate(str(exc))
             self._log_desk_threads()
         self._check_step()
+
+    def _settled(self) -> bool:
+        # a kill whose call was on its way when the faults were cleared lands now: restarted, as cron would
+        self._revive()
+        return not self.settled_problems()
 
     def _log_desk_threads(self) -> None:
         """Where the desk's threads are and what the desk holds in memory (private: for the log of a

@@ -10,6 +10,7 @@ The second test pins down the one bug the campaign found (two wrong flat answers
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,37 @@ def test_a_position_believed_flat_on_wrong_answers_is_taken_back_and_not_doubled
         campaign.close()
     assert broken == []
     assert "SOLUSDT: position SOLUSDT:" in caplog.text and "closed outside the bot" in caplog.text
-    assert "is not proven yet: not entering on top of it" in caplog.text
+    assert "not entering on top of it" in caplog.text  # watched (or adopted back already: held)
     assert "adopted and being protected" in caplog.text
     entries = small_sim.rest.account.snapshot()["entry_orders"]
     assert list(entries.values()) == [1], entries  # the first signal's entry only
+
+
+def test_a_position_believed_flat_stays_watched_across_a_restart(
+    small_sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same wrong belief, then a SIGTERM: the watch is memory, and the new process's one positionRisk
+    read at start comes back empty, so reconciliation adopts nothing. The ledger's unproven close (exit
+    reason "external", minutes old at most) is watched again from the start: no second entry on top (nor
+    once it is adopted back: the desk holds it then), and it is protected once the answers are right."""
+    caplog.set_level(logging.INFO, logger="surge.campaign")
+    campaign = Campaign(small_sim, tmp_path)
+    try:
+        campaign.begin("zero-then-restart")
+        campaign.act("signal", symbol="SOLUSDT")
+        wait_for(lambda: "SOLUSDT" in campaign.held(), what="SOLUSDT held")
+        campaign.act("position_risk", kind="zero", count=2)
+        for _ in range(3):  # answered in turn after the two zeros: the last one read before the restart
+            campaign.act("position_risk", kind="empty", count=3)
+        wait_for(lambda: "SOLUSDT" not in campaign.held(), what="SOLUSDT believed flat")
+        campaign.act("sigterm")
+        campaign.act("signal", symbol="SOLUSDT")
+        broken = campaign.finish()
+    finally:
+        campaign.close()
+    assert broken == []
+    assert "closed outside the bot" in caplog.text and "reconciliation: 0 open, 0 adopted" in caplog.text
+    assert "not entering on top of it" in caplog.text  # still watched, or adopted back already
+    assert "adopted and being protected" in caplog.text
+    entries = small_sim.rest.account.snapshot()["entry_orders"]
+    assert list(entries.values()) == [1], entries
