@@ -448,13 +448,7 @@ class Store:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                cur = db.execute(
-                    f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (venue, signal.key, signal.symbol, signal.time, signal.open_time, signal.change_pct,
-                     signal.volume_multiple, signal.quote_volume, signal.price, outcome, skip_reason),
-                )
-                if cur.rowcount == 0:
+                if not _insert_signal(db, signal, venue, outcome, skip_reason):
                     db.execute("ROLLBACK")
                     return False
                 if position is not None:
@@ -625,13 +619,7 @@ class Store:
         if trade.key != signal.key or trade.state != INTENT:
             raise ValueError(f"trade {trade.key!r} ({trade.state}) is not the intent of {signal.key!r}")
         with self._transaction() as db:
-            cur = db.execute(
-                f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (venue, signal.key, signal.symbol, signal.time, signal.open_time, signal.change_pct,
-                 signal.volume_multiple, signal.quote_volume, signal.price, ENTERED, None),
-            )
-            if cur.rowcount == 0:
+            if not _insert_signal(db, signal, venue, ENTERED, None):
                 return False
             self._put_trade(db, trade, venue)
         return True
@@ -748,6 +736,18 @@ def _venue_filter(venue: str | None, where: str = "") -> tuple[str, tuple[object
     if venue is None:
         return where, ()
     return (f"{where} AND venue = ?" if where else "WHERE venue = ?"), (venue,)
+
+
+def _insert_signal(db: sqlite3.Connection, signal: Signal, venue: str, outcome: str,
+                   skip_reason: str | None) -> bool:
+    """Insert the signal row unless its (venue, key) exists; True when it was new."""
+    cur = db.execute(
+        f"INSERT OR IGNORE INTO signals (venue, key, {_SIGNAL_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (venue, signal.key, signal.symbol, signal.time, signal.open_time, signal.change_pct,
+         signal.volume_multiple, signal.quote_volume, signal.price, outcome, skip_reason),
+    )
+    return cur.rowcount > 0
 
 
 def _position_row(p: Position) -> tuple:
