@@ -264,7 +264,8 @@ def test_signal_gives_one_entry_and_exactly_two_protective_orders(env: Env,
     assert float(env.account.position(SYMBOL).amount) == pos.qty
     assert env.account.snapshot()["leverage"] == {SYMBOL: 2}
     assert env.store.position(pos.key, venue=VENUE) == pos
-    assert any("protective orders placed" in r.getMessage() for r in caplog.records)
+    wait_for(lambda: any("protective orders placed" in r.getMessage() for r in caplog.records),
+             10.0, "the log line that follows the PROTECTED row")
     # the same signal again (a duplicate event): refused by the ledger, nothing new sent
     sig = replace(env.signal(), open_time=int(pos.key.split(":")[1]))
     assert not desk.enter(sig)
@@ -573,8 +574,10 @@ def test_missing_protective_orders_are_placed_again_and_ghosts_closed(
     sl, tp = client_id(pos.key, "sl"), client_id(pos.key, "tp")
     assert env.account.cancel_algo(tp)  # someone cancelled it in the web UI while the bot runs
     wait_for(lambda: tp in env.open_algo_ids(SYMBOL), 10.0, "the take profit placed again")
+    # the warning follows the placement: wait for it rather than race the desk thread
+    wait_for(lambda: any(f"{tp} was missing: placed again" in r.getMessage() for r in caplog.records),
+             10.0, "the warning about the missing take profit")
     assert env.algo_counts() == {sl: 1, tp: 2}
-    assert any(f"{tp} was missing: placed again" in r.getMessage() for r in caplog.records)
     assert desk.stop() == []
     # while the bot is down: the stop is cancelled, and the ledger holds a position the exchange does not
     assert env.account.cancel_algo(sl)
