@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _requirements() -> list[Requirement]:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    lines = cfg["options"]["install_requires"].splitlines() + cfg["options.extras_require"]["test"].splitlines()
+    options, extras = cfg["options"], cfg["options.extras_require"]
+    lines = options["install_requires"].splitlines() + extras["test"].splitlines()
     return [Requirement(line.strip()) for line in lines if line.strip()]
 
 
