@@ -60,7 +60,7 @@ MINUTE_MS = 60_000
 WINDOW_MS = 4 * 3_600_000
 POSITION_USDT = 100.0
 #: what the desk's periodic positions check sends (on the desk thread, which also sends every entry)
-CHECK_PATHS = frozenset({"/fapi/v2/positionRisk", "/fapi/v1/openAlgoOrders"})
+CHECK_PATHS = frozenset({"/fapi/v3/positionRisk", "/fapi/v1/openAlgoOrders"})
 #: exits far from the entry, so nothing closes during the run (the surge is +5 %)
 CONFIG = f"""\
 [trade]
@@ -102,7 +102,7 @@ def market_shift_s() -> float:
 def make_sim(n_symbols: int, rtt_ms: float, seed: int = 7) -> Simulator:
     shift = market_shift_s()
     market = Market(n_symbols, seed=seed, surge_interval_s=None, clock=lambda: time.time() + shift)
-    return Simulator(market=market, latency_ms=rtt_ms).start()
+    return Simulator(market=market, latency_ms=rtt_ms, push_mode="every_tick").start()  # as measured before
 
 
 def sizable(sim: Simulator, n: int) -> list[str]:

@@ -57,10 +57,11 @@ def say(msg: str) -> None:
 class Sim:
     """``surge sim`` in its own process, driven through its ``/_sim`` HTTP controls."""
 
-    def __init__(self, latency_ms: float, symbols: int) -> None:
+    def __init__(self, latency_ms: float, symbols: int, push_mode: str | None = "every_tick") -> None:
+        mode = ["--push-mode", push_mode] if push_mode else []  # every stream pushing: comparable figures
         self.proc = subprocess.Popen(
             [PY, "-m", "surge", "sim", "--port", "0", "--latency-ms", str(latency_ms),
-             "--symbols", str(symbols)],
+             "--symbols", str(symbols), *mode],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert self.proc.stdout is not None
@@ -94,13 +95,13 @@ class Sim:
 class Bot:
     """One ``surge run``; its stderr is read line by line so the "ready in" line is timed as it comes."""
 
-    def __init__(self, home: Path, sim: Sim, config: Path) -> None:
+    def __init__(self, home: Path, sim: Sim, config: Path, args: tuple[str, ...] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
         env.update(SURGE_HOME=str(home), SURGE_REST_URL=sim.rest_url, SURGE_WS_URL=sim.ws_url,
                    SURGE_CONFIG=str(config), PYTHONUNBUFFERED="1")
         self.home = home
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([PY, "-m", "surge", "run"], env=env, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([PY, "-m", "surge", "run", *args], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

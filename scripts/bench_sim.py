@@ -108,7 +108,7 @@ class Child:
             self.close()
             raise RuntimeError(f"child {args} did not start: {line!r}")
         self.url = line[4:]
-        self.port = int(self.url.rsplit(":", 1)[1])
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])  # ws://127.0.0.1:PORT/market
 
     def close(self) -> None:
         try:

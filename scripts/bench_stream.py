@@ -58,7 +58,8 @@ def _child_sim() -> None:
     from surge.sim.market import Market
     from surge.sim.ws import WsServer
 
-    server = WsServer(Market(531, 1, surge_interval_s=None), "127.0.0.1", 0)
+    # every stream pushing every 250 ms (the simulator's old default): figures stay comparable
+    server = WsServer(Market(531, 1, surge_interval_s=None), "127.0.0.1", 0, push_mode="every_tick")
     server.start()
     print(server.url, flush=True)
     for line in sys.stdin:

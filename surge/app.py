@@ -39,23 +39,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from surge.config import Settings
-from surge.errors import EXIT_OK, EXIT_UNRESOLVED, SurgeError
+from surge.errors import EXIT_OK, EXIT_RUNTIME, EXIT_UNRESOLVED, ConfigError, SurgeError
 from surge.exchange.orders import Credentials, SignedRest, install_log_redaction
 from surge.exchange.rest import BinanceRest, ExchangeError, RestError
 from surge.filter4h import Filter4h, LiveFilter4h, Rule4h, ScanResult
 from surge.models import INTERVAL_MS, Kline, Position, Signal
-from surge.runtime import HEARTBEAT_NAME, InstanceLock, write_json_atomic
-from surge.store import Store, open_store
+from surge.runtime import HEARTBEAT_NAME, HomeError, InstanceLock, LockLost, Spell, write_json_atomic
+from surge.store import Store, StoreError, StoreWriteError, open_store
 from surge.strategy import MINUTE_MS, SurgeRule
 from surge.stream import MultiplexedKlineManager, StreamGap
 from surge.trading import PaperDesk, PositionBook, TradeClosed, TradeOpened, TradeVoid
 from surge.trading.desk import OrderDesk
 from surge.trading.live import ENTRY, EXIT, client_id
-from surge.universe import universe_from_exchange_info
+from surge.universe import not_tradable, universe_from_exchange_info
 
 log = logging.getLogger("surge.app")
 
 HEARTBEAT_EVERY_S = 2.0
+#: What the bot does while the database refuses writes (a full disk), said once per spell.
+NO_ENTRY_WHILE_FULL = "no new entry meanwhile (it could not be recorded); held positions are still closed"
 QUIET_S = 0.005  # the queue empty this long: a burst of kline chunks is over, time for periodic work
 PERIODIC_MAX_DEFER_S = 0.25  # ... but periodic work overdue by this long runs even mid-flow
 EXIT_CHECK_EVERY_S = 1.0
@@ -201,6 +203,9 @@ class Bot:
         self.manager: MultiplexedKlineManager | None = None
         self.housekeeper: Housekeeper | None = None
         self._lock: InstanceLock | None = None
+        self._lock_lost = False  # another bot holds surge.lock now: stop, and leave its heartbeat alone
+        self._heartbeat_spell = Spell(log, "writing the heartbeat")
+        self._store_spell = Spell(log, "writing to the database")
         self._starting = False
         self._filter_dirty_at: float | None = None
         self._backfill_pending: set[str] = set()
@@ -258,6 +263,8 @@ class Bot:
         self.store = open_store(s.home)
         # pool: the scan's workers, plus the desk's two threads placing both protective orders at once
         self.rest = BinanceRest(s.rest_url, pool_size=s.filter_4h.workers + 2)
+        if self.only is not None:
+            self._check_symbols()
         if self.live:
             self._start_live()
         else:
@@ -307,6 +314,19 @@ class Bot:
         for sym in sorted(self.universe):
             self.manager.subscribe_kline(sym, "4h")
         self._apply_pass_set(set(result.passed))
+
+    def _check_symbols(self) -> None:
+        """``--symbols`` against exchangeInfo before anything else (one request, weight 1).
+
+        A typo, a delisted or a USDC symbol would otherwise be scanned, never streamed, and the bot
+        would idle until stopped and exit 0: better a usage error (exit 2) naming them, before a live
+        desk reconciles anything.
+        """
+        assert self.rest is not None and self.only is not None
+        bad = not_tradable(self.rest.exchange_info(), sorted(self.only))
+        if bad:
+            raise ConfigError(f"--symbols: not a TRADING USDT perpetual on {self.settings.rest_url}: "
+                              f"{', '.join(sorted(bad))}")
 
     def _start_live(self) -> None:
         """Signed client over the bot's own REST client, the account banner, reconciliation.
@@ -361,7 +381,7 @@ class Bot:
         except Exception as exc:  # noqa: BLE001 - a cache write must not stop the shutdown
             log.warning("could not cache the last closed 4h candles: %s", exc)
         try:
-            if self.store is not None and self.manager is not None:
+            if self.store is not None and self.manager is not None and not self._lock_lost:
                 self._write_heartbeat(running=False)
         except OSError as exc:
             log.warning("could not write the final heartbeat: %s", exc)
@@ -425,7 +445,7 @@ class Bot:
                 self._check_max_hold()
             if now >= next_heartbeat:
                 next_heartbeat = now + HEARTBEAT_EVERY_S
-                self._write_heartbeat(running=True)
+                self._beat()
             if self._filter_dirty_at is not None and now - self._filter_dirty_at >= FILTER_SETTLE_S:
                 self._filter_dirty_at = None
                 self._flush_closed_4h()
@@ -452,7 +472,10 @@ class Bot:
     def _flush_closed_4h(self) -> None:
         if self._closed_4h and self.store is not None:
             closed, self._closed_4h = self._closed_4h, []
-            self.store.put_candles(closed)
+            try:
+                self.store.put_candles(closed)
+            except StoreWriteError as exc:  # only the cache: the next scan asks the exchange for them
+                self._store_spell.failed(exc, NO_ENTRY_WHILE_FULL)
 
     def _check_ready(self) -> None:
         """Log once when the filter is known and every wanted stream is confirmed by the exchange."""
@@ -498,8 +521,7 @@ class Bot:
             if reason is not None:
                 self._close(held, k.close, k.event_time or self.now_ms(), reason)
         if sym not in self.passing:
-            if k.closed:
-                self.rule.seed(sym, [k])  # keep its history so it can signal at once if it passes later
+            self.rule.observe(k)  # keep its history so it can signal at once if it passes later
             return
         signal = self.rule.on_kline(k)
         if k.event_time:
@@ -511,7 +533,10 @@ class Bot:
         elif (
             k.closed and sym not in self._backfill_pending and self.rule.missing(sym, k.open_time + MINUTE_MS)
         ):
-            self._submit_backfill([sym])  # a hole the gap report did not cover (e.g. a fresh start)
+            # a hole the gap report did not cover: a fresh start or subscription (the minutes before the
+            # stream's first candle), a candle whose final frame never came. Not a quiet minute: the
+            # rule records the minutes an uninterrupted stream skipped as zero-volume candles.
+            self._submit_backfill([sym])
 
     def _on_signal(self, signal: Signal) -> None:
         assert self.store is not None and self.desk is not None
@@ -521,11 +546,28 @@ class Bot:
         refusal = None if self.entries_open else "shutting down"
         refusal = refusal or self.book.refusal(signal.symbol) or self._entering_refusal(signal.symbol)
         if refusal is not None:
-            if self.store.record_entry(signal, None, skip_reason=refusal, venue=self.venue):
+            try:
+                recorded = self.store.record_entry(signal, None, skip_reason=refusal, venue=self.venue)
+            except StoreWriteError as exc:
+                self._store_spell.failed(exc, NO_ENTRY_WHILE_FULL)
+                recorded = True
+            else:
+                self._store_spell.ok()
+            if recorded:
                 self._log_signal(signal, refusal)
             return
         self.entering[signal.key] = signal.symbol  # before enter(): a paper outcome comes back inside it
-        if not self.desk.enter(signal):
+        try:
+            entered = self.desk.enter(signal)
+        except StoreWriteError as exc:
+            # the ledger comes first: an entry that cannot be recorded is not made (nor sent, live);
+            # closes and protection of what is held go on (the desks keep those in memory meanwhile)
+            self.entering.pop(signal.key, None)
+            self._store_spell.failed(exc, NO_ENTRY_WHILE_FULL)
+            self._log_signal(signal, "the database cannot record it")
+            return
+        self._store_spell.ok()
+        if not entered:
             self.entering.pop(signal.key, None)
             log.info("signal %s was already recorded: not entering twice", signal.key)
             return
@@ -619,6 +661,8 @@ class Bot:
             (gap.end_ms - gap.start_ms) / 1000,
         )
         if symbols_1m:
+            for sym in symbols_1m:
+                self.rule.interrupt(sym)  # its silence during the gap says nothing about trades
             self._submit_backfill(symbols_1m)
         four_h = INTERVAL_MS["4h"]
         if symbols_4h and gap.end_ms // four_h != gap.start_ms // four_h:
@@ -684,9 +728,11 @@ class Bot:
         assert self.manager is not None
         wanted = self.passing | self.book.symbols()
         for sym in sorted(wanted - self.streaming_1m):
+            self.rule.interrupt(sym)  # a new run of its stream: the minutes before it are unknown
             self.manager.subscribe_kline(sym, "1m")
         for sym in sorted(self.streaming_1m - wanted):
             self.manager.unsubscribe_kline(sym, "1m")
+            self.rule.interrupt(sym)
             self.last_price.pop(sym, None)
         new = sorted(wanted - self.streaming_1m)
         self.streaming_1m = wanted
@@ -781,6 +827,33 @@ class Bot:
         if not data:
             return None, None
         return data[len(data) // 2], data[min(len(data) - 1, int(len(data) * 0.99))]
+
+    def _beat(self) -> None:
+        """Every HEARTBEAT_EVERY_S: is the lock still ours, the writes a full disk held back, then the
+        heartbeat. A failed write is logged once per spell and tried again at the next beat: a full
+        disk never stops the bot (it keeps streaming, closing and protecting what it holds)."""
+        assert self._lock is not None and self.desk is not None
+        try:
+            repaired = self._lock.check()
+        except LockLost as exc:
+            log.error("%s: stopping, so that two bots never run on one SURGE_HOME", exc)
+            self._lock_lost = True
+            self.exit_code = EXIT_RUNTIME
+            self.stop_event.set()
+            return
+        except (OSError, HomeError) as exc:  # re-creating a deleted lock file on a full disk: next beat
+            repaired = f"{self._lock.path} was deleted and cannot be re-created yet: {exc}"
+        if repaired:
+            log.warning("%s", repaired)
+        flush = getattr(self.desk, "flush_unsaved", None)  # paper closes the database could not take
+        if flush is not None:
+            flush()
+        try:
+            self._write_heartbeat(running=True)
+        except (OSError, StoreError) as exc:
+            self._heartbeat_spell.failed(exc, "the bot goes on; tried again at every beat")
+        else:
+            self._heartbeat_spell.ok()
 
     def _write_heartbeat(self, *, running: bool) -> None:
         assert self.manager is not None and self.store is not None

@@ -131,12 +131,21 @@ def main(config_path: str | None) -> None:
     help="When each WebSocket connection gets its 250 ms kline pushes: at its own phase, as connections "
     "on different Binance edge servers would, or all in the same instant (a worst case for a client).",
 )
+@click.option(
+    "--push-mode",
+    type=click.Choice(["on_change", "every_tick"]),
+    default="on_change",
+    show_default=True,
+    help="on_change: a kline stream is pushed only when its candle changed (Binance; thin symbols stay "
+    "silent between trades); every_tick: every subscribed stream every 250 ms (throughput benchmarks).",
+)
 def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int, surge_every: float,
-                push_phases: str) -> None:
+                push_phases: str, push_mode: str) -> None:
     """Serve the simulated Binance USD-M exchange (REST and WebSocket) until interrupted.
 
-    The first line on stdout is `REST http://HOST:PORT WS ws://HOST:PORT`; point the bot at it with
-    SURGE_REST_URL and SURGE_WS_URL. Test controls live under /_sim/ on the REST port.
+    The first line on stdout is `REST http://HOST:PORT WS ws://HOST:PORT/market`; point the bot at it
+    with SURGE_REST_URL and SURGE_WS_URL (kline streams are served on the /market route only, as on
+    Binance). Test controls live under /_sim/ on the REST port.
     """
     from surge.sim import Simulator  # the simulator is a leaf: load it only for this command
 
@@ -149,6 +158,7 @@ def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int
         latency_ms=latency_ms,
         surge_interval_s=surge_every or None,
         push_phases=push_phases,
+        push_mode=push_mode,
     )
     try:
         simulator.start()
@@ -193,7 +203,9 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
     settings = settings_for(ctx, config_path, **{"filter_4h.workers": workers})
     wanted: list[str] | None = None
     if symbols is not None:
-        wanted = [s.strip() for s in symbols.split(",") if s.strip()]
+        from surge.universe import parse_symbol_list
+
+        wanted = parse_symbol_list(symbols)  # a malformed name exits 2 before any request
         if not wanted:
             raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
 
@@ -267,10 +279,14 @@ def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -
 @click.option("--live", is_flag=True,
               help='Trade for real. Also needs [trade] mode = "live" and SURGE_API_KEY/SURGE_API_SECRET '
                    "(with --sim: on the simulator, with those keys if set, else its demo keys).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Log to $SURGE_HOME/logs/surge.log only, not also to stderr (cron, services: the "
+                   "file is size-bounded, a redirected stderr is not). Errors before the log exists "
+                   "still go to stderr.")
 @config_option
 @click.pass_context
 def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: str | None, live: bool,
-                config_path: str | None) -> None:
+                quiet: bool, config_path: str | None) -> None:
     """Run the bot: 4h filter, 1m kline streams, surge rule, paper (or live) trades.
 
     Universe -> 4h filter (warm from $SURGE_HOME/surge.db) -> kline_4h streams for every symbol and
@@ -282,7 +298,7 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     exits 2), and the keys in SURGE_API_KEY / SURGE_API_SECRET (environment only; never logged).
     It shows the balance and the limits, reconciles the database with the exchange's positions and
     orders, then enters at market with the stop loss and take profit on the exchange. Try it on the
-    testnet first: SURGE_REST_URL=https://testnet.binancefuture.com. --sim --live trades on the
+    testnet first: [exchange] venue = "testnet" (or "demo") in the config. --sim --live trades on the
     built-in simulator: with SURGE_API_KEY / SURGE_API_SECRET if set (registered as the simulated
     account's keys, so your setup is exercised as is), else with the simulator's demo keys.
     A wrong key or secret exits 1 at start with the exchange's code (-1022, -2014, -2015); a Hedge
@@ -298,7 +314,9 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     credentials = _check_live_opt_in(settings, live, sim)
     wanted = None
     if symbols is not None:
-        wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        from surge.universe import parse_symbol_list
+
+        wanted = parse_symbol_list(symbols)  # a malformed name exits 2 before any request
         if not wanted:
             raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
     simulator = None
@@ -311,7 +329,7 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     secrets = [settings.api_key, settings.api_secret]
     if credentials is not None:
         secrets += [credentials.api_key, credentials.api_secret]
-    setup_logging(settings.home, secrets=secrets)
+    setup_logging(settings.home, secrets=secrets, stderr=not quiet)
     # The strategy loop waits on a queue that the connection threads fill while they parse whole
     # chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
     # 5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.

@@ -15,13 +15,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from surge.errors import ConfigError
 
 DEFAULT_REST_URL = "https://fapi.binance.com"
 DEFAULT_WS_URL = "wss://fstream.binance.com/market"
+#: ``[exchange] venue`` -> (REST base, WebSocket base). Keys of one venue do not work on another. The
+#: test venues keep the ``/market`` route too: it is the one that serves klines since 2026-04-23.
+VENUES: dict[str, tuple[str, str]] = {
+    "binance": (DEFAULT_REST_URL, DEFAULT_WS_URL),
+    "testnet": ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com/market"),
+    "demo": ("https://demo-fapi.binance.com", "wss://demo-fstream.binance.com/market"),
+}
 MAX_FILTER_WORKERS = 3
 MAX_STREAMS_PER_CONNECTION = 1024  # Binance's per-connection limit
+#: The 1m backfill asks for ``volume_lookback + 2`` candles (the baseline, the current one and one
+#: spare) and stays below 100, where a klines request costs weight 1: a longer lookback could never
+#: be filled, so the rule would never signal and the backfill would be re-asked every minute.
+MAX_VOLUME_LOOKBACK = 97
+#: Durations become int milliseconds (deadlines, cooldowns): 30 days is far beyond any sensible hold
+#: or cooldown and far inside int64, so no value can overflow a timestamp or a database column.
+MAX_DURATION_S = 30 * 86_400
+#: One position's notional: far beyond any exchange's per-symbol cap, and small enough that a
+#: quantity, a fee or a PnL computed from it stays a finite float.
+MAX_POSITION_USDT = 1e9
 
 
 def _key(check: Callable[[Any], bool], rule: str) -> Any:
@@ -61,18 +79,30 @@ class Filter4hSettings:
 class SurgeSettings:
     min_change_pct: float = field(default=3.0, metadata=_key(_positive, "> 0"))
     volume_multiple: float = field(default=3.0, metadata=_key(_positive, "> 0"))
-    volume_lookback: int = field(default=20, metadata=_key(_between(1, 1000), "between 1 and 1000"))
+    volume_lookback: int = field(
+        default=20,
+        metadata=_key(_between(1, MAX_VOLUME_LOOKBACK),
+                      f"between 1 and {MAX_VOLUME_LOOKBACK} (the 1m backfill fetches at most 99 candles)"),
+    )
     min_quote_volume: float = field(default=50_000.0, metadata=_key(_non_negative, ">= 0"))
-    cooldown_s: float = field(default=900.0, metadata=_key(_non_negative, ">= 0"))
+    cooldown_s: float = field(
+        default=900.0, metadata=_key(_between(0, MAX_DURATION_S), f"between 0 and {MAX_DURATION_S} (30 days)")
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class TradeSettings:
     mode: str = field(default="paper", metadata=_key(lambda v: v in ("paper", "live"), '"paper" or "live"'))
-    position_usdt: float = field(default=100.0, metadata=_key(_positive, "> 0"))
+    position_usdt: float = field(
+        default=100.0,
+        metadata=_key(lambda v: 0 < v <= MAX_POSITION_USDT, f"> 0 and at most {MAX_POSITION_USDT:.0f}"),
+    )
     take_profit_pct: float = field(default=2.0, metadata=_key(_between(0.01, 1000), "between 0.01 and 1000"))
     stop_loss_pct: float = field(default=1.0, metadata=_key(_between(0.01, 99.99), "between 0.01 and 99.99"))
-    max_hold_s: float = field(default=3600.0, metadata=_key(_positive, "> 0"))
+    max_hold_s: float = field(
+        default=3600.0,
+        metadata=_key(lambda v: 0 < v <= MAX_DURATION_S, f"> 0 and at most {MAX_DURATION_S} (30 days)"),
+    )
     max_open_positions: int = field(default=5, metadata=_key(_between(1, 1000), "between 1 and 1000"))
     # paper fills: the price moves against you by the slippage, and Binance's taker fee is paid both ways
     slippage_pct: float = field(default=0.05, metadata=_key(_between(0, 10), "between 0 and 10"))
@@ -89,11 +119,19 @@ class StreamSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeSettings:
+    venue: str = field(
+        default="binance", metadata=_key(lambda v: v in VENUES, " or ".join(f'"{v}"' for v in VENUES))
+    )
+
+
 SECTIONS: dict[str, type] = {
     "filter_4h": Filter4hSettings,
     "surge": SurgeSettings,
     "trade": TradeSettings,
     "stream": StreamSettings,
+    "exchange": ExchangeSettings,
 }
 
 
@@ -105,6 +143,7 @@ class Settings:
     surge: SurgeSettings = field(default_factory=SurgeSettings)
     trade: TradeSettings = field(default_factory=TradeSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
     rest_url: str = DEFAULT_REST_URL
     ws_url: str = DEFAULT_WS_URL
     home: Path = field(default_factory=lambda: Path("~/.surge").expanduser())
@@ -125,13 +164,27 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
     if isinstance(default, str):
         ok, expected = isinstance(value, str), "a string"
     elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        # TOML integers are unbounded here (tomllib): one beyond a float's range is not finite either
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and _fits_float(value)
         expected = "a finite number"
     else:
         ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
     if not ok:
-        raise ConfigError(f"{section}.{name} must be {expected}, got {value!r}")
+        raise ConfigError(f"{section}.{name} must be {expected}, got {_shown(value)}")
     return float(value) if isinstance(default, float) else value
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: a 400-digit integer or a long string is cut, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _fits_float(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return False
 
 
 def _build_section(section: str, values: Mapping[str, Any], base: Any) -> Any:
@@ -144,7 +197,7 @@ def _build_section(section: str, values: Mapping[str, Any], base: Any) -> Any:
             raise ConfigError(f"unknown config key {section}.{name} (known: {', '.join(sorted(known))})")
         value = _coerce(section, name, value, f.default)
         if not f.metadata["check"](value):
-            raise ConfigError(f"{section}.{name} must be {f.metadata['rule']}, got {value!r}")
+            raise ConfigError(f"{section}.{name} must be {f.metadata['rule']}, got {_shown(value)}")
         changes[name] = value
     return replace(base, **changes)
 
@@ -159,11 +212,49 @@ def _check_cross_field(settings: Settings) -> None:
 
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
+    """The URL without a trailing slash; one the HTTP or WebSocket client would refuse is a usage error
+    here (exit 2), not an "exchange unavailable" (exit 1) after four attempts."""
     url = url.strip().rstrip("/")
     scheme, sep, rest = url.partition("://")
+    problem = None
     if not sep or scheme not in schemes or not rest:
-        raise ConfigError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL, got {url!r}")
+        problem = f"a {' or '.join(s + '://' for s in schemes)} URL"
+    if problem is None:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+            if not parts.hostname:
+                problem = "a URL with a host"
+        except ValueError as exc:
+            problem = f"a valid URL ({exc})"
+    if problem is None and any(ch.isspace() or not ch.isprintable() for ch in url):
+        problem = "a URL without spaces or control characters"
+    if problem is not None:
+        raise ConfigError(f"{name} must be {problem}, got {_shown(url)}")
     return url
+
+
+def _check_secret(name: str, value: str | None) -> str | None:
+    """An API key or secret as given, or None when unset; anything but printable ASCII is refused.
+
+    Binance keys are 64 letters and digits. A stray character (a trailing carriage return from a
+    Windows .env file, a space from a copy and paste) makes the HTTP library refuse the header and
+    print its whole value in the error, and a key that is merely wrong is only found out when the
+    first signed call fails. The message says where the bad character is, never the value.
+    """
+    if not value:
+        return None
+    for i, ch in enumerate(value):
+        if not "!" <= ch <= "~":
+            if ch.isspace():
+                kind = "whitespace"
+            elif ord(ch) < 32 or ord(ch) == 127:
+                kind = "a control character"
+            else:
+                kind = "a non-ASCII character"
+            raise ConfigError(f"{name} contains {kind} (U+{ord(ch):04X}) at position {i + 1} of "
+                              f"{len(value)}: keys are printable ASCII only (a Windows line ending in .env?)")
+    return value
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -177,6 +268,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise ConfigError(f"invalid TOML in {path}: not UTF-8 (byte {exc.start})") from None
     for section, values in data.items():
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section [{section}] in {path} (known: {', '.join(SECTIONS)})")
@@ -217,16 +310,17 @@ def load_settings(
         elif dotted not in ("rest_url", "ws_url"):
             raise ValueError(f"unknown override {dotted!r}")  # a programming error, not a user's
 
-    rest_url = overrides.get("rest_url") or env.get("SURGE_REST_URL") or DEFAULT_REST_URL
-    ws_url = overrides.get("ws_url") or env.get("SURGE_WS_URL") or DEFAULT_WS_URL
+    venue_rest, venue_ws = VENUES[sections["exchange"].venue]
+    rest_url = overrides.get("rest_url") or env.get("SURGE_REST_URL") or venue_rest
+    ws_url = overrides.get("ws_url") or env.get("SURGE_WS_URL") or venue_ws
     settings = Settings(
         **sections,
         rest_url=_check_url("SURGE_REST_URL", rest_url, ("http", "https")),
         ws_url=_check_url("SURGE_WS_URL", ws_url, ("ws", "wss")),
         home=home,
         config_path=path,
-        api_key=env.get("SURGE_API_KEY") or None,
-        api_secret=env.get("SURGE_API_SECRET") or None,
+        api_key=_check_secret("SURGE_API_KEY", env.get("SURGE_API_KEY")),
+        api_secret=_check_secret("SURGE_API_SECRET", env.get("SURGE_API_SECRET")),
     )
     _check_cross_field(settings)
     return settings

@@ -12,7 +12,7 @@ How a scan gets there with as few round trips as possible:
   Batches of ``batch_size`` are only the unit of progress reporting ("batch 2/6, 37 passed").
 * **Warm** (same 4h window as a previous scan): closed candles never change and neither does the
   open of the current candle once it has started, so both come from SQLite; the only thing that
-  moved is the last price, and ``/fapi/v1/ticker/price`` (weight 2) has it for every symbol. A warm
+  moved is the last price, and ``/fapi/v2/ticker/price`` (weight 2) has it for every symbol. A warm
   scan is exchangeInfo (universe, weight limit and server time) + ticker/price: 2 requests, weight
   3, whatever the universe size.
 * **Across a 4h boundary**: per-symbol requests again, but only for what is new (``startTime``
@@ -39,7 +39,7 @@ from surge.exchange.ratelimit import RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable
 from surge.models import INTERVAL_MS, Kline
 from surge.store import CandleState, Store
-from surge.universe import universe_from_exchange_info
+from surge.universe import not_tradable, universe_from_exchange_info
 
 INTERVAL = "4h"
 H4 = INTERVAL_MS[INTERVAL]
@@ -219,17 +219,25 @@ class Filter4h:
         # exchangeInfo even with explicit symbols: it carries the REQUEST_WEIGHT limit the limiter
         # must respect and the server's clock (one request instead of a second one to /time).
         info = self.rest.exchange_info()
+        rejected: dict[str, str] = {}
         if symbols is None:
             names = [s.symbol for s in universe_from_exchange_info(info)]
         else:
             names = _dedupe(s.strip().upper() for s in symbols if s.strip())
+            # exchangeInfo already says which of them are no TRADING USDT perpetual: no request for
+            # those (a typo costs weight for nothing, a malformed name must never reach a URL)
+            rejected = not_tradable(info, names)
+        asked = len(names)
+        names = [s for s in names if s not in rejected]
         server_time = info.get("serverTime")
         if isinstance(server_time, int) and not isinstance(server_time, bool) and server_time > 0:
             now = server_time
         else:
             now = self.rest.server_time()
         window = now - now % H4
-        result = ScanResult(symbols=len(names), server_time=now)
+        result = ScanResult(symbols=asked, server_time=now)
+        result.errors.update(rejected)
+        self._answered.update(rejected)  # the exchange's own answer about them: checked
 
         states = self.store.candle_states(INTERVAL, names) if self.store is not None else {}
         plans: dict[str, _Plan | None] = {s: self._plan(states.get(s), window) for s in names}

@@ -8,6 +8,22 @@ The baseline is the mean volume of the ``volume_lookback`` closed candles *immed
 current one. If any of them is unknown (a stream gap, a fresh start) the rule says so through
 :meth:`SurgeRule.missing` instead of averaging over a hole: a mean over 15 of 20 candles would make
 surges look bigger than they are.
+
+A quiet minute is not a hole. Binance pushes a kline stream only when the candle changed, so a minute
+without a trade is never pushed (REST has it: O=H=L=C=previous close, volume 0). While a stream stays
+up, the rule follows it (:meth:`SurgeRule.observe`, or :meth:`SurgeRule.on_kline`) and takes every
+minute it skipped as a zero-volume candle: no REST request, no gap. The owner breaks that continuity
+with :meth:`SurgeRule.interrupt` whenever the stream may have missed something (a reported stream
+gap, a new subscription): the next candle then starts a new run and the minutes before it stay
+unknown until the REST backfill fills them, as after a fresh start. So a stream that has not
+delivered since its subscription has no run yet: when its first candle closes, the minutes between
+the subscription's backfill and that candle are fetched once; from then on its silence is free.
+
+The skipped minutes count as quiet only if the candle before them ended with its final frame
+(``x=true``). Binance pushes that frame for every candle that had a trade; updates before it are
+250 ms snapshots, and a trade in a candle's last 250 ms is only in the final frame. So a candle whose
+final frame never came is unknown, and so are the minutes after it: a lost frame on a connection
+that stayed up means we cannot vouch for the silence either (rare: a REST backfill settles it).
 """
 
 from __future__ import annotations
@@ -27,6 +43,10 @@ class _SymbolState:
     baseline_for: int = -1  # open_time of the candle whose baseline is cached
     baseline: float | None = None  # mean volume, None while history is incomplete
     last_signal_ms: int | None = None
+    # the stream's run since it was last interrupted: open time of the latest candle it delivered
+    # (None: no run, the past is unknown) and whether that candle's final frame (x=true) came
+    stream_open: int | None = None
+    stream_closed: bool = False
 
 
 class SurgeRule:
@@ -59,6 +79,41 @@ class SurgeRule:
         for symbol, when in last_signal_ms.items():
             self._get(symbol).last_signal_ms = when
 
+    def interrupt(self, symbol: str) -> None:
+        """The symbol's 1m stream may have missed updates (a stream gap, a (re)subscription): minutes it
+        did not deliver are unknown from here on until a candle of a new run and a backfill."""
+        state = self._state.get(symbol)
+        if state is not None:
+            state.stream_open = None
+            state.stream_closed = False
+
+    def observe(self, k: Kline) -> None:
+        """Follow a 1m stream update of a symbol the rule does not decide on (not passing the filter):
+        its closed candles and its quiet minutes keep the history current should it pass later."""
+        state = self._get(k.symbol)
+        self._track(state, k)
+        if k.closed:
+            state.volumes[k.open_time] = k.volume
+            self._trim(state)
+
+    def _track(self, state: _SymbolState, k: Kline) -> None:
+        """Continuity of the stream: minutes it skipped since its last fully seen candle are quiet."""
+        t = k.open_time
+        last = state.stream_open
+        if last is not None and t <= last:
+            if t == last and k.closed:
+                state.stream_closed = True
+            return
+        if last is not None and state.stream_closed and t > last + MINUTE_MS:
+            volumes = state.volumes
+            first = max(last + MINUTE_MS, t - (self.settings.volume_lookback + 2) * MINUTE_MS)
+            for quiet in range(first, t, MINUTE_MS):
+                volumes.setdefault(quiet, 0.0)  # a REST answer, if one came, is the truth
+            self._trim(state)
+            state.baseline_for = -1
+        state.stream_open = t
+        state.stream_closed = k.closed
+
     def forget(self, symbol: str) -> None:
         """Drop a symbol that left the universe or the 4h filter (its history will be backfilled)."""
         self._state.pop(symbol, None)
@@ -70,11 +125,18 @@ class SurgeRule:
                 del state.volumes[open_time]
 
     def missing(self, symbol: str, open_time: int) -> list[int]:
-        """Open times of the baseline candles before ``open_time`` that are not known yet."""
-        volumes = self._get(symbol).volumes
+        """Open times of the baseline candles before ``open_time`` that are not known yet.
+
+        Minutes after the last fully seen candle of an uninterrupted stream are known: quiet so far
+        (they are recorded as such when the stream's next candle arrives).
+        """
+        state = self._get(symbol)
+        volumes = state.volumes
+        last = state.stream_open
+        quiet_after = last if state.stream_closed and last is not None else open_time
         lookback = self.settings.volume_lookback
         wanted = (open_time - i * MINUTE_MS for i in range(lookback, 0, -1))
-        return [t for t in wanted if t not in volumes]
+        return [t for t in wanted if t not in volumes and t <= quiet_after]
 
     def _baseline(self, symbol: str, state: _SymbolState, open_time: int) -> float | None:
         if state.baseline_for != open_time:
@@ -83,7 +145,8 @@ class SurgeRule:
                 state.baseline = None
             else:
                 lookback = self.settings.volume_lookback
-                total = sum(state.volumes[open_time - i * MINUTE_MS] for i in range(1, lookback + 1))
+                volumes = state.volumes  # a minute not in it is a quiet one of the stream (see missing)
+                total = sum(volumes.get(open_time - i * MINUTE_MS, 0.0) for i in range(1, lookback + 1))
                 state.baseline = total / lookback
         return state.baseline
 
@@ -92,6 +155,7 @@ class SurgeRule:
     def on_kline(self, k: Kline) -> Signal | None:
         """Feed one 1m update; returns a Signal when all three conditions hold outside the cooldown."""
         state = self._get(k.symbol)
+        self._track(state, k)
         signal = None
         s = self.settings
         now = k.event_time or k.close_time

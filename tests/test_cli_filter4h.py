@@ -73,7 +73,7 @@ def test_json_is_exactly_the_contract_object_and_exact(sim: Simulator, home: Pat
     assert again.returncode == 0, again.stderr
     out2 = json.loads(again.stdout)
     assert out2["requests"] == 2
-    assert sim.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v1/ticker/price": 1}
+    assert sim.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v2/ticker/price": 1}
     assert {k: out2[k] for k in ("checked", "passed", "failed", "errors")} == \
         {k: out[k] for k in ("checked", "passed", "failed", "errors")}
 
@@ -98,6 +98,35 @@ def test_unknown_symbol_lands_in_errors_exit_0(sim: Simulator, home: Path) -> No
     alone = surge(home, "filter-4h", "--symbols", "NOPEUSDT", "--json", rest_url=sim.rest_url)
     assert alone.returncode == 0, alone.stderr  # the exchange answered: it was checked
     assert json.loads(alone.stdout)["checked"] == 1
+
+
+def test_symbols_that_are_not_trading_usdt_perpetuals_cost_no_request(sim: Simulator, home: Path) -> None:
+    import requests
+
+    listed = requests.get(f"{sim.rest_url}/fapi/v1/exchangeInfo", timeout=30).json()["symbols"]
+    decoys = sorted(s["symbol"] for s in listed if s["symbol"].isalnum() and (
+        s["status"], s["contractType"], s["quoteAsset"]) != ("TRADING", "PERPETUAL", "USDT"))[:2]
+    assert decoys
+    good = sim.passing[0]  # type: ignore[attr-defined]
+    sim.rest.reset_stats()
+    proc = surge(home, "filter-4h", "--symbols", ",".join([good, "NOPEUSDT", *decoys]), "--json",
+                 rest_url=sim.rest_url)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["passed"] == [good] and sorted(out["errors"]) == sorted(["NOPEUSDT", *decoys])
+    assert "-1121" in out["errors"]["NOPEUSDT"]  # what the exchange says about it
+    assert all("not a TRADING USDT perpetual" in out["errors"][d] for d in decoys)
+    assert out["checked"] == 2 + len(decoys)
+    # exchangeInfo said enough: one klines request, for the only real perpetual
+    assert sim.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v1/klines": 1}
+
+
+@pytest.mark.parametrize("symbols", ["../etc", "BTCUSDT,../../x", "BTC%55SDT", "BTCUSDT?limit=1000"])
+def test_malformed_symbol_names_exit_2_and_send_nothing(sim: Simulator, home: Path, symbols: str) -> None:
+    proc = surge(home, "filter-4h", "--symbols", symbols, "--json", rest_url=sim.rest_url)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--symbols" in one_line_error(proc)
+    assert sim.rest.stats()["requests"] == 0  # (the home fixture reset the counters)
 
 
 def test_exchange_unreachable_exit_1_one_line(home: Path) -> None:

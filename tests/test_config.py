@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from surge import config
 from surge.config import (
     DEFAULT_REST_URL,
     DEFAULT_WS_URL,
@@ -181,3 +182,126 @@ def test_secrets_never_in_repr() -> None:
 
 def test_settings_default_construction_is_valid() -> None:
     assert Settings().filter_4h.workers == 3
+
+
+# --------------------------------------------------------------------------- bounds that match the use
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[trade]\nmax_hold_s = 1e17", "trade.max_hold_s"),  # its deadline overflowed an int64 column
+        ("[surge]\ncooldown_s = 1e308", "surge.cooldown_s"),  # int(1e308 * 1000): OverflowError
+        ("[surge]\nvolume_lookback = 150", "surge.volume_lookback"),  # never filled by the backfill
+        ("[surge]\nvolume_lookback = 98", "surge.volume_lookback"),  # + 2 is a weight-2 request
+        ("[trade]\nposition_usdt = 1e308", "trade.position_usdt"),  # qty and PnL turn inf / nan
+        ("[trade]\nmax_hold_s = 1" + "0" * 400, "trade.max_hold_s"),  # an int beyond a float's range
+        ("[filter_4h]\nmin_change_pct = -1" + "0" * 400, "filter_4h.min_change_pct"),
+        ('[exchange]\nvenue = "mainnet"', "exchange.venue"),
+        ("[exchange]\nvenu = \"demo\"", "exchange.venu"),
+    ],
+)
+def test_extreme_values_are_refused_naming_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=write(tmp_path, toml), env={})
+    message = str(info.value)
+    assert key in message and info.value.exit_code == 2
+    assert len(message) < 300 and "\n" not in message  # a 400-digit value is not echoed whole
+
+
+def test_the_largest_accepted_values_are_usable(tmp_path: Path) -> None:
+    path = write(tmp_path, "[surge]\nvolume_lookback = 97\ncooldown_s = 2592000\n"
+                           "[trade]\nmax_hold_s = 2592000\nposition_usdt = 1e9\n")
+    s = load_settings(config_path=path, env={})
+    assert s.surge.volume_lookback + 2 <= 99  # the backfill's klines request stays at weight 1
+    assert int(s.trade.max_hold_s * 1000) + 2**62 < 2**63  # any deadline fits in an int64 column
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "surge.toml"
+    path.write_bytes("[trade]\n# r\u00e9sum\u00e9\nmax_hold_s = 60\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_settings(config_path=path, env={})
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("var", ["SURGE_API_KEY", "SURGE_API_SECRET"])
+@pytest.mark.parametrize("bad", ["\r", " ", "\t", "\n", "\x00", "\x1b", "\x7f", "\u00e9", "\u200b"])
+def test_keys_with_whitespace_or_control_characters_are_refused_without_showing_them(var: str,
+                                                                                     bad: str) -> None:
+    value = "Zq7Kd93mLpW0xYv" + bad  # e.g. a Windows .env file's trailing carriage return
+    env = {"SURGE_API_KEY": "AkEy123", "SURGE_API_SECRET": "sEcReT456", var: value}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    message = str(info.value)
+    assert var in message and info.value.exit_code == 2
+    assert "Zq7Kd93mLpW0xYv" not in message and "AkEy123" not in message and "sEcReT456" not in message
+
+
+def test_plain_keys_are_kept_as_given() -> None:
+    key = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+    secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5Y"
+    s = load_settings(env={"SURGE_API_KEY": key, "SURGE_API_SECRET": secret})
+    assert (s.api_key, s.api_secret) == (key, secret)
+    assert key not in repr(s) and secret not in repr(s)
+
+
+# --------------------------------------------------------------------------- [exchange] venue
+
+
+@pytest.mark.parametrize(
+    ("venue", "rest", "ws"),
+    [
+        ("binance", "https://fapi.binance.com", "wss://fstream.binance.com/market"),
+        ("testnet", "https://testnet.binancefuture.com", "wss://fstream.binancefuture.com/market"),
+        ("demo", "https://demo-fapi.binance.com", "wss://demo-fstream.binance.com/market"),
+    ],
+)
+def test_venue_picks_the_url_pair_and_the_environment_still_wins(tmp_path: Path, venue: str, rest: str,
+                                                                 ws: str) -> None:
+    path = write(tmp_path, f'[exchange]\nvenue = "{venue}"\n')
+    s = load_settings(config_path=path, env={})
+    assert (s.exchange.venue, s.rest_url, s.ws_url) == (venue, rest, ws)
+    assert config.VENUES[venue] == (rest, ws)
+    s = load_settings(config_path=path, env={"SURGE_REST_URL": "http://127.0.0.1:9"})
+    assert (s.rest_url, s.ws_url) == ("http://127.0.0.1:9", ws)  # each variable wins on its own
+    s = load_settings(config_path=path, env={"SURGE_WS_URL": "ws://127.0.0.1:9"})
+    assert (s.rest_url, s.ws_url) == (rest, "ws://127.0.0.1:9")
+
+
+def test_default_venue_is_binance(tmp_path: Path) -> None:
+    s = load_settings(env={"SURGE_HOME": str(tmp_path)})
+    assert s.exchange.venue == "binance" and (s.rest_url, s.ws_url) == config.VENUES["binance"]
+
+
+def test_live_state_of_each_venue_is_kept_apart(tmp_path: Path) -> None:
+    """Keys of one venue do not work on another, so neither do its positions: each venue's live trades
+    are their own ledger rows (the store's venue label), and paper is apart from all of them."""
+    from surge.app import live_venue, venue_of
+
+    labels = set()
+    for venue in config.VENUES:
+        s = load_settings(config_path=write(tmp_path, f'[exchange]\nvenue = "{venue}"\n'), env={})
+        labels |= {venue_of(s.rest_url), live_venue(venue_of(s.rest_url))}
+    assert len(labels) == 2 * len(config.VENUES)
+    assert "live:testnet.binancefuture.com" in labels and "live:fapi.binance.com" in labels
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("SURGE_REST_URL", "http://[::1"),
+        ("SURGE_REST_URL", "http://127.0.0.1:99999"),
+        ("SURGE_REST_URL", "http://:80"),
+        ("SURGE_REST_URL", "http://127.0.0.1:9\x01"),
+        ("SURGE_WS_URL", "ws://127.0.0.1:9/x y"),
+    ],
+)
+def test_urls_no_client_would_accept_are_config_errors(var: str, value: str) -> None:
+    """Not "exchange unavailable" (exit 1) after four attempts: the URL itself is wrong (exit 2)."""
+    with pytest.raises(ConfigError, match=var) as info:
+        load_settings(env={var: value})
+    assert info.value.exit_code == 2 and "\x01" not in str(info.value)

@@ -142,7 +142,7 @@ def test_warm_scan_asks_only_for_what_is_new(clean: Simulator, tmp_path: Path) -
         assert_exact(clean, cold)
         clean.rest.reset_stats()
         warm, _ = scan(clean, store=store)
-    assert clean.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v1/ticker/price": 1}
+    assert clean.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v2/ticker/price": 1}
     assert warm.to_json() | {"elapsed_s": 0, "requests": 0, "max_used_weight": 0} == \
         cold.to_json() | {"elapsed_s": 0, "requests": 0, "max_used_weight": 0}
     assert warm.from_cache == warm.checked

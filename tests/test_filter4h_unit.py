@@ -185,6 +185,15 @@ def test_unknown_symbol_is_an_error_not_a_crash() -> None:
     assert set(res.passed + res.failed) == {"S000USDT", "S001USDT"}
 
 
+def test_symbols_exchange_info_does_not_list_are_never_requested() -> None:
+    rest = FakeRest(SYMS[:3], T0 + 60_000)
+    res = Filter4h(rest, RULE).scan(["NOPEUSDT", "S002USDT", "GONEUSDT"])  # type: ignore[arg-type]
+    asked = [c[1] for c in rest.calls if c[0] == "klines"]
+    assert asked == ["S002USDT"]
+    assert res.errors == {s: "code -1121: Invalid symbol." for s in ("NOPEUSDT", "GONEUSDT")}
+    assert res.checked == 3 and res.symbols == 3
+
+
 def test_progress_reports_batches_and_finishes() -> None:
     rest = FakeRest(SYMS, T0 + 60_000)
     seen = []

@@ -43,8 +43,8 @@ from tests.test_live_run import (
     surge,
 )
 
-#: positionRisk as the desk reads it (v2): its request count shows how many polls happened
-POSITION_RISK = "/fapi/v2/positionRisk"
+#: positionRisk as the desk reads it (v3): its request count shows how many polls happened
+POSITION_RISK = "/fapi/v3/positionRisk"
 
 
 @pytest.fixture

@@ -197,10 +197,13 @@ def test_bad_entries_are_refused_and_write_nothing(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="skip reason"):
             store.record_entry(s, pos(s), "why")
         assert store.signal_count() == 0
-        # a position row with no signal row (never written by surge): still no second position
+        # a position row with no signal row (never written by surge; possible in a file from before
+        # foreign keys were enforced): still no second position
+        store._db.execute("PRAGMA foreign_keys = OFF")
         store._db.execute(f"INSERT INTO positions (venue, {_POSITION_COLUMNS}) VALUES "
                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           (DEFAULT_VENUE, s.key, s.symbol, 1.0, 1.0, 0, 2.0, 0.5, 9, 0.0, *[None] * 4))
+        store._db.execute("PRAGMA foreign_keys = ON")
         assert store.record_entry(s, pos(s)) is False
         assert store.signal_count() == 0 and len(store.positions(True)) == 1
 
@@ -439,3 +442,53 @@ def test_update_position_only_touches_an_open_one(tmp_path: Path) -> None:
         assert store.update_position(moved, venue="other") is False
         assert store.open_positions(venue="v") == [moved]
         assert [p.qty for p in store.positions(True, venue="v") if p.key == b.key] == [1.0]
+
+
+# --------------------------------------------------------------------------- durability (issue 10)
+
+
+def test_the_ledger_syncs_every_commit_and_enforces_its_foreign_keys(tmp_path: Path) -> None:
+    """synchronous = FULL: in WAL mode NORMAL may lose the last commits on a power loss (SQLite's
+    docs), and the last commit may be the position just entered. Foreign keys: a trade or position
+    row without its signal is refused, not stored as an orphan no command can explain."""
+    with Store(tmp_path / "surge.db") as store:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        s = sig()
+        orphan = Trade(s.key, s.symbol, FILLED, qty="1")
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            store.record_fill(orphan, pos(s))  # no intent, no signal: nothing to hang it on
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            store._db.execute("INSERT INTO trades (venue, key, symbol, state) "
+                              "VALUES ('x', 'K:1', 'K', 'intent')")
+        assert store.trades() == [] and store.positions(True) == [] and store.signal_count() == 0
+        assert store.record_intent(s, Trade(s.key, s.symbol, INTENT))  # the real path: signal first
+        store.record_fill(replace(orphan, state=FILLED), pos(s))
+        assert [t.state for t in store.trades()] == [FILLED] and len(store.open_positions()) == 1
+    with read_store(tmp_path) as reader:
+        assert reader._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_a_full_database_refuses_a_write_whole_and_takes_the_next_when_there_is_room(tmp_path: Path) -> None:
+    """SQLITE_FULL (here from max_page_count, as a full disk gives it) is a StoreWriteError the bot rides
+    out, the transaction is rolled back whole (signal and position, never one of them), and the same
+    connection writes again once there is room."""
+    from surge.store import StoreWriteError
+
+    with Store(tmp_path / "surge.db") as store:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+        written = 0
+        with pytest.raises(StoreWriteError, match="full") as info:
+            for minute in range(10_000):
+                s = replace(sig(minute=minute), symbol="X" * 500 + "USDT")  # fat rows: full sooner
+                assert store.record_entry(s, pos(s))
+                written += 1
+        assert isinstance(info.value, StoreError) and info.value.exit_code == 1
+        assert not store._db.in_transaction
+        failed = replace(sig(minute=written), symbol="X" * 500 + "USDT")
+        assert not store.has_signal(failed.key) and store.position(failed.key) is None
+        assert store.signal_count() == written == len(store.positions(True))
+        store._db.execute(f"PRAGMA max_page_count = {pages * 100}")
+        assert store.record_entry(failed, pos(failed))
+        assert store.signal_count() == written + 1 == len(store.positions(True))

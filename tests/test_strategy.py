@@ -127,3 +127,79 @@ def test_history_stays_bounded() -> None:
     assert len(rule._state["ABCUSDT"].volumes) <= SETTINGS.volume_lookback + 2
     rule.forget("ABCUSDT")
     assert rule.missing("ABCUSDT", T0)  # forgotten: history must be backfilled again
+
+
+# ----------------------------------------------------------------- quiet minutes (Binance pushes on change)
+
+QUIET_SURGE = {"o": 100, "c": 104, "qv": 60_000, "closed": False}
+
+
+def test_minutes_an_uninterrupted_stream_skipped_are_zero_volume_candles() -> None:
+    """A minute without a trade is never pushed: on a stream that stayed up it is a candle of volume 0,
+    part of the baseline, with nothing to fetch (the seed took it for a hole and refetched it)."""
+    rule = SurgeRule(SETTINGS)
+    history(rule)  # minutes 0..19 from REST, volume 10
+    assert rule.on_kline(candle(20, v=10.0)) is None  # the stream's first candle, closed (x=true)
+    assert rule.missing("ABCUSDT", T0 + 23 * MINUTE_MS) == []  # 21 and 22 quiet so far
+    # minutes 21 and 22 had no trade; the first frame of 23 arrives: baseline (18 * 10 + 2 * 0) / 20
+    sig = rule.on_kline(candle(23, v=27.0, **QUIET_SURGE))
+    assert sig is not None and sig.volume_multiple == pytest.approx(3.0)
+    volumes = rule._state["ABCUSDT"].volumes
+    assert volumes[T0 + 21 * MINUTE_MS] == 0.0 and volumes[T0 + 22 * MINUTE_MS] == 0.0
+
+
+def test_a_gap_interrupts_the_stream_and_its_silence_stays_unknown() -> None:
+    rule = SurgeRule(SETTINGS)
+    history(rule)
+    rule.on_kline(candle(20, v=10.0))
+    rule.interrupt("ABCUSDT")  # a stream gap (or a new subscription) was reported
+    assert rule.missing("ABCUSDT", T0 + 23 * MINUTE_MS) == [T0 + 21 * MINUTE_MS, T0 + 22 * MINUTE_MS]
+    assert rule.on_kline(candle(23, v=27.0, **QUIET_SURGE)) is None  # no mean over a hole
+    assert rule.missing("ABCUSDT", T0 + 23 * MINUTE_MS) == [T0 + 21 * MINUTE_MS, T0 + 22 * MINUTE_MS]
+    rule.seed("ABCUSDT", [candle(21, v=0.0), candle(22, v=0.0)])  # the backfill: REST has them
+    assert rule.on_kline(candle(23, v=28.0, **QUIET_SURGE)) is not None
+
+    fresh = SurgeRule(SETTINGS)  # a fresh start: its first candle implies nothing about the past
+    fresh.on_kline(candle(20, v=10.0, closed=False))
+    assert len(fresh.missing("ABCUSDT", T0 + 21 * MINUTE_MS)) == 20 and not fresh._state["ABCUSDT"].volumes
+
+
+def test_a_candle_whose_final_frame_never_came_is_unknown_and_so_is_the_silence_after_it() -> None:
+    """Updates are 250 ms snapshots: without its x=true frame a candle's volume is not known, and a
+    stream that lost a frame cannot vouch for the minutes it then skipped either."""
+    rule = SurgeRule(SETTINGS)
+    history(rule)
+    rule.on_kline(candle(20, v=5.0, closed=False))  # the last update seen of 20, not its final state
+    assert rule.missing("ABCUSDT", T0 + 22 * MINUTE_MS) == [T0 + 20 * MINUTE_MS, T0 + 21 * MINUTE_MS]
+    assert rule.on_kline(candle(22, v=27.0, **QUIET_SURGE)) is None
+    assert rule.missing("ABCUSDT", T0 + 22 * MINUTE_MS) == [T0 + 20 * MINUTE_MS, T0 + 21 * MINUTE_MS]
+    # from 22 on the stream is followed again: 22 closes, 23 is quiet, 24 trades
+    rule.on_kline(candle(22, v=27.0, closed=True))
+    rule.on_kline(candle(24, v=1.0, closed=False))
+    assert rule._state["ABCUSDT"].volumes[T0 + 23 * MINUTE_MS] == 0.0
+
+
+def test_rest_truth_wins_over_a_recorded_quiet_minute_and_long_silences_stay_bounded() -> None:
+    rule = SurgeRule(SETTINGS)
+    history(rule)
+    rule.on_kline(candle(20, v=10.0))
+    rule.seed("ABCUSDT", [candle(21, v=3.0)])  # a backfill answered first: not overwritten by a 0
+    rule.on_kline(candle(23, v=1.0, closed=False))
+    volumes = rule._state["ABCUSDT"].volumes
+    assert volumes[T0 + 21 * MINUTE_MS] == 3.0 and volumes[T0 + 22 * MINUTE_MS] == 0.0
+    rule.on_kline(candle(23, v=1.0))
+    rule.on_kline(candle(5_000, v=1.0, closed=False))  # silent for three days
+    assert len(volumes) <= SETTINGS.volume_lookback + 2
+    assert rule.missing("ABCUSDT", T0 + 5_000 * MINUTE_MS) == []
+
+
+def test_observe_follows_the_stream_of_a_symbol_that_does_not_pass_yet() -> None:
+    rule = SurgeRule(SETTINGS)
+    history(rule)
+    rule.observe(candle(20, v=10.0, closed=False))
+    rule.observe(candle(20, v=10.0))
+    rule.observe(candle(22, v=4.0, closed=False))
+    volumes = rule._state["ABCUSDT"].volumes
+    assert volumes[T0 + 20 * MINUTE_MS] == 10.0 and volumes[T0 + 21 * MINUTE_MS] == 0.0
+    assert T0 + 22 * MINUTE_MS not in volumes  # in progress
+    assert rule.missing("ABCUSDT", T0 + 22 * MINUTE_MS) == []

@@ -40,3 +40,32 @@ def test_exact_match_drops_every_decoy() -> None:
 def test_empty_exchange_info() -> None:
     assert universe_from_exchange_info({"symbols": []}) == []
     assert universe_from_exchange_info({}) == []
+
+
+def test_command_line_symbols_are_normalised_and_malformed_names_refused() -> None:
+    import pytest
+
+    from surge.errors import ConfigError
+    from surge.universe import parse_symbol_list
+
+    given = " btcusdt, ETHUSDT,,BTCUSDT,1000pepeusdt "
+    assert parse_symbol_list(given) == ["BTCUSDT", "ETHUSDT", "1000PEPEUSDT"]
+    assert parse_symbol_list("币安人生usdt") == ["币安人生USDT"]  # a real USD-M perpetual's name
+    assert parse_symbol_list(" , ") == []
+    for bad in ("../etc", "BTC/USDT", "BTCUSDT_260327", "BTC USDT", "A" * 33, "BTC\rUSDT", "BTCUSDT?x=1"):
+        with pytest.raises(ConfigError) as info:
+            parse_symbol_list(f"ETHUSDT,{bad}")
+        message = str(info.value)
+        assert message.startswith("--symbols") and "\n" not in message and "\r" not in message
+        assert info.value.exit_code == 2
+
+
+def test_not_tradable_says_why_for_each_name() -> None:
+    from surge.universe import UNKNOWN_SYMBOL, not_tradable
+
+    info = {"symbols": [entry("BTCUSDT"), entry("XAUUSDT", ctype="TRADIFI_PERPETUAL"),
+                        entry("OLDUSDT", status="SETTLING"), entry("BTCUSDC", quote="USDC")]}
+    out = not_tradable(info, ["BTCUSDT", "XAUUSDT", "OLDUSDT", "BTCUSDC", "NOPEUSDT"])
+    assert set(out) == {"XAUUSDT", "OLDUSDT", "BTCUSDC", "NOPEUSDT"}
+    assert out["NOPEUSDT"] == UNKNOWN_SYMBOL == "code -1121: Invalid symbol."
+    assert "TRADIFI_PERPETUAL" in out["XAUUSDT"] and "SETTLING" in out["OLDUSDT"] and "USDC" in out["BTCUSDC"]

@@ -56,7 +56,7 @@ from surge.exchange.precision import (
     size_order,
     to_decimal,
 )
-from surge.exchange.ratelimit import ORDER_PLACEMENTS, RateLimitBanned
+from surge.exchange.ratelimit import ORDER_PLACEMENTS
 from surge.exchange.rest import (
     BinanceRest,
     ExchangeError,
@@ -108,12 +108,15 @@ SIGNED_WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v1/openAlgoOrders"): 1,
     ("DELETE", "/fapi/v1/algoOpenOrders"): 1,
     ("GET", "/fapi/v2/positionRisk"): 5,
+    ("GET", "/fapi/v3/positionRisk"): 5,
     ("GET", "/fapi/v2/balance"): 5,
     ("GET", "/fapi/v2/account"): 5,
     ("GET", "/fapi/v1/positionSide/dual"): 30,
     ("POST", "/fapi/v1/positionSide/dual"): 1,
 }
 _ALL_SYMBOLS_WEIGHT = 40  # openOrders / openAlgoOrders without a symbol
+#: v3: rows only for symbols with a position or open orders (v2 listed flat symbols too)
+POSITION_RISK_PATH = "/fapi/v3/positionRisk"
 
 _SIGNATURE = re.compile(r"(signature=)[0-9A-Fa-f]+")
 _TRANSPORT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
@@ -321,10 +324,9 @@ class SignedRest:
                 text = redact(str(exc), self._creds.api_key)
                 raise ExchangeUnavailable(f"{method} {path}: {text}") from None
             status = resp.status_code
-            try:
-                self.rest.limiter.observe(status, resp.headers)
-            except RateLimitBanned:
-                raise
+            self.rest.limiter.observe(status, resp.headers)  # may raise RateLimitBanned
+            if (method, path) in ORDER_PLACEMENTS:
+                self.rest.order_limiter.observe(resp.headers)  # the account's count, all its clients
             if status in (429, 418):
                 rate_limited += 1
                 if rate_limited > self.rest.max_rate_limit_retries:
@@ -436,7 +438,9 @@ class SignedRest:
         return self.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": symbol})
 
     def position_risk(self, symbol: str | None = None) -> list[dict[str, Any]]:
-        return self.request("GET", "/fapi/v2/positionRisk", {"symbol": symbol})
+        """``GET /fapi/v3/positionRisk`` (weight 5). Only symbols with a position or open orders have a
+        row: a flat symbol asked about by name answers ``[]``. Rows carry no leverage or marginType."""
+        return self.request("GET", POSITION_RISK_PATH, {"symbol": symbol})
 
     def position_side_dual(self) -> bool:
         """Whether the account is in hedge mode (``dualSidePosition``; weight 30). The bot trades

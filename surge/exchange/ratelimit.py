@@ -19,7 +19,9 @@ Time and sleeping are injectable so the tests can drive the limiter with a fake 
 
 from __future__ import annotations
 
+import bisect
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -195,13 +197,16 @@ class WeightLimiter:
                 finally:
                     self.waiting -= 1
 
-    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+    def observe(self, status: int, headers: Mapping[str, str], *, used_weight: bool = True) -> None:
         """Learn from one response: used-weight header, and 429/418 with ``Retry-After``.
 
+        ``used_weight=False`` skips the used-weight header (Binance says the one of
+        ``/fapi/v2/ticker/price`` is not accurate and must be ignored); 429/418 still count.
         Raises :class:`RateLimitBanned` (and keeps raising it from every ``acquire``) for a 418
         whose ``Retry-After`` exceeds ``max_ban_s``.
         """
-        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
+        used = (headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")) if used_weight \
+            else None
         with self._cond:
             now = self._clock()
             if used is not None:
@@ -279,6 +284,10 @@ DEFAULT_ORDER_LIMITS: tuple[tuple[float, int], ...] = ((10.0, 300), (60.0, 1200)
 #: Requests that place an order and so count against the ORDERS limits.
 ORDER_PLACEMENTS = frozenset({("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")})
 
+#: ``X-MBX-ORDER-COUNT-10S``, ``-1M``, ...: the account's order count per ORDERS window
+_ORDER_COUNT = re.compile(r"^x-mbx-order-count-(\d+)([smhd])$", re.IGNORECASE)
+_LETTER_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
 
 class OrderRateLimiter:
     """The ORDERS limits (orders placed per 10 s and per minute), a separate budget from weight.
@@ -301,6 +310,10 @@ class OrderRateLimiter:
         self.safety_margin = safety_margin
         self.limits = limits
         self.total = 0
+        #: orders the exchange counted beyond ours (other processes on the account), booked by observe()
+        self.observed_extra = 0
+        #: the latest X-MBX-ORDER-COUNT-* values seen: window seconds -> count
+        self.last_counts: dict[float, int] = {}
 
     def budgets(self) -> list[tuple[float, int]]:
         return [(w, max(1, math.floor(n * (1.0 - self.safety_margin)))) for w, n in self.limits]
@@ -321,10 +334,61 @@ class OrderRateLimiter:
                 self.limits = tuple(sorted(found))
                 self._cond.notify_all()
 
-    def _wait_needed(self, now: float) -> float:
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Take the account's order counts from an order answer's ``X-MBX-ORDER-COUNT-*`` headers.
+
+        The ORDERS limits count per account, not per process: orders placed by another bot, the web UI
+        or a second key of the account spend the same budget. Where the exchange counts more than our
+        window holds, the difference is booked (as ``X-MBX-USED-WEIGHT-1M`` corrects the weight
+        window), so the next ``acquire`` waits for it: at the latest moment it can have happened, which
+        is now for the shortest window and just before the next shorter one for longer windows (orders
+        the 1 min count has beyond the 10 s count are older than 10 s). Never less: our window may hold
+        orders whose answers the exchange counted in an earlier fixed window.
+        """
+        counts = []
+        for name, value in headers.items():
+            match = _ORDER_COUNT.match(name)
+            if match is None:
+                continue
+            try:
+                count = int(value)
+            except (TypeError, ValueError):
+                continue
+            if count >= 0:
+                counts.append((int(match.group(1)) * _LETTER_S[match.group(2).lower()], count))
+        if not counts:
+            return
+        with self._cond:
+            now = self._clock()
+            self._expire(now)
+            at = now
+            for window, count in sorted(counts):
+                held = sum(1 for t in self._sent if t > now - window)
+                if count > held:
+                    for _ in range(count - held):
+                        bisect.insort(self._sent, at)  # the deque stays oldest first
+                    self.observed_extra += count - held
+                at = now - window  # beyond this window, yet inside the next (longer) one
+            self.last_counts = {w: c for w, c in counts}
+
+    def wait_needed(self) -> float:
+        """Seconds the next order would wait in :meth:`acquire` now (0 when it fits)."""
+        with self._cond:
+            return max(0.0, self._wait_needed(self._clock()))
+
+    def in_window(self, window: float) -> int:
+        """Orders the limiter holds in the last ``window`` seconds (its own and those observed)."""
+        with self._cond:
+            now = self._clock()
+            return sum(1 for t in self._sent if t > now - window)
+
+    def _expire(self, now: float) -> None:
         longest = max(w for w, _ in self.limits)
         while self._sent and self._sent[0] <= now - longest:
             self._sent.popleft()
+
+    def _wait_needed(self, now: float) -> float:
+        self._expire(now)
         wait = 0.0
         for window, budget in self.budgets():
             recent = [t for t in self._sent if t > now - window]

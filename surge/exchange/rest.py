@@ -91,9 +91,19 @@ _RETRYABLE = (
 #: Error codes for a request the exchange rejected as too many (used when 429 retries run out).
 TOO_MANY_REQUESTS = -1003
 
+#: Binance USD-M's largest klines ``limit``; more is refused with -1130, not clamped.
+MAX_KLINES_LIMIT = 1500
+
+#: The last price of every symbol. ``/fapi/v1/ticker/price`` is deprecated; v2 has the same shape and
+#: weight (1 with a symbol, 2 without).
+TICKER_PRICE_PATH = "/fapi/v2/ticker/price"
+
+#: Endpoints whose ``X-MBX-USED-WEIGHT-1M`` Binance documents as inaccurate ("please ignore").
+UNRELIABLE_WEIGHT_PATHS = frozenset({TICKER_PRICE_PATH})
+
 
 class BinanceRest:
-    """Public (unsigned) endpoints of ``/fapi/v1`` over one pooled session.
+    """Public (unsigned) endpoints of ``/fapi`` over one pooled session.
 
     Thread-safe: the filter's workers share one instance. ``requests`` counts every HTTP request
     sent (retries included); ``limiter.max_used_weight`` is the highest used weight the exchange
@@ -209,7 +219,8 @@ class BinanceRest:
         finally:
             resp.close()
         status = resp.status_code
-        self.limiter.observe(status, resp.headers)  # may raise RateLimitBanned
+        # may raise RateLimitBanned; Binance: the used weight this one reports is not accurate, ignore it
+        self.limiter.observe(status, resp.headers, used_weight=path not in UNRELIABLE_WEIGHT_PATHS)
         if status in (429, 418):
             raise _RateLimited(status)
         if status >= 500:
@@ -256,7 +267,13 @@ class BinanceRest:
         end_time: int | None = None,
         now_ms: int | None = None,
     ) -> list[Kline]:
-        """Klines oldest first; ``closed`` is decided against ``now_ms`` (exchange time) when given."""
+        """Klines oldest first; ``closed`` is decided against ``now_ms`` (exchange time) when given.
+
+        ``limit`` must be 1..1500: the exchange refuses more (-1130) rather than clamping, so asking
+        for more is a bug of the caller, raised here before any weight is spent.
+        """
+        if not 1 <= limit <= MAX_KLINES_LIMIT:
+            raise ValueError(f"klines limit must be between 1 and {MAX_KLINES_LIMIT}, got {limit}")
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start_time is not None:
             params["startTime"] = start_time
@@ -279,9 +296,9 @@ class BinanceRest:
 
         The stamp tells a warm scan whether a 4h boundary passed since it read the server's clock.
         """
-        data = self.get("/fapi/v1/ticker/price")
+        data = self.get(TICKER_PRICE_PATH)
         if not isinstance(data, list):
-            raise ExchangeUnavailable(f"{self.base_url}/fapi/v1/ticker/price: body is not a list")
+            raise ExchangeUnavailable(f"{self.base_url}{TICKER_PRICE_PATH}: body is not a list")
         prices: dict[str, float] = {}
         newest = 0
         for item in data:

@@ -17,6 +17,13 @@ import msgspec
 from surge.models import INTERVALS, Kline
 
 _INTERVAL_SET = frozenset(INTERVALS)
+#: Times, trade counts and ids go to SQLite INTEGER columns and int64 arithmetic: anything outside
+#: 0..2**63-1 is not a Binance value (and would be an OverflowError deep in the store).
+MAX_INT64 = 2**63 - 1
+#: Bound of the sum of a kline's four prices and two volumes: many orders of magnitude above any real
+#: market (a 4h quote volume of all of Binance is ~1e11), and far from where a float sum, product or
+#: mean of them loses every digit or overflows. A sum because one comparison bounds all six at once.
+MAX_KLINE_SUM = 1e18
 
 
 class WireError(ValueError):
@@ -87,14 +94,60 @@ def _int(obj: dict[str, Any], key: str) -> int:
         raise WireError(f"missing field {key!r}") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise WireError(f"field {key!r} must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_INT64:
+        raise WireError(f"field {key!r} is out of range: {value!r:.40}")
     return value
 
 
-def kline_from_event(data: Any) -> Kline:
+def _checked(k: Kline) -> Kline:
+    """The kline if its numbers can be a real candle; a WireError naming what cannot.
+
+    Prices are positive with low <= high, volumes are not negative, the candle ends after it
+    starts, and no value is absurdly large: a frame that says otherwise is corrupt or not from
+    Binance, and feeding it to the rule would mean a bogus signal (a negative open makes any close
+    a surge) or a baseline poisoned for ``volume_lookback`` minutes.
+    """
+    prices = (k.open, k.high, k.low, k.close)
+    if not min(prices) > 0.0:
+        raise WireError(f"kline of {k.symbol} with a price <= 0: {prices}")
+    if k.low > k.high:
+        raise WireError(f"kline of {k.symbol} with low {k.low} above high {k.high}")
+    if not (k.volume >= 0.0 and k.quote_volume >= 0.0):
+        raise WireError(f"kline of {k.symbol} with a negative volume")
+    if not sum(prices) + k.volume + k.quote_volume <= MAX_KLINE_SUM:
+        raise WireError(f"kline of {k.symbol} with absurd values: {prices}, {k.volume}, {k.quote_volume}")
+    if k.close_time < k.open_time:
+        raise WireError(f"kline of {k.symbol} closing ({k.close_time}) before it opens ({k.open_time})")
+    return k
+
+
+#: stream name -> (symbol, interval) it carries; filled on first sight, so the hot path checks a
+#: frame's payload against its stream name with one dict lookup. Cleared when full: a server
+#: inventing names cannot grow it without bound.
+_STREAM_KEYS: dict[str, tuple[str, str]] = {}
+_STREAM_KEYS_MAX = 8192
+
+
+def _stream_key(stream: str) -> tuple[str, str] | None:
+    key = _STREAM_KEYS.get(stream)
+    if key is None:
+        try:
+            key = parse_stream_name(stream)
+        except WireError:
+            return None
+        if len(_STREAM_KEYS) >= _STREAM_KEYS_MAX:
+            _STREAM_KEYS.clear()
+        _STREAM_KEYS[stream] = key
+    return key
+
+
+def kline_from_event(data: Any, stream: str | None = None) -> Kline:
     """The ``data`` object of a kline event (``{"e": "kline", "E": ..., "k": {...}}``) -> Kline.
 
     Field by field, with a WireError that names what is wrong. (The stream decodes well-formed
-    frames with :func:`combined_kline_frame` and comes here only for the rest.)
+    frames with :func:`combined_kline_frame` and comes here only for the rest.) With ``stream``, the
+    event must be that stream's symbol and interval: a frame of ``btcusdt@kline_1m`` carrying
+    ETHUSDT would otherwise be delivered as ETHUSDT's candle.
     """
     if not isinstance(data, dict):
         raise WireError(f"kline event must be an object, got {type(data).__name__}")
@@ -112,7 +165,9 @@ def kline_from_event(data: Any) -> Kline:
     closed = k.get("x")
     if not isinstance(closed, bool):
         raise WireError("kline event field 'x' must be a boolean")
-    return Kline(
+    if stream is not None and _stream_key(stream) != (symbol, interval):
+        raise WireError(f"stream {stream!r:.60} carries a kline of {symbol!r:.40} {interval}")
+    return _checked(Kline(
         symbol=symbol,
         interval=interval,
         open_time=_int(k, "t"),
@@ -126,7 +181,7 @@ def kline_from_event(data: Any) -> Kline:
         trades=_int(k, "n"),
         closed=closed,
         event_time=_int(data, "E"),
-    )
+    ))
 
 
 class _KlineBody(msgspec.Struct, gc=False, rename={
@@ -173,19 +228,28 @@ def combined_kline_frame(payload: bytes) -> tuple[str, Kline] | None:
     followed by :func:`parse_combined`.
 
     None means "not a well-formed kline event": a reply, a malformed frame, numbers where Binance
-    sends strings. The caller then takes :func:`loads` + :func:`parse_combined`, which decide the
-    precise outcome; whatever this accepts, that path accepts too and builds the same Kline (strict
-    types: a string where an integer belongs is refused here as it is there).
+    sends strings, a payload of another symbol than its stream's, values no candle can have. The
+    caller then takes :func:`loads` + :func:`parse_combined`, which decide the precise outcome;
+    whatever this accepts, that path accepts too and builds the same Kline (strict types: a string
+    where an integer belongs is refused here as it is there).
     """
     try:
         msg = _decode_combined_kline(payload)
         event = msg.data
         k = event.body
-        if event.kind == "kline" and k.symbol and k.interval in _INTERVAL_SET:
+        if (
+            event.kind == "kline"
+            and (_STREAM_KEYS.get(msg.stream) or _stream_key(msg.stream)) == (k.symbol, k.interval)
+            and 0 <= k.open_time <= k.close_time <= MAX_INT64
+            and 0 <= k.trades <= MAX_INT64
+            and 0 <= event.event_time <= MAX_INT64
+        ):
             o, h, low, c = float(k.open), float(k.high), float(k.low), float(k.close)
             v, q = float(k.volume), float(k.quote_volume)
-            total = o + h + low + c + v + q
-            if total - total == 0.0:  # every one finite (NaN/inf poison the sum)
+            # the same rules as _checked, in as few comparisons: NaN fails every one, and with
+            # everything non-negative the bound on the sum bounds each value (and refuses inf)
+            if 0.0 < low <= h and o > 0.0 and c > 0.0 and v >= 0.0 and q >= 0.0 \
+                    and o + h + low + c + v + q <= MAX_KLINE_SUM:
                 return msg.stream, Kline(k.symbol, k.interval, k.open_time, k.close_time, o, h, low, c, v, q,
                                          k.trades, k.closed, event.event_time)
     except (msgspec.DecodeError, ValueError):  # ValidationError is a DecodeError; float() a ValueError
@@ -200,7 +264,7 @@ def parse_combined(message: Any) -> tuple[str, Kline]:
     stream = message.get("stream")
     if not isinstance(stream, str):
         raise WireError("combined message without a 'stream' name")
-    return stream, kline_from_event(message.get("data"))
+    return stream, kline_from_event(message.get("data"), stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +310,7 @@ def kline_from_rest_row(symbol: str, interval: str, row: Any, now_ms: int | None
         raise WireError(f"unknown kline interval {interval!r}")
     fields = dict(zip(("t", "o", "h", "l", "c", "v", "T", "q", "n"), row, strict=False))
     close_time = _int(fields, "T")
-    return Kline(
+    return _checked(Kline(
         symbol=symbol,
         interval=interval,
         open_time=_int(fields, "t"),
@@ -259,7 +323,7 @@ def kline_from_rest_row(symbol: str, interval: str, row: Any, now_ms: int | None
         quote_volume=_num(fields, "q"),
         trades=_int(fields, "n"),
         closed=True if now_ms is None else close_time < now_ms,
-    )
+    ))
 
 
 def parse_error(body: Any) -> tuple[int, str]:

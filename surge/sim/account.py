@@ -61,6 +61,8 @@ MSG_1001 = "Internal error; unable to process your request. Please try again."
 MSG_1006 = "An unexpected response was received from the message bus. Execution status unknown."
 MSG_1007 = ("Timeout waiting for response from backend server. Send status unknown; execution status "
             "unknown.")
+#: the ORDERS windows an order answer reports as ``X-MBX-ORDER-COUNT-<suffix>``: (suffix, seconds)
+ORDER_COUNT_WINDOWS = (("10S", 10), ("1M", 60))
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 _API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
@@ -291,6 +293,8 @@ class Account:
             self.algo_client_counts: collections.Counter[str] = collections.Counter()
             self.signature_failures = 0
             self.timestamp_failures = 0
+            #: wall time of every order placement (order or algoOrder POST) in the last minute
+            self._placed: collections.deque[float] = collections.deque()
 
     # ------------------------------------------------------------------ rules
 
@@ -422,6 +426,16 @@ class Account:
                 "timestamp_failures": self.timestamp_failures,
             }
 
+    def order_counts(self) -> dict[str, int]:
+        """Order placements in the current 10 s and 1 min windows (wall clock, fixed windows, as Binance
+        counts them per account, whichever key or process placed them): the X-MBX-ORDER-COUNT-* values."""
+        with self._lock:
+            now = self._wall()
+            while self._placed and self._placed[0] <= now - 120:
+                self._placed.popleft()
+            return {suffix: sum(1 for t in self._placed if t // seconds == now // seconds)
+                    for suffix, seconds in ORDER_COUNT_WINDOWS}
+
     def open_algo_orders(self, symbol: str | None = None) -> list[SimAlgoOrder]:
         with self._lock:
             return [a for a in self.algo_orders.values()
@@ -496,6 +510,8 @@ class Account:
             raise _bad(-5000, f"Path {path}, Method {method} is invalid", 404)
         with self._lock:
             self.tick()
+            if (method, path) in ORDER_PLACEMENT:
+                self._placed.append(self._wall())  # counted whether it is accepted or refused
             if (method, path) in ORDER_PLACEMENT and self._faults.answers:
                 kind, executed = self._faults.answers.popleft()
                 if not executed:
@@ -889,12 +905,24 @@ class Account:
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
     def _position_risk(self, p: dict[str, str]) -> Any:
+        """v2: a row for the symbol asked about, or for every symbol the account touched, flat or not."""
         symbol = self._symbol(p) if p.get("symbol") else None
+        return self._risk_answer([symbol] if symbol else sorted(set(self.positions) | set(self.leverage)),
+                                 self._risk_row)
+
+    def _position_risk_v3(self, p: dict[str, str]) -> Any:
+        """v3: only symbols with a position or open orders have rows (Binance's documented rule), so a
+        flat symbol asked about by name answers ``[]``; hedge mode shows only the sides that hold one."""
+        symbol = self._symbol(p) if p.get("symbol") else None
+        busy = {s for s, x in self.positions.items() if x.amount != 0}
+        busy |= {o.symbol for o in self.orders.values() if o.status == "NEW"}
+        return self._risk_answer(sorted(busy & {symbol} if symbol else busy), self._risk_row_v3, v3=True)
+
+    def _risk_answer(self, names: list[str], row: Callable[..., dict[str, Any]], v3: bool = False) -> Any:
         fault = self._faults.position_risk.popleft() if self._faults.position_risk else None
         if fault == "empty":
             return []
         now = self._now()
-        names = [symbol] if symbol else sorted(set(self.positions) | set(self.leverage))
         if fault == "missing_rows":
             names = [s for s in names if self.positions.get(s, SimPosition()).amount == 0]
         sides = ("LONG", "SHORT") if self.dual_side else ("BOTH",)
@@ -905,8 +933,10 @@ class Account:
                 # hedge mode: the one simulated position shows on the row of its direction
                 shown = side == "BOTH" or (side == "LONG" and pos.amount > 0) or (
                     side == "SHORT" and pos.amount < 0)
+                if v3 and not shown and pos.amount != 0:
+                    continue  # v3 in hedge mode: the side without a position has no row
                 amount = pos.amount if shown and fault != "zero" else Decimal(0)
-                out.append(self._risk_row(sym, amount, pos, side, now))
+                out.append(row(sym, amount, pos, side, now))
         if fault == "garbled":
             return RawAnswer(200, _truncated(out))
         return out
@@ -925,6 +955,25 @@ class Account:
             "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
             "positionSide": side, "notional": _s(mark * amount), "isolatedWallet": "0",
             "updateTime": pos.update_time,
+        }
+
+    def _risk_row_v3(self, sym: str, amount: Decimal, pos: SimPosition, side: str,
+                     now: int) -> dict[str, Any]:
+        """A v3 row: margins instead of leverage, marginType and maxNotionalValue (which v3 dropped)."""
+        r = self._rules[sym]
+        mark = self._last(sym, now)
+        entry = pos.entry if amount else Decimal(0)
+        notional = mark * amount
+        initial = abs(notional) / Decimal(self.leverage.get(sym, 20))
+        return {
+            "symbol": sym, "positionSide": side, "positionAmt": _fixed(amount, r.qd),
+            "entryPrice": _s(entry) if amount else "0.0", "breakEvenPrice": _s(entry) if amount else "0.0",
+            "markPrice": _s(mark), "unRealizedProfit": _fixed((mark - entry) * amount, 8),
+            "liquidationPrice": "0", "isolatedMargin": "0", "notional": _s(notional), "marginAsset": "USDT",
+            "isolatedWallet": "0", "initialMargin": _fixed(initial, 8),
+            "maintMargin": _fixed(abs(notional) * Decimal("0.004"), 8),
+            "positionInitialMargin": _fixed(initial, 8), "openOrderInitialMargin": "0",
+            "adl": 1 if amount else 0, "bidNotional": "0", "askNotional": "0", "updateTime": pos.update_time,
         }
 
     def _get_dual(self, p: dict[str, str]) -> Any:
@@ -1024,7 +1073,7 @@ _ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/fapi/v1/openAlgoOrders"): "_open_algos",
     ("DELETE", "/fapi/v1/algoOpenOrders"): "_cancel_all_algos",
     ("GET", "/fapi/v2/positionRisk"): "_position_risk",
-    ("GET", "/fapi/v3/positionRisk"): "_position_risk",
+    ("GET", "/fapi/v3/positionRisk"): "_position_risk_v3",
     ("GET", "/fapi/v2/balance"): "_balance",
     ("GET", "/fapi/v3/balance"): "_balance",
     ("GET", "/fapi/v2/account"): "_account",

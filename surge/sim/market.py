@@ -17,6 +17,19 @@ Why it is built this way:
   cache entries of the symbol they touch.
 * Values are quantised to the symbol's tick and step sizes in the model itself, so sums of
   quantised minute volumes format to the same strings as the aggregate candle.
+* Thin symbols (``thin_symbols()``): Binance lists many perpetuals that trade only every few seconds
+  to every couple of minutes, so some of their 1m candles have no trade at all and their kline streams
+  stay silent (Binance pushes a kline "every 250 ms *if existing*": only when the candle changed). A
+  deterministic-by-seed ``thin_share`` of the symbols outside the ``THIN_SPARED`` most liquid ones is
+  thin (BTC, ETH, SOL... never are), each with a seeded mean gap between trades in ``THIN_GAP_S``;
+  ``thin=`` makes chosen symbols thin too and ``thin_gap_s`` fixes every thin symbol's gap. A thin
+  symbol's minute is a Poisson process of discrete trades (seeded per minute; the first minute of each
+  4h window always has one, so windows stay independent of each other): its candle changes only at a
+  trade, and a minute without one is what Binance's REST klines return for it, open = high = low =
+  close = the previous close, volume 0, trades 0 (continuous klines). Before the first trade of a
+  minute the candle in progress is that same flat, empty candle (REST shows it; the WebSocket server
+  does not push a candle with no trade). The WS view and the REST view come from the same minute
+  record, so they agree at every millisecond.
 
 The module imports only :mod:`surge.models`: the simulator is a leaf and never imports the bot.
 """
@@ -31,7 +44,7 @@ import zlib
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
@@ -50,6 +63,10 @@ _TABLE_MASK = (1 << _TABLE_BITS) - 1
 _KNOT_LO = (6_000, 27_000)  # offset range (ms) of the first inner knot of a minute
 _KNOT_HI = (33_000, 54_000)  # offset range of the second inner knot
 QUOTE_SCALE = 10_000  # quote volumes are kept as integer 1e-4 USDT
+THIN_SHARE = 0.2  # chance that a symbol outside the most liquid THIN_SPARED is thin (~19% of 531)
+THIN_SPARED = 40  # the most liquid symbols (BTC, ETH, SOL, ...) are never thin unless asked
+THIN_GAP_S = (4.0, 150.0)  # range (log-uniform) of a thin symbol's mean gap between trades, seconds
+_MAX_THIN_TRADES = 64  # per minute; a thin symbol with a short gap still makes few, discrete trades
 
 # Real-looking names, roughly in descending liquidity order, with a plausible price level.
 _REAL_BASES: tuple[tuple[str, float], ...] = (
@@ -104,6 +121,7 @@ class _Spec:
     delivery_ms: int
     key: int  # 32-bit per-symbol seed
     tradable: bool
+    trade_gap_ms: int = 0  # 0: liquid (trades all the time); else a thin symbol's mean gap between trades
 
 
 @dataclass(slots=True)
@@ -130,6 +148,10 @@ class _MinuteRecord:
     q: int  # quote units (1e-4 USDT)
     n: int
     lumps: list[tuple[int, int, int, int]]  # (offset ms, volume steps, quote units, trades)
+    # thin symbols: the minute's trades (offset ms, price ticks, volume steps, quote units, trades),
+    # lumps included, and the close before the first of them; None for liquid symbols
+    trades: list[tuple[int, int, int, int, int]] | None = None
+    prev_close: int = 0
 
 
 @dataclass(slots=True)
@@ -240,6 +262,23 @@ def _combine(a: tuple | None, b: tuple) -> tuple:
     return (a[0], max(a[1], b[1]), min(a[2], b[2]), b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6])
 
 
+def _thin_offsets(key: int, minute: int, gap_ms: int, forced: bool) -> list[int]:
+    """Offsets (ms) of a thin symbol's trades in ``minute``: a seeded Poisson process of mean gap
+    ``gap_ms``; ``forced`` guarantees at least one (the first minute of every 4h window)."""
+    salt = key ^ 0x5BD1E995
+    offs: list[int] = []
+    t = 0.0
+    for i in range(_MAX_THIN_TRADES):
+        u = (_mix(salt, minute * 97 + i) + 1) / 4294967297.0
+        t += -math.log(u) * gap_ms
+        if t >= MINUTE_MS:
+            break
+        offs.append(int(t))
+    if not offs and forced:
+        offs.append(_mix(salt, minute * 97 + 96) % MINUTE_MS)
+    return offs
+
+
 def _last_friday(year: int, month: int) -> datetime:
     d = datetime(year + month // 12, month % 12 + 1, 1, 8, tzinfo=UTC) - timedelta(days=1)
     return d - timedelta(days=(d.weekday() - 4) % 7)
@@ -258,6 +297,9 @@ class Market:
     ``surge_interval_s``: a periodic surge every that many seconds of market time, applied lazily
     when time is looked at (no thread). ``window_cache`` bounds the 4h windows of minutes kept
     (about 14 KB each: ~25 MB at the default); closed-window summaries are kept regardless.
+    ``thin_share`` (default ``THIN_SHARE``; 0: no seeded thin symbol), ``thin`` (symbols made thin as
+    well) and ``thin_gap_s`` (every thin symbol's mean seconds between trades, else seeded in
+    ``THIN_GAP_S``) shape the thin symbols; :meth:`thin_symbols` and :meth:`trade_gap_s` report them.
     """
 
     def __init__(
@@ -268,6 +310,9 @@ class Market:
         surge_interval_s: float | None = 20.0,
         clock: Callable[[], float] = time.time,
         window_cache: int = 1600,
+        thin_share: float = THIN_SHARE,
+        thin: Iterable[str] = (),
+        thin_gap_s: float | None = None,
     ) -> None:
         if n_symbols < 1:
             raise ValueError("n_symbols must be at least 1")
@@ -284,7 +329,7 @@ class Market:
         # lognormal volume noise with mean 1, indexed like the normals
         self._volume_noise = array("d", (math.exp(0.45 * z - 0.10125) for z in self._normals))
         self._states: dict[str, _State] = {}
-        specs = self._make_specs(n_symbols)
+        specs = self._thin_out(self._make_specs(n_symbols), thin_share, set(thin), thin_gap_s)
         for spec in specs:
             rng = random.Random(_mix(spec.key, seed))
             first = spec.price * math.exp(spec.sigma * 2.0 * rng.gauss(0.0, 1.0))
@@ -294,7 +339,9 @@ class Market:
         random.Random(f"surge-sim-order:{seed}").shuffle(order)
         self._exchange_symbols = [self._symbol_entry(s) for s in order]
         # Liquid symbols are the candidates for periodic surges: a demo must see them pass the 4h filter.
-        by_liquidity = sorted((s for s in specs if s.tradable), key=lambda s: -s.minute_quote)
+        # (thin symbols never: a surge needs a busy minute)
+        by_liquidity = sorted((s for s in specs if s.tradable and not s.trade_gap_ms),
+                              key=lambda s: -s.minute_quote)
         self._surge_candidates = [s.symbol for s in by_liquidity if s.minute_quote * WINDOW_MINUTES >= 12e6]
         if not self._surge_candidates:
             self._surge_candidates = [s.symbol for s in by_liquidity[:10]]
@@ -334,6 +381,15 @@ class Market:
     def exchange_symbols(self) -> list[dict]:
         """exchangeInfo ``symbols`` entries, decoys included, in Binance's shape (do not mutate)."""
         return list(self._exchange_symbols)
+
+    def thin_symbols(self) -> list[str]:
+        """The tradable symbols that trade only now and then (see the module docstring), sorted."""
+        return sorted(s for s in self._tradable if self._states[s].spec.trade_gap_ms)
+
+    def trade_gap_s(self, symbol: str) -> float | None:
+        """Mean seconds between two trades of a thin ``symbol``; None for a liquid one."""
+        gap = self._state(symbol).spec.trade_gap_ms
+        return gap / 1000.0 if gap else None
 
     def has_symbol(self, symbol: str) -> bool:
         """True for every symbol with klines: tradable ones and decoys."""
@@ -437,7 +493,9 @@ class Market:
         """From now (or ``at_ms``) the price level is ``change_pct`` higher, and this minute gains at
         once ``volume_multiple`` times the mean volume of the previous 20 minutes (at least
         ``min_quote_volume`` USDT of quote volume in the minute): the contract's default [surge]
-        rule holds from that instant. The price stays at the new level afterwards.
+        rule holds from that instant. The price stays at the new level afterwards. On a thin symbol
+        whose minute has no trade yet, a one-step trade at the old level 1 ms before opens the minute
+        (unless ``at_ms`` is the minute's first millisecond: then the surge's lump opens it).
         """
         st = self._state(symbol)
         with self._lock:
@@ -504,6 +562,29 @@ class Market:
         specs = [self._spec(rng, base, price, rank + 1, "USDT", "PERPETUAL", "TRADING")
                  for rank, (base, price) in enumerate(bases)]
         return specs + self._decoys(rng, n)
+
+    def _thin_out(self, specs: list[_Spec], share: float, forced: set[str],
+                  gap_s: float | None) -> list[_Spec]:
+        """Mark the thin symbols: a seeded ``share`` of the tradable ones outside the most liquid
+        ``THIN_SPARED``, plus ``forced``; each gets a seeded mean gap between trades (or ``gap_s``)."""
+        names = {s.symbol for s in specs}
+        unknown = forced - names
+        if unknown:
+            raise ValueError(f"unknown thin symbols: {sorted(unknown)}")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("thin_share must be within 0..1")
+        if gap_s is not None and gap_s <= 0:
+            raise ValueError("thin_gap_s must be positive")
+        lo, hi = math.log(THIN_GAP_S[0]), math.log(THIN_GAP_S[1])
+        out = []
+        for rank, spec in enumerate(specs):
+            h = _mix(spec.key, 0x7E1A)
+            seeded = spec.tradable and rank >= THIN_SPARED and (h & 0xFFFF) / 0x10000 < share
+            if seeded or spec.symbol in forced:
+                gap = gap_s if gap_s is not None else math.exp(lo + (h >> 16) / 0x10000 * (hi - lo))
+                spec = replace(spec, trade_gap_ms=max(1, int(gap * 1000)))
+            out.append(spec)
+        return out
 
     def _spec(self, rng: random.Random, base: str, price: float, rank: int, quote: str, contract: str,
               status: str, symbol: str | None = None, delivery_ms: int = PERPETUAL_DELIVERY_MS) -> _Spec:
@@ -589,8 +670,7 @@ class Market:
                 {"filterType": "LOT_SIZE", "minQty": step, "maxQty": _fmt_plain(max_qty), "stepSize": step},
                 {"filterType": "MARKET_LOT_SIZE", "minQty": step,
                  "maxQty": _fmt_plain(max(1.0, max_qty / 10)), "stepSize": step},
-                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-                {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},  # MAX_NUM_ALGO_ORDERS: gone 2025-12-29
                 {"filterType": "MIN_NOTIONAL", "notional": _fmt_plain(s.min_notional)},
                 {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
                  "multiplierDecimal": "4"},
@@ -711,7 +791,54 @@ class Market:
             prices = (o, h, low, c)
             o, h, low, c = self._apply_ramps(st, k, o, h, low, c)
         v, q, n = self._volumes(st, k, o, h, low, c, raw)
+        if spec.trade_gap_ms:
+            # the busy path stays the price a trade happens at: keep it (unmodified) for the knots
+            if prices is None:
+                prices = (array("q", o), array("q", h), array("q", low), array("q", c))
+            self._thin_window(st, k, prices, o, h, low, c, v, q, n)
         return _Window(o=o, h=h, l=low, c=c, v=v, q=q, n=n, base=prices)
+
+    def _thin_window(self, st: _State, k: int, base: tuple[array, array, array, array], o: array, h: array,
+                     low: array, c: array, v: array, q: array, n: array) -> None:
+        """Turn a window of busy minutes into a thin symbol's (in place): each minute keeps only its
+        seeded trades (and lumps), each at the busy path's price at its instant (modifiers included,
+        so a surge's step shows at its lump); a minute without any is flat at the previous close."""
+        bo, bh, bl, bc = base
+        spec = st.spec
+        key, gap = spec.key, spec.trade_gap_ms
+        t0 = k * WINDOW_MS
+        m0 = k * WINDOW_MINUTES
+        lumps: dict[int, list[tuple[int, int, int, int]]] = {}
+        for lump in st.lumps:
+            if t0 <= lump[0] < t0 + WINDOW_MS:
+                lumps.setdefault((lump[0] - t0) // MINUTE_MS, []).append(lump)
+        prev = o[0]
+        scale = st.vol_scale.get(k, 1.0)
+        for j in range(WINDOW_MINUTES):
+            minute = m0 + j
+            offs = _thin_offsets(key, minute, gap, j == 0)
+            mine = lumps.get(j, ())
+            count = len(offs) + len(mine)
+            if count == 0:
+                o[j] = h[j] = low[j] = c[j] = prev
+                v[j] = q[j] = n[j] = 0
+                continue
+            knots = self._base_knots(key, minute, bo[j], bh[j], bl[j], bc[j])
+            if st.ramps:
+                knots = self._modified_knots(st, minute, knots)
+            prices = [int(_interp(knots, off) + 0.5) for off in sorted([*offs, *(x[0] - t0 - j * MINUTE_MS
+                                                                                   for x in mine)])]
+            o[j], h[j], low[j], c[j] = prices[0], max(prices), min(prices), prices[-1]
+            lv = sum(x[1] for x in mine)
+            lq = sum(x[2] for x in mine)
+            ln = sum(x[3] for x in mine)
+            base_v, base_q, base_n = v[j] - lv, q[j] - lq, n[j] - ln
+            trades = len(offs)
+            # each trade keeps the busy minute's mean trade size, so volume scales (arrange_4h) still apply
+            bv = max(trades, int(base_v * trades / max(base_n / scale, trades) + 0.5)) if trades else 0
+            bq = int(base_q * bv / base_v + 0.5) if base_v > 0 else 0
+            v[j], q[j], n[j] = bv + lv, bq + lq, trades + ln
+            prev = c[j]
 
     def _volumes(self, st: _State, k: int, o: array, h: array, low: array, c: array,
                  raw: list[float]) -> tuple[array, array, array]:
@@ -811,13 +938,50 @@ class Market:
             v=w.v[j] - sum(x[1] for x in lumps), q=w.q[j] - sum(x[2] for x in lumps),
             n=w.n[j] - sum(x[3] for x in lumps), lumps=lumps,
         )
+        if st.spec.trade_gap_ms:
+            self._thin_record(st, rec, w, k, j)
         st.minute_rec = rec
         return rec
+
+    def _thin_record(self, st: _State, rec: _MinuteRecord, w: _Window, k: int, j: int) -> None:
+        """A thin minute's trades, each with its price and share of the minute's final volumes."""
+        spec = st.spec
+        minute = rec.minute
+        offs = _thin_offsets(spec.key, minute, spec.trade_gap_ms, j == 0)
+        if j:
+            rec.prev_close = w.c[j - 1]
+        elif k - 1 >= st.k0:
+            rec.prev_close = self._window(st, k - 1).c[-1]
+        else:
+            rec.prev_close = w.o[0]
+        events = sorted([(off, 0, i) for i, off in enumerate(offs)]
+                        + [(lump[0], 1, i) for i, lump in enumerate(rec.lumps)])
+        if not events:
+            rec.trades = []
+            return
+        knots = rec.knots  # the same knots the window's trades were priced on (its ``base`` is always set)
+        prices = [int(_interp(knots, ev[0]) + 0.5) for ev in events]
+        count = len(offs)
+        trades: list[tuple[int, int, int, int, int]] = []
+        done = 0
+        for price, (off, kind, i) in zip(prices, events, strict=True):
+            if kind:
+                _, dv, dq, dn = rec.lumps[i]
+                trades.append((off, price, dv, dq, dn))
+                continue
+            done += 1  # base trades share the base volume evenly, the remainder on the last one
+            last = done == count
+            dv = rec.v - (count - 1) * (rec.v // count) if last else rec.v // count
+            dq = rec.q - (count - 1) * (rec.q // count) if last else rec.q // count
+            trades.append((off, price, dv, dq, 1))
+        rec.trades = trades
 
     def _partial(self, st: _State, now_ms: int) -> tuple:
         """(o, h, l, c, v, q, n) of the minute in progress at ``now_ms``, in internal units."""
         minute, off = divmod(now_ms, MINUTE_MS)
         rec = self._minute_record(st, minute)
+        if rec.trades is not None:
+            return self._thin_partial(rec, off)
         knots = rec.knots
         price = int(_interp(knots, off) + 0.5)
         hi = lo = price
@@ -836,6 +1000,26 @@ class Market:
                 q += dq
                 n += dn
         return (knots[0][1], hi, lo, price, v, q, n)
+
+    @staticmethod
+    def _thin_partial(rec: _MinuteRecord, off: int) -> tuple:
+        """A thin minute up to ``off``: its trades so far, or flat at the previous close before the first."""
+        o = hi = lo = c = rec.prev_close
+        v = q = n = 0
+        for t_off, price, dv, dq, dn in rec.trades or ():
+            if t_off > off:
+                break
+            if n == 0:
+                o = hi = lo = price
+            elif price > hi:
+                hi = price
+            elif price < lo:
+                lo = price
+            c = price
+            v += dv
+            q += dq
+            n += dn
+        return (o, hi, lo, c, v, q, n)
 
     def _agg_range(self, st: _State, a: int, b: int) -> tuple | None:
         """Aggregate of the closed minutes [a, b) (absolute minute numbers), internal units."""
@@ -922,6 +1106,11 @@ class Market:
         before = self._partial(st, t)
         mean_steps = prev[4] / (minute - first) if prev else float(before[4])
         mean_trades = prev[6] / (minute - first) if prev else float(before[6])
+        if spec.trade_gap_ms and before[6] == 0 and t % MINUTE_MS:
+            # a thin minute without a trade yet would open at the surge's own price (no change in the
+            # candle): one small trade just before it, at the old level, opens the minute
+            st.lumps.append((t - 1, 1, int(before[3] * QUOTE_SCALE / (spec.p_scale * spec.q_scale) + 0.5), 1))
+            self._invalidate(st, t - 1)
         self._add_ramp(st, t, t, math.log1p(change_pct / 100.0))
         price = (self._partial(st, t)[3] or before[3]) / spec.p_scale  # USDT per unit after the jump
         to_quote = price * QUOTE_SCALE / spec.q_scale  # quote units per volume step
@@ -945,6 +1134,16 @@ class Market:
         mode = "pass" if passes else rng.choice(("change", "volume", "both") if min_qv > 0 else ("change",))
         cur = self._current(st, "4h", now)
         change = cur.change_pct
+        start = w_open
+        if st.spec.trade_gap_ms:
+            # a thin symbol's candle moves only with its trades: shift every trade after the window's
+            # first one (its open); with fewer than two trades so far the change cannot move, fail by volume
+            m0 = k * WINDOW_MINUTES
+            firsts = _thin_offsets(st.spec.key, m0, st.spec.trade_gap_ms, True)
+            firsts += [t - w_open for t, *_ in st.lumps if w_open <= t < w_open + MINUTE_MS]
+            start = w_open + min(firsts) + 1
+            if cur.trades < 2 and mode in ("change", "both") and min_qv > 0:
+                mode = "volume"
         if mode == "pass":
             target = None if lo + margin <= change <= hi - margin else rng.uniform(lo + margin, hi - margin)
         elif mode in ("change", "both"):
@@ -958,7 +1157,8 @@ class Market:
             target = None if lo + margin <= change <= hi - margin else rng.uniform(lo + margin, hi - margin)
         if target is not None and cur.close > 0:
             delta = math.log(cur.open * (1 + target / 100.0) / cur.close)
-            self._add_ramp(st, w_open, now, delta)
+            # a thin symbol's close is its last trade, maybe long before now: shift every trade after the open
+            self._add_ramp(st, start, start if st.spec.trade_gap_ms else now, delta)
         if k - 1 >= st.k0 and min_qv > 0:
             qv = self._quote_usdt(st, k - 1)
             want_low = mode in ("volume", "both")

@@ -5,7 +5,8 @@ Why it is shaped like this:
 * Real HTTP/1.1 with keep-alive over real sockets, one named thread per connection, so the bot's
   connection pool, timeouts and concurrency are exercised as they are against Binance; latency,
   stalls and faults are applied inside the handler thread, so concurrency stays real.
-* Paths, parameters, JSON shapes, headers (``X-MBX-USED-WEIGHT-1M``, ``Retry-After``), weights
+* Paths, parameters, JSON shapes, headers (``X-MBX-USED-WEIGHT-1M``, ``Retry-After``, the account's
+  ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` on order answers), weights
   and error bodies follow Binance USD-M; third-party Binance clients are tested against it.
 * Every response is written with one ``send`` (headers + body) and ``TCP_NODELAY``: a split write
   meets the client's delayed ACK and costs 40 ms per request.
@@ -204,7 +205,7 @@ class RestServer:
     """Binance USD-M futures REST endpoints over a :class:`Market`, plus controls and observations.
 
     Endpoints: ``/fapi/v1/ping``, ``/time``, ``/exchangeInfo``, ``/klines``, ``/ticker/24hr``,
-    ``/ticker/price``. Controls: :meth:`set_latency`, :meth:`fail_next` (429 / 418),
+    ``/ticker/price`` (v1, deprecated, and v2). Controls: :meth:`set_latency`, :meth:`fail_next` (429 / 418),
     :meth:`error_next` (5xx), :meth:`error_for` (a 5xx spell), :meth:`answer_next` (408, -1006,
     -1007, ...), :meth:`malformed_next`, :meth:`stall_next`, :meth:`clear_faults`,
     :meth:`unban`, :meth:`freeze` / :meth:`unfreeze`, :meth:`inject_surge`, :meth:`arrange_4h`; the
@@ -523,12 +524,16 @@ class RestServer:
             return 500, _dumps(body), self._weight_headers(ip)
         headers = self._weight_headers(ip)
         if method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
+            # the account's order count (every key, every process), as of this placement
+            counts = {f"X-MBX-ORDER-COUNT-{k}": str(v) for k, v in self.account.order_counts().items()}
             delay = self.account.take_delay()
             if delay > 0:
                 self._stop.wait(delay)
+        else:
+            counts = {}
         if isinstance(result, RawAnswer):  # a scripted "status unknown" or garbled answer
             return result.status, result.body, headers
-        return 200, _dumps(result), headers
+        return 200, _dumps(result), headers | counts
 
     def _routes(self) -> dict[str, Callable[[dict[str, str]], bytes]]:
         return {
@@ -537,7 +542,8 @@ class RestServer:
             "/fapi/v1/exchangeInfo": self._exchange_info,
             "/fapi/v1/klines": self._klines,
             "/fapi/v1/ticker/24hr": self._ticker_24hr,
-            "/fapi/v1/ticker/price": self._ticker_price,
+            "/fapi/v1/ticker/price": self._ticker_price,  # deprecated by Binance; kept for other clients
+            "/fapi/v2/ticker/price": self._ticker_price,
         }
 
     @staticmethod
@@ -559,7 +565,7 @@ class RestServer:
             return klines_weight(min(max(limit, 1), MAX_KLINES_LIMIT))
         if path == "/fapi/v1/ticker/24hr":
             return 1 if params.get("symbol") else 40
-        if path == "/fapi/v1/ticker/price":
+        if path in ("/fapi/v1/ticker/price", "/fapi/v2/ticker/price"):
             return 1 if params.get("symbol") else 2
         return 1
 
@@ -753,7 +759,7 @@ class RestServer:
         limit = self._int_param(params, "limit")
         if limit is None:
             limit = DEFAULT_KLINES_LIMIT
-        elif limit == 0:
+        elif limit == 0 or limit > MAX_KLINES_LIMIT:  # refused, not clamped, as Binance does
             raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
         start = self._int_param(params, "startTime")
         end = self._int_param(params, "endTime")
@@ -762,7 +768,7 @@ class RestServer:
         assert symbol is not None
         now = self.market.now_ms()
         rows = self.market.klines(symbol, interval, start_ms=start, end_ms=end,
-                                  limit=min(limit, MAX_KLINES_LIMIT), now_ms=now)
+                                  limit=limit, now_ms=now)
         pd, qd = self.market.decimals(symbol)
         return _dumps([kline_to_rest_row(k, pd, qd) for k in rows])
 

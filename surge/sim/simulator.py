@@ -18,8 +18,11 @@ class Simulator:
 
     ``port=0`` and ``ws_port=0`` take free ports from the OS; a fixed ``port`` N without ``ws_port``
     puts the WebSocket server on N + 1 (``surge sim --port N``). ``rest_url`` is
-    ``http://HOST:PORT``; ``ws_url`` is ``ws://HOST:PORT`` (the bot appends ``/stream``; the
-    WebSocket server accepts any base path such as ``/market/stream``).
+    ``http://HOST:PORT``; ``ws_url`` is ``ws://HOST:PORT/market``, the routed base Binance serves
+    kline streams on (the bot appends ``/stream``); unrouted paths get replies but no kline unless
+    ``require_market_route=False``. ``**ws_options`` go to :class:`surge.sim.ws.WsServer`
+    (``push_mode="on_change"|"every_tick"``, ``require_market_route``, ``push_phases``, ...); a market
+    with chosen thin symbols is passed as ``market=Market(..., thin=[...], thin_gap_s=...)``.
     """
 
     def __init__(

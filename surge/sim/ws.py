@@ -5,6 +5,38 @@ needs a server that behaves like ``fstream.binance.com`` on 127.0.0.1: same path
 and error codes, same per-connection limits, kline events every 250 ms, and faults on demand.
 Real third-party clients (binance-futures-connector) must accept it as Binance.
 
+How it behaves like Binance, and the sources (API stable for the client's tests):
+
+* ``push_mode="on_change"`` (default): a kline stream is pushed at most every 250 ms and only if there
+  is something new (Binance's USD-M docs, Kline/Candlestick Streams, "Update Speed: 250ms"; for the
+  spot equivalent users report "it pushes data every 2s if there is anything new (which is not the
+  case for a lot of pairs)", ccxt/node-binance-api#509): a frame only
+  when the candle changed since the last push, never for a candle without a trade (a thin symbol,
+  :meth:`surge.sim.market.Market.thin_symbols`, is silent for as long as it does not trade, minutes
+  for a connection of thin symbols). Nothing is sent when a stream is subscribed (Binance documents
+  no snapshot; the next change comes as usual). When a candle that
+  had trades closes, its final state (``"x": true``) is pushed once, before the next candle's first
+  frame (Binance's ``x`` flag exists for that; its docs do not say more, so this follows what clients
+  rely on); a candle without any trade is never pushed, at its close either: REST klines still return
+  it (open = high = low = close = previous close, volume 0). ``"every_tick"`` pushes every subscribed
+  stream at every tick whatever changed (the pre-2026 simulator; benchmarks of the client's throughput).
+* ``require_market_route=True`` (default): since 2026-04-23 kline streams are served on the
+  ``/market`` route only; an unrouted connection (``/stream``, ``/ws``) acknowledges SUBSCRIBE and then
+  never sends a kline. ``url`` is therefore ``ws://HOST:PORT/market`` (like ``SURGE_WS_URL``'s default
+  ``wss://fstream.binance.com/market``); ``root_url`` is ``ws://HOST:PORT`` for unrouted tests.
+* Replies are only the documented ones ("Error Messages" of the WebSocket market streams docs:
+  code 0 ``Unknown property``, 1 ``Invalid value type: expected Boolean``, 2 ``Invalid request: ...``
+  (property name, request ID, unknown variant, too many parameters, missing field `method`), 3
+  ``Invalid JSON: ...``). Limits are enforced by closing the connection, as Binance is reported to:
+  more than ``max_streams`` (1024) streams ("Binance will just close the socket without telling you
+  anything", JKorf/Binance.Net#1108), more than 10 incoming messages per second (docs: "A connection
+  that goes beyond the limit will be disconnected"), a malformed stream name in SUBSCRIBE, UNSUBSCRIBE
+  or the URL (a 2021 spot report, ctubio/Krypto-trading-bot#1121, shows the connection dropped right
+  after such a request; the ``code 2 "invalid stream"`` text it also shows is not documented, so it is
+  not sent). Close code 1008 with a short reason. A well-formed stream of a symbol that does not
+  exist is acknowledged and silent ("It doesn't return an error if you try to subscribe" to an
+  invalid symbol, JKorf/Binance.Net#620).
+
 Shape: one asyncio loop in one named thread (``surge-sim-ws``) runs a ``websockets`` server.
 One push task refreshes a pre-serialised frame per subscribed stream and writes each connection's
 events every ``push_interval_s`` as one batched ``transport.write``; each event is stamped with its own
@@ -51,7 +83,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Disconnect reasons counted in ``stats()["disconnects"]``.
-REASONS = ("rate_limit", "pong_timeout", "lifetime", "dropped", "slow_consumer", "client", "server_stop")
+REASONS = ("rate_limit", "pong_timeout", "lifetime", "dropped", "slow_consumer", "too_many_streams",
+           "invalid_stream", "client", "server_stop")
+#: ``push_mode`` values: Binance's "every 250 ms if existing" (only a candle that changed, never one
+#: without a trade), or every subscribed stream at every tick (benchmarks of the client's throughput).
+PUSH_MODES = ("on_change", "every_tick")
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _METHODS_TEXT = ", ".join(f"`{m}`" for m in METHODS)
 _MAX_ID = 2**64 - 1
@@ -63,8 +99,8 @@ _PHASE_SLOTS = 25  # push phases per interval (10 ms apart at Binance's 250 ms)
 _GOLDEN = 0.6180339887498949  # connection n's phase: frac(n * golden ratio), well spread for any n
 PUSH_PHASES = ("per_connection", "aligned")
 _SLOW_CONSUMER_BYTES = 16 << 20  # unread bytes after which a connection that does not read is cut off
-_URL_INVALID_STREAM = '{"code":2,"msg":"Invalid request: invalid stream"}'
-_URL_TOO_MANY_STREAMS = '{"code":2,"msg":"Invalid request: too many streams"}'
+_CLOSE_INVALID_STREAM = (1008, "Invalid stream")  # close code and reason (Binance sends no reply)
+_CLOSE_TOO_MANY_STREAMS = (1008, "Too many streams")
 
 
 class Market(Protocol):
@@ -119,7 +155,7 @@ class _Stream:
     """One kline stream shared by every connection subscribed to it."""
 
     __slots__ = ("name", "symbol", "interval", "decimals", "live", "tpl", "closing", "refreshed", "refs",
-                 "failed")
+                 "failed", "version")
 
     def __init__(self, name: str, symbol: str, interval: str, decimals: tuple[int, int], live: bool) -> None:
         self.name = name
@@ -132,6 +168,7 @@ class _Stream:
         self.refreshed = -1  # push tick of the last refresh: one per tick however many connections
         self.refs = 0
         self.failed = False
+        self.version = 0  # bumped whenever tpl is replaced: what on-change pushing compares
 
 
 class _Conn:
@@ -140,7 +177,7 @@ class _Conn:
     __slots__ = ("id", "ws", "path", "combined", "routed", "url_streams", "subs", "messages_in",
                  "messages_out", "pongs", "opened_at", "opened_loop", "incoming", "max_in_window",
                  "stall_until", "awaiting_since", "next_ping", "close_reason", "closing", "closed",
-                 "firehose_task", "tasks", "sent_open")
+                 "firehose_task", "tasks", "sent_open", "sent_ver", "closed_sent", "sub_ms", "refusal")
 
     def __init__(self, conn_id: int, ws: ServerConnection, path: str, route: Route) -> None:
         self.id = conn_id
@@ -166,6 +203,10 @@ class _Conn:
         self.firehose_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.sent_open: dict[str, int] = {}  # stream -> open time of the candle last pushed here
+        self.sent_ver: dict[str, int] = {}  # on_change: stream -> version of the state last pushed (or seen)
+        self.closed_sent: dict[str, int] = {}  # on_change: stream -> open time of the last final (x) push
+        self.sub_ms: dict[str, int] = {}  # on_change: stream -> market time of the subscription
+        self.refusal: tuple[str, int, str] | None = None  # a URL Binance refuses: (reason, code, text)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -205,15 +246,26 @@ class RequestError(Exception):
         self.msg = msg
 
 
+class _NoReply(Exception):
+    """A request Binance answers by closing the connection (the close is already under way)."""
+
+
 class WsServer:
     """Binance USD-M market-stream server on loopback, with fault controls and observations.
 
-    Limits (per connection, as Binance): ``max_streams`` streams, ``max_incoming_per_s`` incoming
-    frames in any one-second window (exceeding it closes the connection), a ping every
-    ``ping_interval_s`` that must be answered by a pong within ``pong_timeout_s`` (any pong counts,
-    as on Binance, so clients that pong with an empty payload pass), and a forced close after
-    ``connection_lifetime_s``. ``refuse_unknown_symbols`` makes SUBSCRIBE to a symbol the market does
-    not list an ``invalid stream`` error; with False it is acknowledged and stays silent.
+    Limits (per connection, as Binance): ``max_streams`` streams (a SUBSCRIBE or URL beyond it closes
+    the connection), ``max_incoming_per_s`` incoming frames in any one-second window (exceeding it
+    closes the connection), a ping every ``ping_interval_s`` that must be answered by a pong within
+    ``pong_timeout_s`` (any pong counts, as on Binance, so clients that pong with an empty payload
+    pass), and a forced close after ``connection_lifetime_s``. A malformed stream name (SUBSCRIBE,
+    UNSUBSCRIBE or URL) closes the connection. A well-formed name of a symbol the market does not list
+    is acknowledged and stays silent, as Binance does; ``refuse_unknown_symbols=True`` treats it as
+    malformed instead.
+
+    ``push_mode`` (:data:`PUSH_MODES`): ``"on_change"`` (default, Binance) or ``"every_tick"``.
+    ``require_market_route`` (default True, Binance since 2026-04-23): a connection whose path lacks
+    ``/market`` gets its replies but never a kline. ``url`` is the ``/market`` base
+    (``ws://127.0.0.1:PORT/market``, what ``SURGE_WS_URL`` takes); ``root_url`` the bare address.
     """
 
     def __init__(
@@ -229,13 +281,16 @@ class WsServer:
         max_incoming_per_s: int = 10,
         push_interval_s: float = 0.25,
         push_phases: str = "per_connection",
-        refuse_unknown_symbols: bool = True,
+        refuse_unknown_symbols: bool = False,
+        push_mode: str = "on_change",
+        require_market_route: bool = True,
     ) -> None:
         self._market = market
         self.host = host
         self._requested_port = port
         self.port = 0
         self.url = ""
+        self.root_url = ""
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s
         self.connection_lifetime_s = connection_lifetime_s
@@ -245,6 +300,9 @@ class WsServer:
         if push_phases not in PUSH_PHASES:
             raise ValueError(f"push_phases must be one of {PUSH_PHASES}")
         self.push_phases = push_phases  # read on the loop at every tick: a test may switch it
+        if push_mode not in PUSH_MODES:
+            raise ValueError(f"push_mode must be one of {PUSH_MODES}")
+        self.push_mode = push_mode  # read on the loop at every tick (set_push_mode)
         self.refuse_unknown_symbols = refuse_unknown_symbols
 
         self._thread: threading.Thread | None = None
@@ -264,7 +322,7 @@ class WsServer:
         self._disconnects: collections.Counter[str] = collections.Counter()
         self._tick = 0
         self._offset_ms = 0  # market clock - wall clock, so E follows the market's clock
-        self._require_route = False
+        self._require_route = bool(require_market_route)
         self._firehose = False
         self._events_sent = 0
         self._malformed_sent = 0
@@ -362,7 +420,8 @@ class WsServer:
             self._ready.set()
             return
         self.port = server.sockets[0].getsockname()[1]
-        self.url = f"ws://{self.host}:{self.port}"
+        self.root_url = f"ws://{self.host}:{self.port}"
+        self.url = self.root_url + "/market"
         threading.current_thread().name = self.thread_name
         pusher = asyncio.create_task(self._push_loop(), name="surge-sim-ws-push")
         self._ready.set()
@@ -419,9 +478,15 @@ class WsServer:
         return self._call(self._send_unknown, n, conn_id)
 
     def require_market_route(self, on: bool) -> None:
-        """When on, connections whose path lacks ``/market`` get SUBSCRIBE acks but no klines
-        (Binance's behaviour since 2026-04-23 for unrouted connections)."""
+        """When on (the default), connections whose path lacks ``/market`` get SUBSCRIBE acks but no
+        klines (Binance's behaviour since 2026-04-23 for unrouted connections)."""
         self._call(setattr, self, "_require_route", bool(on))
+
+    def set_push_mode(self, mode: str) -> None:
+        """``"on_change"`` (a stream is pushed only when its candle changed) or ``"every_tick"``."""
+        if mode not in PUSH_MODES:
+            raise ValueError(f"push_mode must be one of {PUSH_MODES}")
+        self._call(self._set_push_mode, mode)
 
     def set_push_phases(self, mode: str) -> None:
         """``"per_connection"`` (each connection at its own phase) or ``"aligned"`` (all at once)."""
@@ -443,7 +508,8 @@ class WsServer:
         (server side); ``max_incoming_per_s`` ``{conn id: most frames in any 1 s window}`` (open and
         recently closed); ``disconnects`` ``{reason: count}`` over :data:`REASONS`; ``streams``
         (distinct streams subscribed); ``events_sent``, ``malformed_sent``, ``unknown_stream_sent``;
-        ``firehose`` and ``require_market_route`` flags.
+        ``firehose`` and ``require_market_route`` flags; ``push_mode``; ``push_ticks`` (push rounds so
+        far, ``push_interval_s / 25`` apart: a test waits on it to see that nothing was pushed).
         """
         try:
             return self._call(self._snapshot)
@@ -537,6 +603,13 @@ class WsServer:
         self._unknown_sent += sent
         return sent
 
+    def _set_push_mode(self, mode: str) -> None:
+        if mode == "on_change" and self.push_mode != mode:
+            now = self._market.now_ms()  # from here on, only what changes after the switch
+            for conn in self._conns.values():
+                self._mark_seen(conn, conn.subs, now)
+        self.push_mode = mode
+
     def _set_firehose(self, on: bool) -> None:
         self._firehose = on
         if on:
@@ -562,6 +635,8 @@ class WsServer:
             "unknown_stream_sent": self._unknown_sent,
             "firehose": self._firehose,
             "require_market_route": self._require_route,
+            "push_mode": self.push_mode,
+            "push_ticks": self._tick,
         }
 
     # ------------------------------------------------------------------ connections
@@ -571,11 +646,15 @@ class WsServer:
         if route is None:
             return ws.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         names = list(dict.fromkeys(route.streams))
+        refusal = None
         if any(not self._valid_stream(name) for name in names):
-            return ws.respond(http.HTTPStatus.BAD_REQUEST, _URL_INVALID_STREAM)
-        if len(names) > self.max_streams:
-            return ws.respond(http.HTTPStatus.BAD_REQUEST, _URL_TOO_MANY_STREAMS)
+            refusal = ("invalid_stream", *_CLOSE_INVALID_STREAM)
+        elif len(names) > self.max_streams:
+            refusal = ("too_many_streams", *_CLOSE_TOO_MANY_STREAMS)
+        if refusal is not None:  # the handshake succeeds, then the connection is closed: no reply text
+            route = Route(route.combined, (), route.routed)
         conn = _Conn(self._next_id, ws, request.path, route)
+        conn.refusal = refusal
         self._next_id += 1
         assert isinstance(ws, _SimConnection)
         ws.surge_owner = self
@@ -592,6 +671,8 @@ class WsServer:
         conn.opened_loop = loop.time()
         conn.next_ping = conn.opened_loop + self.ping_interval_s
         ws.transport.set_write_buffer_limits(high=_WRITE_LIMIT)
+        if conn.refusal is not None:
+            self._close(conn, *conn.refusal)
         self._subscribe(conn, conn.url_streams)
         watcher = asyncio.create_task(self._watch(conn), name=f"surge-sim-ws-watch-{conn.id}")
         if self._firehose:
@@ -738,6 +819,8 @@ class WsServer:
                 raise RequestError(2, "Invalid request: request ID must be an unsigned integer")
             result = self._dispatch(conn, method, req)
             self._reply(conn, {"result": result, "id": req_id})
+        except _NoReply:
+            pass
         except RequestError as err:
             self._reply(conn, {"error": {"code": err.code, "msg": err.msg}, "id": req_id})
 
@@ -755,10 +838,12 @@ class WsServer:
             # unsubscribing from a well-formed name nobody serves is harmless: acknowledged
             known = method == "SUBSCRIBE"
             if any(not isinstance(n, str) or not self._valid_stream(n, known) for n in names):
-                raise RequestError(2, "Invalid request: invalid stream")
+                self._close(conn, "invalid_stream", *_CLOSE_INVALID_STREAM)
+                raise _NoReply
             if method == "SUBSCRIBE":
                 if len(conn.subs.keys() | set(names)) > self.max_streams:
-                    raise RequestError(2, "Invalid request: too many streams")
+                    self._close(conn, "too_many_streams", *_CLOSE_TOO_MANY_STREAMS)
+                    raise _NoReply
                 self._subscribe(conn, names)
             else:
                 for name in names:
@@ -796,9 +881,11 @@ class WsServer:
         return not (known_symbol and self.refuse_unknown_symbols) or self._market.has_symbol(symbol)
 
     def _subscribe(self, conn: _Conn, names: Iterable[str]) -> None:
+        added: list[str] = []
         for name in names:
             if name in conn.subs:
                 continue
+            added.append(name)
             stream = self._streams.get(name)
             if stream is None:
                 symbol, interval = wire.parse_stream_name(name)
@@ -808,10 +895,28 @@ class WsServer:
                 self._streams[name] = stream
             stream.refs += 1
             conn.subs[name] = stream
+        if added and self.push_mode == "on_change":
+            self._mark_seen(conn, added, self._market.now_ms())
+
+    def _mark_seen(self, conn: _Conn, names: Iterable[str], now: int) -> None:
+        """On change: take the candles as they are now as already pushed to ``conn``.
+
+        Binance sends nothing when a stream is subscribed, only the next change of its candle; the
+        stream is refreshed here so that "now" is its current state, not an old one.
+        """
+        for name in names:
+            stream = conn.subs[name]
+            if stream.live:
+                self._refresh(stream, now)
+            conn.sent_ver[name] = stream.version
+            conn.sub_ms[name] = now
 
     def _release(self, conn: _Conn, name: str) -> None:
         stream = conn.subs.pop(name, None)
         conn.sent_open.pop(name, None)
+        conn.sent_ver.pop(name, None)
+        conn.closed_sent.pop(name, None)
+        conn.sub_ms.pop(name, None)
         if stream is None:
             return
         stream.refs -= 1
@@ -869,6 +974,7 @@ class WsServer:
             self._offset_ms = offset
         loop_now = asyncio.get_running_loop().time()
         require_route = self._require_route
+        on_change = self.push_mode == "on_change"
         for conn in due:
             if conn.closing or self._stalled(conn, loop_now):
                 continue
@@ -884,25 +990,55 @@ class WsServer:
                 if stream.live and stream.refreshed != tick:
                     stream.refreshed = tick
                     self._refresh(stream, now)
-            combined = conn.combined
-            sent_open = conn.sent_open
-            frames: list[bytes] = []
-            append = frames.append
-            for name, stream in conn.subs.items():
-                tpl = stream.tpl
-                if tpl is None:
-                    continue
-                open_time = tpl.kline.open_time
-                last = sent_open.get(name)
-                if last != open_time:
-                    closing = stream.closing
-                    if last is not None and closing is not None and closing.kline.open_time == last:
-                        # the candle this connection last saw has closed: its final state first
-                        append((closing.combined if combined else closing.raw).frame(self._event_time()))
-                    sent_open[name] = open_time
-                append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
+            frames = self._changed_frames(conn) if on_change else self._tick_frames(conn)
             if frames and self._write(conn, b"".join(frames), len(frames)):
                 self._events_sent += len(frames)
+
+    def _changed_frames(self, conn: _Conn) -> list[bytes]:
+        """Binance's "every 250 ms if existing": a stream's frame only when its candle changed since
+        the last push, never for a candle without a trade; the final (``x``) state of a candle that
+        had trades once it closes, before the next candle, if the connection was subscribed then."""
+        combined = conn.combined
+        sent_ver, closed_sent, sub_ms = conn.sent_ver, conn.closed_sent, conn.sub_ms
+        frames: list[bytes] = []
+        append = frames.append
+        for name, stream in conn.subs.items():
+            tpl = stream.tpl
+            if tpl is None:
+                continue
+            closing = stream.closing
+            if closing is not None:
+                final = closing.kline
+                if (final.trades and closed_sent.get(name, -1) < final.open_time
+                        and sub_ms.get(name, 0) <= final.close_time):
+                    closed_sent[name] = final.open_time
+                    append((closing.combined if combined else closing.raw).frame(self._event_time()))
+            if sent_ver.get(name) != stream.version:
+                sent_ver[name] = stream.version
+                if tpl.kline.trades:
+                    append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
+        return frames
+
+    def _tick_frames(self, conn: _Conn) -> list[bytes]:
+        """Every tick, every stream's current frame (and a closed candle's final state once)."""
+        combined = conn.combined
+        sent_open = conn.sent_open
+        frames: list[bytes] = []
+        append = frames.append
+        for name, stream in conn.subs.items():
+            tpl = stream.tpl
+            if tpl is None:
+                continue
+            open_time = tpl.kline.open_time
+            last = sent_open.get(name)
+            if last != open_time:
+                closing = stream.closing
+                if last is not None and closing is not None and closing.kline.open_time == last:
+                    # the candle this connection last saw has closed: its final state first
+                    append((closing.combined if combined else closing.raw).frame(self._event_time()))
+                sent_open[name] = open_time
+            append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
+        return frames
 
     def _refresh(self, stream: _Stream, now: int) -> None:
         """Re-serialise a stream only when its candle changed; remember a candle that just closed."""
@@ -918,6 +1054,7 @@ class WsServer:
                     closed = msgspec.structs.replace(closed, closed=True)
                 stream.closing = kline_templates(stream.name, closed, *stream.decimals)
             stream.tpl = kline_templates(stream.name, kline, *stream.decimals)
+            stream.version += 1
         except Exception as exc:  # e.g. a symbol not listed yet: silent until it is, like Binance
             if not stream.failed:
                 stream.failed = True

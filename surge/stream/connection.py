@@ -13,6 +13,21 @@ UNSUBSCRIBE through :meth:`Connection.send_request` (rate-limited per connection
 matches the replies by id and records what the server confirmed. On any loss (error, EOF, silence,
 protocol error) the thread reconnects with exponential backoff and full jitter (tenacity), never
 giving up, each attempt drawn from the manager-wide attempt budget, and the manager re-subscribes.
+
+Silence is not death. Binance pushes a kline stream only when its candle changed, so a connection of
+thin symbols can be quiet for minutes while perfectly healthy; replacing it would cost a gap report
+and a REST backfill per stream each time, for nothing. So:
+
+* a connection whose confirmed streams delivered nothing at all since ``silence_timeout_s`` after the
+  confirmation is replaced, as before: that is Binance without the ``/market`` route, which
+  acknowledges SUBSCRIBE and never sends. Unless a sibling connection of the same manager (same URL)
+  has delivered data (``routed``): then the route works and this one is only thin, and is probed;
+* a connection that delivered and then went quiet for ``silence_timeout_s`` is probed with
+  ``LIST_SUBSCRIPTIONS`` (DEBUG log). An answer proves it alive (quiet again for
+  ``silence_timeout_s`` -> probed again); no answer within ``probe_timeout_s`` replaces it (WARNING).
+  An answer that lacks confirmed streams (the server dropped them) re-subscribes those streams on
+  the same socket instead of reconnecting: the others are fine, and the dropped ones are marked down
+  so their re-confirmation reports a gap (we cannot know whether they missed a candle).
 """
 
 from __future__ import annotations
@@ -39,6 +54,9 @@ if TYPE_CHECKING:
 
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _MAX_FRAME = 16 * 1024 * 1024  # far above any Binance frame; beyond it the stream is corrupt
+# LIST_SUBSCRIPTIONS probes carry ids from here up, far above the manager's request ids (1, 2, ...),
+# so a reply is matched to its kind by id alone
+PROBE_ID_BASE = 1 << 48
 
 
 class ProtocolError(Exception):
@@ -114,6 +132,7 @@ class Connection:
         tuning: StreamTuning,
         logger: logging.Logger,
         batch_callback: Callable[[list[Kline]], Any] | None = None,
+        routed: threading.Event | None = None,
     ) -> None:
         self.id = conn_id
         self.name = f"surge-ws-{conn_id}"
@@ -126,6 +145,8 @@ class Connection:
         self._budget = budget
         self.tuning = tuning
         self.log = logger
+        # set by any connection of the manager that received stream data: the URL's route works
+        self.routed = routed if routed is not None else threading.Event()
 
         self.assigned: set[str] = set()
         self.deliver: set[str] = set()
@@ -164,6 +185,8 @@ class Connection:
         self.pongs = 0
         self.failed_replies = 0
         self.requests_sent = 0
+        self.probes = 0  # LIST_SUBSCRIPTIONS sent because the connection was quiet
+        self.probes_unanswered = 0  # ... and not answered in time (each one a reconnect)
         self.last_error = ""
         self._cb_log_at = 0.0
 
@@ -336,6 +359,9 @@ class Connection:
             self.connected_at = now
             self.last_rx = now
             self.last_event_rx = 0.0
+            self._probe_id = None
+            self._probe_sent_at = 0.0
+            self.probe_answered_at = 0.0
         self._sessions += 1
         if self._sessions > 1:
             self.reconnects += 1
@@ -420,6 +446,7 @@ class Connection:
         last_e = self.last_e
         stop = self._stop
         silence_s = self.tuning.silence_timeout_s
+        routed = self.routed
         monotonic = time.monotonic
         have = 0  # bytes of an incomplete frame kept at the front of buf
         frag: list[bytes] = []
@@ -434,18 +461,9 @@ class Connection:
                 except TimeoutError:
                     if stop.is_set():
                         return "stopped"
-                    # Silent: subscribed but no stream data (an unrouted Binance connection
-                    # acknowledges SUBSCRIBE and then sends nothing but pings), or requests
-                    # unanswered and no frame at all.
-                    if self.server:
-                        ref = max(self.last_event_rx, self._confirmed_at)
-                    elif self.inflight:
-                        ref = self.last_rx
-                    else:
-                        continue  # idle: nothing is expected from the server
-                    quiet = monotonic() - ref
-                    if quiet > silence_s:
-                        return f"silent for {quiet:.1f}s"
+                    reason = self._check_silence(ws, silence_s)
+                    if reason:
+                        return reason
                     continue
                 if not got:
                     return "closed by server (EOF)"
@@ -531,6 +549,8 @@ class Connection:
                 self.messages += frames
                 if data_msgs:
                     self.last_event_rx = now
+                    if not routed.is_set():
+                        routed.set()
                 if events:
                     self.events += events
                 if dropped:
@@ -564,11 +584,91 @@ class Connection:
             self._count_dropped(1)
             return None
         try:
-            return stream, wire.kline_from_event(msg.get("data"))
+            return stream, wire.kline_from_event(msg.get("data"), stream)  # of its own symbol only
         except WireError:
             return stream, None
 
     _confirmed_at = 0.0  # monotonic time of the last SUBSCRIBE confirmation (silence reference)
+    _probe_id: int | None = None  # the LIST_SUBSCRIPTIONS in flight on this socket, if any
+    _probe_sent_at = 0.0
+    _probe_seq = 0
+    probe_answered_at = 0.0  # monotonic time the last probe was answered (silence reference)
+
+    def _check_silence(self, ws: websocket.WebSocket, silence_s: float) -> str:
+        """On a recv timeout: why this socket must be replaced, or "" (see the module docstring)."""
+        now = time.monotonic()
+        if not self.server:
+            # requests unanswered and no frame at all: the server does not read or cannot answer
+            if self.inflight and now - self.last_rx > silence_s:
+                return f"silent for {now - self.last_rx:.1f}s with {len(self.inflight)} requests unanswered"
+            return ""  # idle: nothing is expected from the server
+        if self._probe_id is not None:
+            if self.last_event_rx > self._probe_sent_at:
+                self._probe_id = None  # data came meanwhile: alive; a late answer is ignored
+            elif now - self._probe_sent_at > self.tuning.probe_timeout_s:
+                self.probes_unanswered += 1
+                self.log.warning("%s: quiet for %.1fs and LIST_SUBSCRIPTIONS id=%d unanswered after %.1fs; "
+                                 "reconnecting", self.name, self._probe_sent_at - self._quiet_ref(),
+                                 self._probe_id, now - self._probe_sent_at)
+                return f"probe unanswered for {now - self._probe_sent_at:.1f}s"
+            else:
+                return ""
+        quiet = now - self._quiet_ref()
+        if quiet <= silence_s:
+            return ""
+        if not self.last_event_rx and not self.routed.is_set():
+            # nothing since the confirmation and no connection of ours ever received data: the
+            # unrouted case (Binance acknowledges SUBSCRIBE on a URL without /market, then sends nothing)
+            self.log.warning("%s: %d streams confirmed %.1fs ago and not one event since (is the /market "
+                             "route missing from the URL?); reconnecting", self.name, len(self.server), quiet)
+            return f"no stream data for {quiet:.1f}s after SUBSCRIBE was confirmed"
+        self._send_probe(ws, quiet)
+        return ""
+
+    def _quiet_ref(self) -> float:
+        return max(self.last_event_rx, self._confirmed_at, self.probe_answered_at)
+
+    def _send_probe(self, ws: websocket.WebSocket, quiet: float) -> None:
+        """Ask the server what this socket carries; the answer (any reply with the id) proves it alive."""
+        if not self.limiter.try_acquire():
+            return  # the outgoing budget is used up this second: the next tick tries again
+        self._probe_seq += 1
+        probe_id = PROBE_ID_BASE + self._probe_seq
+        self._probe_id = probe_id
+        self._probe_sent_at = time.monotonic()
+        self.probes += 1
+        self.log.debug("%s: no stream data for %.1fs; probing with LIST_SUBSCRIPTIONS id=%d",
+                       self.name, quiet, probe_id)
+        try:
+            ws.send(f'{{"method":"LIST_SUBSCRIPTIONS","id":{probe_id}}}')
+        except Exception as exc:  # the socket is broken: the recv loop sees it; else the deadline does
+            self.log.info("%s: probe send failed: %s", self.name, exc)
+
+    def _on_probe_reply(self, reply: wire.Reply) -> None:
+        """A probe answered: the socket is alive. Streams it no longer lists are re-subscribed."""
+        self._probe_id = None
+        self.probe_answered_at = time.monotonic()
+        listed = reply.result
+        if not reply.ok or not isinstance(listed, list):
+            self.log.debug("%s: probe answered without a list (%s %s): alive", self.name,
+                           reply.error_code, reply.error_msg)
+            return
+        now_ms = int(time.time() * 1000)
+        with self.lock:
+            listed_names = {s for s in listed if type(s) is str}
+            lost = self.server - listed_names - {s for r in self.inflight.values() for s in r.streams}
+            if lost:
+                self.server.difference_update(lost)
+                for s in lost:
+                    if s in self.deliver:
+                        # since the last event of the stream we know of: its candles after it may be lost
+                        self.down.setdefault(s, self.last_e.get(s) or self.last_rx_wall_ms or now_ms)
+        if lost:
+            self.log.warning("%s: probe: the server no longer lists %d of our streams (%s...); "
+                             "re-subscribing them", self.name, len(lost), ", ".join(sorted(lost)[:3]))
+            self._wake()
+        else:
+            self.log.debug("%s: probe answered: %d streams listed, alive", self.name, len(listed))
 
     def _control(self, ws: websocket.WebSocket, b0: int, payload: bytes, frag: list[bytes]) -> bytes | None:
         """Non-fast-path frames. Returns a complete message payload, or None when there is none."""
@@ -625,6 +725,9 @@ class Connection:
             reply = wire.parse_reply(msg)
         except WireError:
             self.dropped_frames += 1
+            return
+        if reply.id == self._probe_id:
+            self._on_probe_reply(reply)
             return
         gap: tuple[frozenset[str], int] | None = None
         now_ms = int(time.time() * 1000)

@@ -12,7 +12,8 @@ Why it looks like this (the seed's failures, each ruled out here):
   connection opens only when all are full, one closes only when empty (see
   :mod:`surge.stream.planner`). Healthy connections are never closed to apply a change.
 * Every connection heals itself (:mod:`surge.stream.connection`): reconnect with backoff and full
-  jitter, never giving up, under a manager-wide attempt budget; silent connections are replaced;
+  jitter, never giving up, under a manager-wide attempt budget; a connection that never delivers is
+  replaced, one that went quiet is probed and replaced only if the probe is not answered;
   connections are rotated before Binance's 24 h limit with an overlap and E-based dedupe, so no
   event is lost or repeated at the switch.
 * Every outage is reported as a :class:`StreamGap` (streams, from, to) so the owner can backfill
@@ -74,7 +75,11 @@ class StreamTuning:
     retry_delay_s: float = 1.0  # first delay after a refused request (doubles per failure)
     retry_max_s: float = 60.0
     connect_timeout_s: float = 4.0  # TCP + TLS connect; below stop()'s default 5 s so stop stays bounded
-    silence_timeout_s: float = 10.0  # subscribed but no stream data for this long -> replace
+    # confirmed streams and no data for this long: never any since the confirmation -> replace (the
+    # unrouted case); quiet after delivering -> probe with LIST_SUBSCRIPTIONS (Binance pushes a stream
+    # only when its candle changed: thin symbols are quiet for minutes on a healthy connection)
+    silence_timeout_s: float = 10.0
+    probe_timeout_s: float = 5.0  # a probe without an answer by then -> replace
     tick_s: float = 0.5  # recv timeout: how often an idle connection checks stop/silence
     max_connection_age_s: float = 23 * 3600.0  # rotate before Binance's 24 h cut
     handover_settle_s: float = 1.0  # after the replacement is confirmed, overlap at most this long
@@ -150,6 +155,7 @@ class MultiplexedKlineManager:
         self._stopping = False
         self._gaps: deque[StreamGap] = deque(maxlen=1024)
         self._started_at = 0.0
+        self._routed = threading.Event()  # some connection received stream data: the URL is routed
 
         self.resubscribes = 0  # resubscriber passes that changed something
         self.passes = 0
@@ -158,7 +164,8 @@ class MultiplexedKlineManager:
         self.resubscriber_errors = 0
         self._retired_stats = {"messages": 0, "events": 0, "dropped_frames": 0, "unwanted": 0,
                                "callback_errors": 0, "reconnects": 0, "duplicates": 0, "requests_sent": 0,
-                               "failed_replies": 0, "pongs": 0, "attempts": 0}
+                               "failed_replies": 0, "pongs": 0, "attempts": 0, "probes": 0,
+                               "probes_unanswered": 0}
 
     # ----------------------------------------------------------------- public API
 
@@ -203,7 +210,7 @@ class MultiplexedKlineManager:
             return set(self._wanted)
 
     def gaps(self) -> list[StreamGap]:
-        """Drain the gaps reported since the last call (also passed to ``on_gap`` if given)."""
+        """Drain the gaps reported since the last call; with ``on_gap`` they go to it instead."""
         out = []
         while True:
             try:
@@ -226,6 +233,9 @@ class MultiplexedKlineManager:
             for key in totals:
                 totals[key] += getattr(c, key)
         last_rx = max((c.last_event_rx for c in every), default=0.0)
+        # data or an answered probe: on a feed of thin symbols (Binance pushes only on change) data can
+        # be minutes old on healthy connections, so an outage check should look at this one
+        last_alive = max((max(c.last_event_rx, c.probe_answered_at) for c in every), default=0.0)
         threads = sum(1 for c in every if c.alive) + (1 if worker is not None and worker.is_alive() else 0)
         per_conn = [
             {
@@ -240,6 +250,7 @@ class MultiplexedKlineManager:
                 "last_message_age_s": round(now - c.last_rx, 3) if c.last_rx else None,
                 "age_s": round(c.age_s(now), 1),
                 "reconnects": c.reconnects,
+                "probes": c.probes,
                 "dropped_frames": c.dropped_frames,
                 "unwanted": c.unwanted,
                 "callback_errors": c.callback_errors,
@@ -263,10 +274,13 @@ class MultiplexedKlineManager:
             "requests_sent": totals["requests_sent"],
             "failed_replies": totals["failed_replies"],
             "pongs": totals["pongs"],
+            "probes": totals["probes"],  # quiet connections asked LIST_SUBSCRIPTIONS
+            "probes_unanswered": totals["probes_unanswered"],  # ... and replaced for not answering
             "connect_attempts": totals["attempts"],
             "rotations": self.rotations,
             "gaps": self.gap_count,
             "last_message_age_s": round(now - last_rx, 3) if last_rx else None,
+            "last_alive_age_s": round(now - last_alive, 3) if last_alive else None,
             "per_connection": per_conn,
         }
 
@@ -382,6 +396,7 @@ class MultiplexedKlineManager:
             tuning=self.tuning,
             logger=self.log,
             batch_callback=self._batch_callback,
+            routed=self._routed,
         )
 
     def _sync(self, conn: Connection) -> tuple[int, float]:
@@ -561,7 +576,10 @@ class MultiplexedKlineManager:
     def _emit_gap(self, conn: Connection, streams: frozenset[str], start_ms: int, end_ms: int,
                   reason: str) -> None:
         gap = StreamGap(streams, start_ms, end_ms, conn.name, reason)
-        self._gaps.append(gap)
+        if self._on_gap_cb is None:
+            # kept for gaps() only when no callback takes them: nobody would drain them, and 1,024
+            # frozensets of up to 200 streams (~7 KB each) grew the bot by one per reconnect for days
+            self._gaps.append(gap)
         self.gap_count += 1
         self.log.info("stream manager: %s: %d streams were down for %.1fs (%s)",
                       conn.name, len(streams), (end_ms - start_ms) / 1000.0, reason)

@@ -18,9 +18,11 @@ Why it is shaped like this:
   concurrently right after the fill (one worker thread beside the desk's own), through the Algo
   Service, reduce-only. A ``TRIGGERING`` algo order still protects: it is never placed twice.
 * **Flat only when proven.** A position is recorded closed when one of its protective orders or our
-  own close filled, or when two consecutive positionRisk reads with an explicit row for the symbol
-  agree that it is flat. A missing row, an empty or garbled answer is no information: protection is
-  never cancelled because of one odd answer.
+  own close filled, or when two consecutive positionRisk reads of the symbol by name agree that it is
+  flat: a zero row, or no row at all (v3 lists only symbols with a position or open orders, so that
+  is how it says "flat"). A row missing from the all-symbols answer is no information (the symbol is
+  then asked about by name), a garbled answer neither: protection is never cancelled because of one
+  odd answer.
 * **Nothing kills the bot.** An exception in a step (an exchange outage, a malformed answer, a bug on
   an odd answer) is logged and the step retried with backoff; the trade stays where the ledger says.
 
@@ -64,7 +66,7 @@ from surge.models import (
     Signal,
     Trade,
 )
-from surge.store import Store
+from surge.store import Store, StoreWriteError
 from surge.trading.live import (
     CLIENT_ID_PREFIX,
     ENTRY,
@@ -102,6 +104,8 @@ _FIRED = frozenset({"TRIGGERED", "FINISHED"})
 #: Refusals of an entry that say nothing was executed and sending later may work (rate limits).
 _RETRY_LATER = frozenset({-1003, -1015, -1008})
 _ROLE_REASON = {STOP: STOP_LOSS, TARGET: TAKE_PROFIT}
+#: States of a position already held: a row the disk refuses is kept in memory (see OrderDesk._save).
+_HELD = frozenset({FILLED, PROTECTED, CLOSING})
 _ROLE_TYPE = {STOP: "STOP_MARKET", TARGET: "TAKE_PROFIT_MARKET"}
 
 
@@ -186,6 +190,10 @@ class OrderDesk:
         self.unresolved: list[Trade] = []
         #: exceptions a step raised (logged and retried): the fault campaign reads them
         self.step_errors = 0
+        #: ledger writes of held positions a full disk refused, oldest first (see _save)
+        self._unsaved: list[Callable[[], None]] = []
+        self._unsaved_retry_at = 0.0
+        self._store_failing = False
 
     # ------------------------------------------------------------------ the loop's side
 
@@ -256,6 +264,14 @@ class OrderDesk:
             self._thread.join(budget + float(read_timeout) + 2.0)
         if self._protect_pool is not None:
             self._protect_pool.shutdown(wait=True, cancel_futures=True)
+        if self._unsaved and not self._thread.is_alive():
+            try:
+                self._flush_unsaved()  # a last try: the disk may have room now
+            except StoreWriteError:
+                self.log.error("stopping with %d ledger writes a full disk refused (latest states of %s): "
+                               "the next start reconciles these positions with the exchange",
+                               len(self._unsaved), ", ".join(sorted({t.symbol for t in self._trades.values()
+                                                                      if t.state in _HELD})) or "-")
         while True:  # a desk thread still stuck in a call after the join may change the dict meanwhile
             try:
                 self.unresolved = [t for t in list(self._trades.values()) if t.state in UNRESOLVED_STATES]
@@ -311,6 +327,11 @@ class OrderDesk:
                     command = self._commands.get_nowait()
                 except queue.Empty:
                     command = None
+            if self._unsaved and self._clock() >= self._unsaved_retry_at:
+                try:
+                    self._flush_unsaved()
+                except StoreWriteError:
+                    pass  # said once when it began; tried again in a second
             if self._stopping and (not self._unresolved_keys() or self._clock() >= (self._deadline or 0.0)):
                 return
             due_keys = [k for k in list(self._trades) if self._due(k)]
@@ -370,7 +391,8 @@ class OrderDesk:
             return True
         except Exception as exc:  # noqa: BLE001 - an outage or an odd answer: logged, retried
             self.step_errors += 1
-            self.log.warning("%s failed: %s: %s (trying again)", what, type(exc).__name__, exc)
+            if not (isinstance(exc, StoreWriteError) and self._store_failing):  # a full disk: said once
+                self.log.warning("%s failed: %s: %s (trying again)", what, type(exc).__name__, exc)
             return False
 
     def _step(self, key: str) -> None:
@@ -428,10 +450,47 @@ class OrderDesk:
         return client_id(trade.key, EXIT if trade.state == CLOSING else ENTRY)
 
     def _save(self, trade: Trade) -> Trade:
-        """Persist first, then believe: the row is what a restart will find."""
-        self.store.save_trade(trade, venue=self.venue)
+        """Persist first, then believe: the row is what a restart will find.
+
+        Except when the disk refuses it for a position already held (filled, protected, closing):
+        its protection and its close must not wait for disk space, so the row is kept in memory and
+        written, in order, when the database takes writes again. An entry is never sent unrecorded.
+        """
+        self._write(lambda: self.store.save_trade(trade, venue=self.venue), held=trade.state in _HELD)
         self._trades[trade.key] = trade
         return trade
+
+    def _write(self, write: Callable[[], None], *, held: bool) -> None:
+        """Run a ledger write after those still waiting; a refused one waits too if ``held``, else
+        :class:`StoreWriteError` is raised (and nothing that depends on it may be sent)."""
+        self._unsaved.append(write)
+        try:
+            self._flush_unsaved()
+        except StoreWriteError:
+            if not held:
+                self._unsaved.remove(write)  # not written (it, or an older one, was refused)
+                raise
+
+    def _flush_unsaved(self) -> None:
+        """The ledger writes a full disk held back, oldest first; raises StoreWriteError if it still
+        refuses them. A write made stale meanwhile (its trade became final) is dropped."""
+        while self._unsaved:
+            try:
+                self._unsaved[0]()
+            except StoreWriteError as exc:
+                self._unsaved_retry_at = self._clock() + 1.0
+                if not self._store_failing:
+                    self._store_failing = True
+                    self.log.error("the ledger cannot be written (%s): no new entry is sent; positions held "
+                                   "are still protected and closed, their rows kept in memory until it can "
+                                   "(logged once until then)", exc)
+                raise
+            except ValueError as exc:
+                self.log.warning("dropped a stale ledger write: %s", exc)
+            self._unsaved.pop(0)
+        if self._store_failing:
+            self._store_failing = False
+            self.log.warning("the ledger is written again")
 
     def _finish(self, trade: Trade) -> None:
         self._trades.pop(trade.key, None)
@@ -552,7 +611,7 @@ class OrderDesk:
         when = _int(order.get("updateTime")) or _int(order.get("time")) or self.client.now_ms()
         position = self._position_for(trade, qty, avg, when)
         filled = replace(trade, state=FILLED, qty=fmt_decimal(qty), filled_at=self._wall(), note=None)
-        self.store.record_fill(filled, position, venue=self.venue)
+        self._write(lambda: self.store.record_fill(filled, position, venue=self.venue), held=True)
         self._trades[trade.key] = filled
         self._positions[trade.key] = position
         self._signals.pop(trade.key, None)
@@ -741,8 +800,6 @@ class OrderDesk:
                 self._soon(trade.key, 0.5)
                 return
         amount = self._amount(trade.symbol)
-        if amount is None:
-            raise Malformed(f"positionRisk has no row for {trade.symbol}")
         if amount <= 0:
             proof = self._exit_proof(trade)
             if proof is not None:
@@ -796,6 +853,7 @@ class OrderDesk:
             fees=float(fees),
             pnl=float((price - entry) * qty - fees),
         )
+        self._flush_unsaved()  # its fill and closing rows first (a full disk held them back)
         self.store.record_trade_close(trade, closed, venue=self.venue)
         self.log.info(
             "closed %s (%s) @ %s: pnl %.4f USDT", trade.symbol, reason, fmt_decimal(price), closed.pnl
@@ -853,10 +911,8 @@ class OrderDesk:
         amounts = self._amounts(self._risk_rows(None))
         for trade in watched:
             amount = amounts.get(trade.symbol)
-            if amount is None:  # no row for it: ask about this symbol alone
-                amount = self._amounts(self._risk_rows(trade.symbol)).get(trade.symbol)
-            if amount is None:
-                continue  # no information: nothing is concluded from a missing row
+            if amount is None:  # no row for it in the all-symbols answer: ask about this symbol alone
+                amount = self._amount(trade.symbol)
             position = self._positions.get(trade.key)
             if position is None:
                 continue
@@ -956,8 +1012,10 @@ class OrderDesk:
     def _amounts(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
         return {r["symbol"]: _dec(r.get("positionAmt"), strict=True) for r in rows}
 
-    def _amount(self, symbol: str) -> Decimal | None:
-        return self._amounts(self._risk_rows(symbol)).get(symbol)
+    def _amount(self, symbol: str) -> Decimal:
+        """The position on ``symbol``, asked about by name. positionRisk v3 has rows only for symbols
+        with a position or open orders: no row is its answer "flat" (one flat read; it takes two)."""
+        return self._amounts(self._risk_rows(symbol)).get(symbol, Decimal(0))
 
     @staticmethod
     def _list(answer: Any) -> list[Any]:

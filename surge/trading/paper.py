@@ -8,12 +8,14 @@ high or low, which may have been printed before the entry.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from surge.config import TradeSettings
 from surge.models import Position, Signal
-from surge.store import Store
+from surge.runtime import Spell
+from surge.store import Store, StoreWriteError
 from surge.trading.outcomes import Outcome, TradeClosed, TradeOpened
 
 TAKE_PROFIT = "take_profit"
@@ -82,6 +84,8 @@ class PaperDesk:
         self.venue = venue
         self._post = post
         self.exit_reason = self.broker.exit_reason
+        self._unsaved: list[Position] = []
+        self._spell = Spell(logging.getLogger(__name__), "recording a paper close")
 
     def start(self) -> list[Position]:
         """The open positions to resume (paper has no exchange to reconcile with)."""
@@ -104,9 +108,29 @@ class PaperDesk:
         if price is None or now_ms is None:
             raise ValueError("a paper close needs the price and the time")
         closed = self.broker.close(position, price, now_ms, reason)
-        self.store.close_position(closed, venue=self.venue)
+        self._unsaved.append(closed)  # a position held is closed even if the disk is full: written later
+        self.flush_unsaved()
         self._post(TradeClosed(closed))
 
+    def flush_unsaved(self) -> None:
+        """Write the closes the database refused (disk full): at each close and each heartbeat. A stop
+        before the disk has room again leaves them open in the database, resumed at the next start."""
+        while self._unsaved:
+            try:
+                self.store.close_position(self._unsaved[0], venue=self.venue)
+            except StoreWriteError as exc:
+                self._spell.failed(exc, f"{len(self._unsaved)} paper close(s) kept in memory, written later")
+                return
+            except ValueError as exc:  # no such position (a bug): never retried at every heartbeat
+                logging.getLogger(__name__).error("paper close not recorded: %s", exc)
+            self._unsaved.pop(0)
+            self._spell.ok()
+
     def stop(self, timeout: float | None = None) -> list[object]:
-        """Nothing is ever in flight on paper."""
+        """Nothing is ever in flight on paper; a last try at the closes a full disk held back."""
+        self.flush_unsaved()
+        if self._unsaved:
+            logging.getLogger(__name__).error(
+                "%d paper close(s) could not be recorded (%s): they resume open at the next start",
+                len(self._unsaved), ", ".join(p.key for p in self._unsaved))
         return []

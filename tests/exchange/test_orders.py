@@ -31,6 +31,7 @@ from surge.exchange.orders import (
 from surge.exchange.rest import BinanceRest
 from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from surge.sim.simulator import Simulator
+from tests.waiting import wait_for
 
 SYMBOL = "SOLUSDT"
 
@@ -155,6 +156,51 @@ def test_signed_calls_share_the_weight_limiter(sim: Simulator, rest: BinanceRest
     assert rest.limiter.total_weight - before == 5 + 5 + 40
     assert rest.limiter.last_used_weight >= 50  # the exchange's own count came back in the header
     assert signed.get_order(SYMBOL, client_order_id="never-sent") is None  # -2013 -> None
+
+
+def test_position_risk_reads_v3_in_its_shape(sim: Simulator, rest: BinanceRest) -> None:
+    """v3 (weight 5): no row for a flat symbol, rows with margins and no leverage / marginType."""
+    signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    signed.sync_time()
+    sim.rest.reset_stats()
+    before = rest.limiter.total_weight
+    assert signed.position_risk(SYMBOL) == [] and signed.position_risk() == []
+    signed.new_order(SYMBOL, "BUY", "1", client_order_id="v3-entry")
+    [row] = signed.position_risk(SYMBOL)
+    assert row["symbol"] == SYMBOL and row["positionAmt"] == "1.000" and row["positionSide"] == "BOTH"
+    assert {"initialMargin", "maintMargin", "marginAsset", "adl"} <= set(row)
+    assert not {"leverage", "marginType", "maxNotionalValue"} & set(row)
+    assert sim.rest.stats()["by_path"] == {"/fapi/v3/positionRisk": 3, "/fapi/v1/order": 1}
+    assert rest.limiter.total_weight - before == 3 * 5
+
+
+def test_order_budget_follows_the_accounts_order_count(sim: Simulator, rest: BinanceRest) -> None:
+    """The ORDERS limits count per account: orders another process placed on it (here a second client
+    with its own limiter, and the account directly) come back in X-MBX-ORDER-COUNT-10S / -1M on our
+    next order's answer, and our budget takes them, as X-MBX-USED-WEIGHT-1M does for weight."""
+    rest.order_limiter.limits = ((10.0, 30), (60.0, 1200))  # budget 27 a 10 s window (margin 0.1)
+    # the exchange's windows are fixed (10 s, 1 min): start early in both, so none ends mid-test
+    wait_for(lambda: time.time() % 10 < 4 and time.time() % 60 < 54, 20.0, "the start of a 10 s window",
+             poll=0.05)
+    ours = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+    with BinanceRest(sim.rest_url, read_timeout=2.0) as other_rest:
+        other = SignedRest(other_rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
+        for i in range(12):
+            other.new_order(SYMBOL, "BUY" if i % 2 == 0 else "SELL", "0.1", client_order_id=f"other-{i}")
+        assert other_rest.order_limiter.in_window(10.0) == 12
+    for i in range(10):  # straight on the account: the web UI, another API key of the same account
+        sim.rest.account.handle("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
+                                                           "quantity": "0.1", "newClientOrderId": f"ui-{i}"})
+    assert rest.order_limiter.in_window(10.0) == 0
+    ours.new_order(SYMBOL, "SELL", "0.1", client_order_id="ours-1", reduce_only=True)
+    lim = rest.order_limiter
+    assert sim.rest.account.order_counts() == {"10S": 23, "1M": 23}
+    assert lim.last_counts == {10.0: 23, 60.0: 23}  # what the answer said: 22 of them not ours
+    assert lim.in_window(10.0) == lim.in_window(60.0) == 23 and lim.observed_extra == 22
+    assert lim.wait_needed() == 0.0
+    for _ in range(4):  # 23 + 4 = 27 fills the budget
+        assert lim.acquire() == 0.0
+    assert lim.wait_needed() > 0  # the next order waits for the window to slide
 
 
 def test_wrong_secret_is_a_clear_1022_without_the_secret(sim: Simulator, rest: BinanceRest) -> None:

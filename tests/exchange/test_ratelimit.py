@@ -238,3 +238,25 @@ def test_order_limiter_reads_exchange_info() -> None:
     assert lim.limits == ((10.0, 300), (60.0, 1200))
     lim.configure_from_exchange_info({"rateLimits": [{"rateLimitType": "ORDERS", "limit": "x"}]})
     assert lim.limits == ((10.0, 300), (60.0, 1200))  # nothing usable: unchanged
+
+
+def test_order_limiter_takes_the_accounts_counts_from_the_headers() -> None:
+    """X-MBX-ORDER-COUNT-<n><unit> (any case) books the orders the account placed beyond ours; a count
+    below ours, or an odd value, books nothing (the exchange's windows are fixed, ours slide)."""
+    from surge.exchange.ratelimit import OrderRateLimiter
+
+    clock = FakeClock()
+    lim = OrderRateLimiter(((10.0, 10), (60.0, 1000)), safety_margin=0.1, clock=clock)
+    lim.acquire()
+    lim.observe({"X-MBX-ORDER-COUNT-10S": "6", "x-mbx-order-count-1m": "8", "X-MBX-USED-WEIGHT-1M": "50"})
+    assert lim.last_counts == {10.0: 6, 60.0: 8}
+    assert lim.in_window(10.0) == 6 and lim.in_window(60.0) == 8 and lim.observed_extra == 7
+    lim.observe({"X-MBX-ORDER-COUNT-10S": "2", "X-MBX-ORDER-COUNT-1M": "junk"})  # fewer: nothing booked
+    assert lim.in_window(60.0) == 8 and lim.observed_extra == 7
+    for _ in range(3):  # 6 + 3 = 9, the 10 s budget
+        assert lim.acquire() == 0.0
+    assert lim.wait_needed() == pytest.approx(10.0)  # every one of them was booked now
+    clock.advance(10.0)
+    assert lim.wait_needed() == 0.0 and lim.in_window(10.0) == 0 and lim.in_window(60.0) == 11
+    lim.observe({})
+    assert lim.in_window(60.0) == 11

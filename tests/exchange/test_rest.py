@@ -173,3 +173,30 @@ def test_connection_refused_is_unavailable_quickly() -> None:
         rest.ping()
     assert rest.requests == 3 and rest.retries == 2
     rest.close()
+
+
+def test_last_prices_come_from_ticker_price_v2(clean: Simulator) -> None:
+    """``/fapi/v1/ticker/price`` is deprecated: every bulk price read goes to v2 (same shape, weight 2
+    for every symbol), whose used-weight header Binance says to ignore (it is not accurate)."""
+    with make(clean) as rest:
+        prices, stamp = rest.ticker_price_snapshot()
+        assert stamp == clean.market.now_ms() and set(clean.market.tradable_symbols()) <= set(prices)
+        assert rest.ticker_prices() == prices
+        assert clean.rest.stats()["by_path"] == {"/fapi/v2/ticker/price": 2}
+        assert rest.limiter.total_weight == 4  # our own booking, 2 a request
+        assert rest.limiter.last_used_weight == 0 and rest.limiter.max_used_weight == 0
+        rest.ping()  # any other answer's header is taken as before
+        assert rest.limiter.last_used_weight == 5
+
+
+def test_klines_limit_above_1500_is_refused_before_anything_is_sent(clean: Simulator) -> None:
+    """The exchange answers -1130 to a limit above 1500 (it does not clamp): the client refuses it
+    itself, so a caller's bug costs no request and no weight."""
+    with make(clean) as rest:
+        sym = clean.market.tradable_symbols()[0]
+        assert len(rest.klines(sym, "1m", limit=1500)) == 1500
+        for bad in (1501, 5000, 0):
+            with pytest.raises(ValueError, match="1500"):
+                rest.klines(sym, "1m", limit=bad)
+        assert rest.requests == 1 and clean.rest.stats()["requests"] == 1
+        assert rest.limiter.total_weight == 10

@@ -211,7 +211,8 @@ finite = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinit
 )
 def test_round_trip_through_both_formats(open_time, prices, volume, trades, closed, event_time) -> None:
     """What the simulator serialises, the bot parses back to the same candle (to the wire's precision)."""
-    o, h, low, c = prices
+    o, c = prices[0], prices[3]
+    h, low = max(prices), min(prices)  # a real candle: low <= open, close <= high
     k = Kline(
         "ETHUSDT", "1m", open_time, open_time + 59_999, o, h, low, c, volume, volume * c, trades, closed
     )
@@ -237,3 +238,84 @@ def test_arbitrary_input_only_raises_wire_error(payload: str | bytes) -> None:
         wire.parse_combined(wire.loads(payload))
     except WireError:
         pass
+
+
+# --------------------------------------------------------------------------- frames no candle can be
+
+
+def _combined(stream: str, event: dict) -> bytes:
+    return json.dumps({"stream": stream, "data": event}, separators=(",", ":")).encode()
+
+
+def _event(**k: object) -> dict:
+    """EVENT with fields of its kline object replaced (``E`` for the event time)."""
+    event = json.loads(json.dumps(EVENT))
+    if "E" in k:
+        event["E"] = k.pop("E")
+    event["k"].update(k)
+    return event
+
+
+def _refused_both_ways(stream: str, event: dict) -> None:
+    """Neither the stream's typed decoder nor the checked path delivers it: a malformed frame."""
+    payload = _combined(stream, event)
+    assert wire.combined_kline_frame(payload) is None
+    with pytest.raises(WireError):
+        wire.parse_combined(wire.loads(payload))
+
+
+def test_a_frame_must_carry_its_own_streams_symbol_and_interval() -> None:
+    good = _combined("btcusdt@kline_1m", EVENT)
+    assert wire.combined_kline_frame(good) is not None  # the reference frame itself is fine
+    _refused_both_ways("btcusdt@kline_1m", _event(s="ETHUSDT"))  # ETHUSDT's candle as BTCUSDT's stream
+    _refused_both_ways("ethusdt@kline_1m", EVENT)
+    _refused_both_ways("btcusdt@kline_4h", EVENT)  # another interval
+    _refused_both_ways("BTCUSDT@kline_1m", _event(s="btcusdt"))  # the symbol is upper case, the stream not
+    with pytest.raises(WireError, match="carries"):
+        wire.kline_from_event(_event(s="ETHUSDT"), "btcusdt@kline_1m")
+    assert wire.kline_from_event(EVENT, "btcusdt@kline_1m").symbol == "BTCUSDT"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"o": "-0.0010"},  # a negative open makes any close a +100 % "surge"
+        {"l": "0"},
+        {"o": "0", "l": "0"},
+        {"c": "-1"},
+        {"h": "0.0010", "l": "0.0020"},  # high below low
+        {"v": "-1000"},
+        {"q": "-1.0"},
+        {"h": "1e300"},  # finite, and no market's price
+        {"q": "9e307", "v": "9e307"},  # finite each, their sum is not
+        {"t": 2**70},  # beyond int64: an OverflowError in SQLite
+        {"T": 2**64},
+        {"t": -1},
+        {"T": 1638747600000},  # closes before it opens
+        {"n": -5},
+        {"n": 2**63},
+        {"E": 2**64},
+    ],
+    ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_values_no_candle_can_have_are_malformed(change: dict) -> None:
+    _refused_both_ways("btcusdt@kline_1m", _event(**change))
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [(0, 2**70), (6, 2**64), (8, 2**63), (0, -1), (1, "-0.5"), (3, "0"), (2, "1e300"), (5, "-3")],
+)
+def test_rest_rows_beyond_int64_or_with_absurd_values_are_wire_errors(index: int, value: object) -> None:
+    row = list(ROW)
+    row[index] = value
+    with pytest.raises(WireError):
+        wire.kline_from_rest_row("BTCUSDT", "1d", row)
+
+
+def test_the_largest_sane_values_still_pass() -> None:
+    """The bounds refuse nonsense, not big markets: int64 times and a 1e11 quote volume are fine."""
+    row = list(ROW)
+    row[0], row[6], row[7] = 2**63 - 2, 2**63 - 1, "123456789012.5"
+    k = wire.kline_from_rest_row("BTCUSDT", "1d", row)
+    assert k.close_time == 2**63 - 1 and k.quote_volume == 123456789012.5

@@ -66,7 +66,8 @@ def _slow_frame(payload: bytes) -> Any:
         return "WireError"
     if not isinstance(msg, dict) or not isinstance(msg.get("stream"), str):
         return "not a stream message"
-    return msg["stream"], _outcome(wire.kline_from_event, msg.get("data"))
+    stream = msg["stream"]
+    return stream, _outcome(lambda data: wire.kline_from_event(data, stream), msg.get("data"))
 
 
 @settings(max_examples=400, deadline=None)

@@ -322,10 +322,11 @@ def test_avg_price_mode_changes_only_the_placement_answer(sim: Simulator) -> Non
 def test_position_risk_faults(sim: Simulator, path: str) -> None:
     c = Client(sim)
     account = sim.rest.account
-    c.ok("POST", "/fapi/v1/leverage", {"symbol": "ETHUSDT", "leverage": 2})  # a flat row
+    c.ok("POST", "/fapi/v1/leverage", {"symbol": "ETHUSDT", "leverage": 2})  # a flat row (v2 only)
     c.buy("1")
+    v2 = path.startswith("/fapi/v2/")
     rows = {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)}
-    assert rows == {SYMBOL: "1.000", "ETHUSDT": "0.000"}
+    assert rows == ({SYMBOL: "1.000", "ETHUSDT": "0.000"} if v2 else {SYMBOL: "1.000"})
     account.position_risk_next("empty", count=2)
     assert c.ok("GET", path) == [] and c.ok("GET", path, {"symbol": SYMBOL}) == []
     account.position_risk_next("garbled")
@@ -334,12 +335,79 @@ def test_position_risk_faults(sim: Simulator, path: str) -> None:
     with pytest.raises(ValueError):
         r.json()
     account.position_risk_next("missing_rows")
-    assert [r["symbol"] for r in c.ok("GET", path)] == ["ETHUSDT"]
+    assert [r["symbol"] for r in c.ok("GET", path)] == (["ETHUSDT"] if v2 else [])
     account.position_risk_next("zero")
-    assert {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)} == {SYMBOL: "0.000", "ETHUSDT": "0.000"}
+    assert {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)} == {s: "0.000" for s in rows}
     assert {r["symbol"]: r["positionAmt"] for r in c.ok("GET", path)} == rows  # faults used up
     with pytest.raises(ValueError):
         account.position_risk_next("wrong")
+
+
+#: the fields of a positionRisk v3 row (Binance "Position Information V3"); v2's leverage, marginType,
+#: maxNotionalValue and isAutoAddMargin are gone
+V3_FIELDS = {"symbol", "positionSide", "positionAmt", "entryPrice", "breakEvenPrice", "markPrice",
+             "unRealizedProfit", "liquidationPrice", "isolatedMargin", "notional", "marginAsset",
+             "isolatedWallet", "initialMargin", "maintMargin", "positionInitialMargin",
+             "openOrderInitialMargin", "adl", "bidNotional", "askNotional", "updateTime"}
+V2_FIELDS = {"symbol", "positionAmt", "entryPrice", "breakEvenPrice", "markPrice", "unRealizedProfit",
+             "liquidationPrice", "leverage", "maxNotionalValue", "marginType", "isolatedMargin",
+             "isAutoAddMargin", "positionSide", "notional", "isolatedWallet", "updateTime"}
+
+
+def test_position_risk_v2_and_v3_each_in_their_own_shape(sim: Simulator) -> None:
+    """v3 lists only symbols with a position or open orders (a flat symbol asked about by name answers
+    ``[]``) and its rows have margins, no leverage; v2 keeps a row per touched symbol, flat or not."""
+    c = Client(sim)
+    c.ok("POST", "/fapi/v1/leverage", {"symbol": SYMBOL, "leverage": 5})
+    assert c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL}) == []
+    assert c.ok("GET", "/fapi/v3/positionRisk") == []
+    [flat] = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
+    assert set(flat) == V2_FIELDS and flat["positionAmt"] == "0.000" and flat["leverage"] == "5"
+    c.buy("2")
+    [row] = c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL})
+    assert set(row) == V3_FIELDS
+    assert row["symbol"] == SYMBOL and row["positionSide"] == "BOTH" and row["positionAmt"] == "2.000"
+    assert row["marginAsset"] == "USDT" and isinstance(row["adl"], int) and isinstance(row["updateTime"], int)
+    notional = float(row["notional"])
+    assert notional == pytest.approx(2 * float(row["markPrice"]))
+    assert float(row["initialMargin"]) == pytest.approx(notional / 5, rel=1e-6)
+    assert float(row["positionInitialMargin"]) == float(row["initialMargin"])
+    assert [r["symbol"] for r in c.ok("GET", "/fapi/v3/positionRisk")] == [SYMBOL]
+    [row2] = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
+    assert set(row2) == V2_FIELDS and row2["positionAmt"] == "2.000"
+    c.ok("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": "2",
+                                    "reduceOnly": "true"})
+    assert c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL}) == []  # flat again: no row
+    assert c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})[0]["positionAmt"] == "0.000"
+
+
+def test_order_answers_carry_the_accounts_order_counts(sim: Simulator) -> None:
+    """``X-MBX-ORDER-COUNT-10S`` / ``-1M`` on every order placement's answer (order and algoOrder POST),
+    counting every placement of the account whoever sent it; other answers carry none."""
+    c = Client(sim)
+    account = sim.rest.account
+
+    def counts(r: requests.Response) -> tuple[int, int]:
+        return int(r.headers["X-MBX-ORDER-COUNT-10S"]), int(r.headers["X-MBX-ORDER-COUNT-1M"])
+
+    first = c.call("POST", "/fapi/v1/order", order("oc-1"))
+    assert first.status_code == 200
+    ten, minute = counts(first)
+    assert ten >= 1 and minute >= ten
+    # two placements that reach the account without this connection (another process, the web UI)
+    for cid in ("oc-x1", "oc-x2"):
+        assert account.handle("POST", "/fapi/v1/order", order(cid))["status"] == "FILLED"
+    second = c.call("POST", "/fapi/v1/order", order("oc-2") | {"side": "SELL", "reduceOnly": "true"})
+    assert second.status_code == 200
+    ten2, minute2 = counts(second)
+    # fixed windows: unless a new one began in between, the count went up by exactly three
+    assert minute2 == minute + 3 or minute2 <= 3
+    assert ten2 == ten + 3 or ten2 <= 3
+    algo = c.call("POST", "/fapi/v1/algoOrder", stop_loss("oc-sl", c.price() * 0.9))
+    assert algo.status_code == 200 and counts(algo)[1] in (minute2 + 1, 1)
+    other = c.call("GET", "/fapi/v1/openOrders", {"symbol": SYMBOL})
+    assert other.status_code == 200
+    assert not any(h.lower().startswith("x-mbx-order-count") for h in other.headers)
 
 
 def test_hedge_mode_endpoints_orders_and_rows(sim: Simulator) -> None:
@@ -375,8 +443,10 @@ def test_hedge_mode_endpoints_orders_and_rows(sim: Simulator) -> None:
     account.set_dual_side(False)
     c.ok("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": "5"})
     account.set_dual_side(True)
-    rows = c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL})
+    rows = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
     assert [(r["positionSide"], r["positionAmt"]) for r in rows] == [("LONG", "0.000"), ("SHORT", "-3.000")]
+    rows = c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL})  # v3: the side that holds one only
+    assert [(r["positionSide"], r["positionAmt"]) for r in rows] == [("SHORT", "-3.000")]
     assert c.ok("GET", "/fapi/v2/account")["positions"][0]["positionSide"] == "SHORT"
 
 

@@ -283,9 +283,21 @@ def test_surge_on_an_illiquid_symbol_still_reaches_the_quote_volume() -> None:
     m = fixed()
     now = m.now_ms()
     prev_open = (now // H4 - 1) * H4
-    thin = min(m.tradable_symbols(), key=lambda s: m.kline_at(s, "4h", prev_open, now).quote_volume)
+    busy = [s for s in m.tradable_symbols() if m.trade_gap_s(s) is None]
+    thin = min(busy, key=lambda s: m.kline_at(s, "4h", prev_open, now).quote_volume)
     m.inject_surge(thin)
     change, multiple, quote = surge_rule(m, thin, now)
+    assert change >= 3.0 and multiple >= 5.0 and quote >= 50_000
+
+
+def test_surge_on_a_thin_symbol_between_its_trades() -> None:
+    """A thin minute without a trade yet still shows the surge as a change: an opening trade at the old
+    level comes just before the surge's lump."""
+    m = fixed(T0 + 20.0)
+    now = m.now_ms()
+    symbol = next(s for s in m.thin_symbols() if m.current_kline(s, "1m", now).trades == 0)
+    m.inject_surge(symbol)
+    change, multiple, quote = surge_rule(m, symbol, now)
     assert change >= 3.0 and multiple >= 5.0 and quote >= 50_000
 
 
@@ -377,3 +389,72 @@ def test_determinism_holds_across_processes() -> None:
     assert m.surges  # the periodic surges at +20 s and +40 s are part of what must match
     text = repr(m.tradable_symbols()) + repr(rows) + repr(m.surges)
     assert out == hashlib.sha1(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- thin symbols
+
+
+def test_thin_symbols_are_a_seeded_share_that_spares_the_majors() -> None:
+    a, b = Market(seed=3, surge_interval_s=None), Market(seed=3, surge_interval_s=None)
+    thin = a.thin_symbols()
+    assert thin == b.thin_symbols()  # deterministic by seed
+    assert thin != Market(seed=4, surge_interval_s=None).thin_symbols()
+    share = len(thin) / len(a.tradable_symbols())
+    assert 0.15 <= share <= 0.25, share
+    assert not {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "LINKUSDT"} & set(thin)
+    gaps = [a.trade_gap_s(s) for s in thin]
+    assert all(g is not None and 4.0 <= g <= 150.0 for g in gaps)
+    assert a.trade_gap_s("BTCUSDT") is None
+
+
+def test_chosen_symbols_can_be_made_thin() -> None:
+    m = Market(seed=3, surge_interval_s=None, thin_share=0.0, thin=["BTCUSDT", "ETHUSDT"], thin_gap_s=120.0)
+    assert m.thin_symbols() == ["BTCUSDT", "ETHUSDT"]
+    assert m.trade_gap_s("ETHUSDT") == 120.0
+    with pytest.raises(ValueError, match="thin"):
+        Market(seed=3, thin=["NOSUCHUSDT"])
+
+
+def test_a_thin_minute_without_a_trade_is_flat_at_the_previous_close() -> None:
+    """What Binance's REST klines return for a minute without a trade (continuous klines)."""
+    m = Market(seed=3, surge_interval_s=None)
+    now = m.now_ms()
+    empty = 0
+    for symbol in m.thin_symbols()[:30]:
+        ks = m.klines(symbol, "1m", limit=600, now_ms=now)
+        for prev, k in zip(ks, ks[1:], strict=False):
+            assert k.open_time == prev.open_time + 60_000  # no candle missing
+            if k.trades == 0 and k.closed:
+                empty += 1
+                assert k.open == k.high == k.low == k.close == prev.close, (prev, k)
+                assert k.volume == 0 and k.quote_volume == 0
+        # the 4h candles are still exactly the aggregate of their minutes
+        k4 = m.kline_at(symbol, "4h", m.klines(symbol, "4h", limit=2, now_ms=now)[0].open_time, now)
+        mins = m.klines(symbol, "1m", start_ms=k4.open_time, end_ms=k4.close_time, limit=240, now_ms=now)
+        assert k4.trades == sum(x.trades for x in mins) and k4.high == max(x.high for x in mins)
+        assert k4.close == mins[-1].close and k4.open == mins[0].open
+    assert empty > 500
+    busy = m.klines("BTCUSDT", "1m", limit=600, now_ms=now)
+    assert all(k.trades > 0 for k in busy)
+
+
+def test_a_thin_candle_changes_only_at_its_trades() -> None:
+    """Between two trades the candle in progress stays the same (nothing for a stream to push), and
+    at the end of the minute it is the closed candle REST returns."""
+    m = Market(seed=3, surge_interval_s=None, thin=["ADAUSDT"], thin_gap_s=15.0)
+    minute = (m.now_ms() // 60_000 - 5) * 60_000
+    end = m.now_ms()
+    seen = [m.current_kline("ADAUSDT", "1m", minute + off) for off in range(0, 60_000, 50)]
+    states = {(k.open, k.high, k.low, k.close, k.volume, k.trades) for k in seen}
+    closed = m.kline_at("ADAUSDT", "1m", minute, end)
+    assert len(states) <= closed.trades + 1
+    first = seen[0]
+    if first.trades == 0:  # before the first trade: flat at the previous close, empty
+        prev = m.kline_at("ADAUSDT", "1m", minute - 60_000, end)
+        assert first.open == first.close == prev.close and first.volume == 0
+    last = seen[-1]
+    got = (last.open, last.high, last.low, last.close, last.volume, last.quote_volume, last.trades)
+    assert got == (closed.open, closed.high, closed.low, closed.close, closed.volume, closed.quote_volume,
+                   closed.trades)
+    trades = [k.trades for k in seen]
+    assert trades == sorted(trades)

@@ -166,7 +166,7 @@ def test_simulator_fixed_port_puts_the_websocket_on_the_next_one() -> None:
     s = Simulator(n_symbols=10, seed=1, port=port, surge_interval_s=None)
     try:
         s.start()
-        assert s.rest_url == f"http://127.0.0.1:{port}" and s.ws_url == f"ws://127.0.0.1:{port + 1}"
+        assert s.rest_url == f"http://127.0.0.1:{port}" and s.ws_url == f"ws://127.0.0.1:{port + 1}/market"
     finally:
         s.stop()
     wait_no_sim_threads(before)

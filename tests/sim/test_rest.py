@@ -118,9 +118,37 @@ def test_klines_rows_and_weight_by_limit(server: RestServer, http: requests.Sess
     assert rows[-1][0] == market.now_ms() // MIN * MIN
 
 
-def test_klines_limit_is_capped_at_1500(server: RestServer, http: requests.Session) -> None:
-    r = get(http, server, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m", limit=5000)
+def test_klines_limit_above_1500_is_refused_not_clamped(server: RestServer, http: requests.Session) -> None:
+    """Binance answers -1130 to a limit above 1500 (the old simulator clamped it and answered 1500 rows,
+    so a client asking too much went unnoticed here and failed live)."""
+    r = get(http, server, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m", limit=1500)
     assert r.status_code == 200 and len(r.json()) == 1500 and r.headers["X-MBX-USED-WEIGHT-1M"] == "10"
+    for limit in (1501, 5000):
+        r = get(http, server, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m", limit=limit)
+        assert r.status_code == 400
+        assert r.json() == {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}
+
+
+def test_ticker_price_v2_answers_as_v1(server: RestServer, http: requests.Session, market: Market) -> None:
+    """The client reads /fapi/v2/ticker/price (v1 is deprecated): same shape, weight 1 / 2."""
+    now = market.now_ms()
+    one = get(http, server, "/fapi/v2/ticker/price", symbol="ETHUSDT")
+    assert one.status_code == 200 and one.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    assert one.json() == get(http, server, "/fapi/v1/ticker/price", symbol="ETHUSDT").json()
+    assert one.json()["time"] == now
+    every = get(http, server, "/fapi/v2/ticker/price")
+    assert every.headers["X-MBX-USED-WEIGHT-1M"] == "4"
+    assert every.json() == get(http, server, "/fapi/v1/ticker/price").json()
+    assert get(http, server, "/fapi/v2/ticker/price", symbol="NOPE").json()["code"] == -1121
+
+
+def test_exchange_info_has_no_max_num_algo_orders_filter(server: RestServer, http: requests.Session) -> None:
+    """Binance removed MAX_NUM_ALGO_ORDERS on 2025-12-29; the filters it still sends stay."""
+    symbols = get(http, server, "/fapi/v1/exchangeInfo").json()["symbols"]
+    for s in symbols:
+        kinds = [f["filterType"] for f in s["filters"]]
+        assert "MAX_NUM_ALGO_ORDERS" not in kinds, s["symbol"]
+        assert {"PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "MAX_NUM_ORDERS", "MIN_NOTIONAL"} <= set(kinds)
 
 
 def test_klines_time_range(server: RestServer, http: requests.Session, market: Market) -> None:

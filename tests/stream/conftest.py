@@ -26,6 +26,7 @@ FAST = {
     "retry_delay_s": 0.05,
     "retry_max_s": 0.5,
     "silence_timeout_s": 3.0,
+    "probe_timeout_s": 1.0,
     "tick_s": 0.1,
     "backoff_base_s": 0.05,
     "backoff_max_s": 0.5,
@@ -78,7 +79,7 @@ class Collector:
 
 @pytest.fixture(scope="session")
 def market() -> Market:
-    return Market(531, 1, surge_interval_s=None)
+    return Market(531, 1, surge_interval_s=None, thin_share=0.0)
 
 
 @pytest.fixture

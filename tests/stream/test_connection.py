@@ -329,6 +329,105 @@ def test_unrouted_connection_that_acknowledges_but_never_sends_is_replaced(raw: 
         h.stop()
 
 
+def _quiet_after_delivering(answer: Callable[[dict[str, object]], list[str] | None],
+                            requests: list[dict[str, object]], hold: threading.Event) -> Script:
+    """Script: the first connection confirms the SUBSCRIBE, delivers two events, then only answers
+    LIST_SUBSCRIPTIONS (with ``answer(request)``'s list; None = no answer, the server looks dead)."""
+
+    def script(sock: socket.socket, n: int) -> None:
+        if n > 0:
+            hold.wait(20)
+            return
+        opcode, payload = read_client_frame(sock)
+        req = json.loads(payload)
+        sock.sendall(frame(json.dumps({"result": None, "id": req["id"]}).encode()) + frame(event(1))
+                     + frame(event(2)))
+        while not hold.is_set():
+            opcode, payload = read_client_frame(sock)
+            if opcode != 0x1:
+                continue
+            req = json.loads(payload)
+            requests.append(req)
+            listed = answer(req)
+            if listed is not None:
+                sock.sendall(frame(json.dumps({"result": listed, "id": req["id"]}).encode()))
+
+    return script
+
+
+def test_quiet_connection_after_delivering_is_probed_and_kept(raw: RawFactory,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Binance pushes only when a candle changed: a quiet connection is asked LIST_SUBSCRIPTIONS and,
+    answered, kept (probed again after the next quiet spell), never reconnected."""
+    requests: list[dict[str, object]] = []
+    hold = threading.Event()
+    srv = raw(_quiet_after_delivering(lambda req: [STREAM], requests, hold))
+    caplog.set_level(logging.DEBUG, "test.connection")
+    h = Harness(srv.url, silence_timeout_s=0.3)
+    try:
+        wait_until(lambda: h.conn.connected, 10, "connected")
+        assert h.conn.send_request(1, "SUBSCRIBE", (STREAM,))
+        wait_until(lambda: len(h.klines) == 2, 10, "two klines")
+        wait_until(lambda: len(requests) >= 4 or srv.accepted > 1, 20, "four probes or a reconnect")
+        assert srv.accepted == 1 and len(requests) >= 4 and h.conn.probes >= 4
+        assert h.conn.reconnects == 0 and h.conn.connected
+        assert h.conn.server == {STREAM} and not h.conn.down and h.conn.probes_unanswered == 0
+        assert all(r["method"] == "LIST_SUBSCRIPTIONS" and "params" not in r for r in requests)
+        assert len({r["id"] for r in requests}) == len(requests)  # a fresh id per probe
+        probes = [r for r in caplog.records if "probing with LIST_SUBSCRIPTIONS" in r.getMessage()]
+        assert probes and all(r.levelno == logging.DEBUG for r in probes)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        hold.set()
+        h.stop()
+
+
+def test_quiet_connection_whose_probe_is_not_answered_is_replaced(raw: RawFactory,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    requests: list[dict[str, object]] = []
+    hold = threading.Event()
+    srv = raw(_quiet_after_delivering(lambda req: None, requests, hold))
+    h = Harness(srv.url, silence_timeout_s=0.3, probe_timeout_s=0.5)
+    try:
+        wait_until(lambda: h.conn.connected, 10, "connected")
+        assert h.conn.send_request(1, "SUBSCRIBE", (STREAM,))
+        wait_until(lambda: srv.accepted >= 2, 10, "a replacement after the unanswered probe")
+        assert h.conn.probes == 1 and h.conn.probes_unanswered == 1
+        assert [r["method"] for r in requests] == ["LIST_SUBSCRIPTIONS"]
+        warned = [r for r in caplog.records if "unanswered" in r.getMessage()]
+        assert warned and warned[0].levelno == logging.WARNING
+    finally:
+        hold.set()
+        h.stop()
+
+
+def test_probe_answer_without_a_stream_resubscribes_it_instead_of_reconnecting(raw: RawFactory) -> None:
+    """The server dropped one of our streams: only that one is marked down (its re-confirmation will
+    report a gap) and handed back to the resubscriber; the socket and its other streams stay."""
+    other = "ethusdt@kline_1m"
+    requests: list[dict[str, object]] = []
+    hold = threading.Event()
+    srv = raw(_quiet_after_delivering(lambda req: [other], requests, hold))
+    woken = threading.Event()
+    h = Harness(srv.url, silence_timeout_s=0.3, probe_timeout_s=0.5)
+    h.conn._wake = woken.set
+    try:
+        wait_until(lambda: h.conn.connected, 10, "connected")
+        with h.lock:
+            h.conn.assigned.add(other)
+            h.conn.deliver.add(other)
+        woken.clear()
+        assert h.conn.send_request(1, "SUBSCRIBE", (STREAM, other))
+        wait_until(lambda: len(h.klines) == 2, 10, "two klines")
+        wait_until(lambda: STREAM in h.conn.down, 10, "the dropped stream marked down")
+        assert h.conn.server == {other} and woken.is_set()
+        assert h.conn.down[STREAM] == 2  # since its last event (E=2): the candles after it may be lost
+        assert srv.accepted == 1 and h.conn.reconnects == 0
+    finally:
+        hold.set()
+        h.stop()
+
+
 def test_wire_request_is_compact_json() -> None:
     assert json.loads(wire_request("UNSUBSCRIBE", ("a@kline_1m", "b@kline_4h"), 3)) == {
         "method": "UNSUBSCRIBE", "params": ["a@kline_1m", "b@kline_4h"], "id": 3}

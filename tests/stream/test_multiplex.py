@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,6 +17,7 @@ from surge.sim.market import Market
 from surge.sim.ws import WsServer
 from surge.stream import DEFAULT_WS_URL, MultiplexedKlineManager, StreamGap
 from tests.stream.conftest import Collector, manager_threads, server_sets, server_union, wait_until
+from tests.stream.test_connection import RawServer, frame, read_client_frame
 
 MakeServer = Callable[..., WsServer]
 MakeManager = Callable[..., MultiplexedKlineManager]
@@ -197,7 +200,7 @@ def test_drop_all_connections_ten_times(server: WsServer, make_manager: MakeMana
     covered: set[str] = set().union(*(g.streams for g in gaps))
     assert covered == wanted
     assert all(g.start_ms <= g.end_ms and g.reason == "reconnect" for g in gaps)
-    assert len(mgr.gaps()) == len(gaps)  # the same gaps are queued for owners without a callback
+    assert mgr.gaps() == []  # taken by the callback, not also queued for a poll nobody makes (#14)
 
 
 def test_silent_connection_is_replaced(server: WsServer, make_manager: MakeManager, market: Market) -> None:
@@ -216,6 +219,44 @@ def test_silent_connection_is_replaced(server: WsServer, make_manager: MakeManag
     assert any(set(s) == wanted for cid, s in subs.items() if cid not in old_ids)
     assert mgr.stats()["reconnects"] >= 1
     assert any(g.streams == wanted for g in mgr.gaps())
+
+
+def test_quiet_connection_is_probed_and_kept_and_replaced_only_when_the_probe_goes_unanswered(
+        make_manager: MakeManager) -> None:
+    """Binance pushes a stream only when its candle changed: a connection quiet after delivering is
+    asked LIST_SUBSCRIPTIONS and kept while it answers; one that does not answer is replaced."""
+    quiet_market = Market(40, 3, surge_interval_s=None)  # its own: frozen below
+    server = WsServer(quiet_market, "127.0.0.1", 0)  # Binance's "only on change" pushes
+    server.start()
+    try:
+        got = Collector()
+        mgr = make_manager(got, ws_url=server.url, silence_timeout_s=0.5, probe_timeout_s=1.0)
+        liquid = [s for s in quiet_market.tradable_symbols() if s not in quiet_market.thin_symbols()]
+        wanted = _names(liquid[:3])
+        _subscribe(mgr, wanted)
+        mgr.start()
+        wait_until(lambda: got.seen() == wanted, 20, "all streams")
+        quiet_market.freeze()  # no candle changes any more: nothing is pushed, the socket is healthy
+        wait_until(lambda: mgr.stats()["probes"] >= 3, 20, "three probes of the quiet connection")
+        st = mgr.stats()
+        assert st["reconnects"] == 0 and st["gaps"] == 0 and st["probes_unanswered"] == 0
+        assert st["connections"] == 1 and st["streams"] == len(wanted)
+        assert st["per_connection"][0]["probes"] == st["probes"]
+        # data is old, but the connection answered a moment ago: what an outage check should read
+        assert st["last_message_age_s"] > 1.0 and st["last_alive_age_s"] < st["last_message_age_s"]
+        [conn_id] = server.stats()["subscriptions"]
+        assert server.stall(30.0, conn_id) == 1  # open but mute: the next probe goes unanswered
+        wait_until(lambda: mgr.stats()["reconnects"] >= 1, 20, "the replacement of the mute connection")
+        assert mgr.stats()["probes_unanswered"] == 1
+        wait_until(lambda: any(set(subs) == wanted for cid, subs in server.stats()["subscriptions"].items()
+                               if cid != conn_id), 20, "the streams on the replacement")
+        # the replacement never delivers (the market is frozen) but the route is proven: probed, kept
+        probes = mgr.stats()["probes"]
+        wait_until(lambda: mgr.stats()["probes"] >= probes + 2, 20, "probes of the replacement")
+        assert mgr.stats()["reconnects"] == 1 and mgr.stats()["probes_unanswered"] == 1
+        mgr.stop(5.0)
+    finally:
+        server.stop()
 
 
 def test_malformed_and_unknown_frames_are_counted_and_dropped(server: WsServer, make_manager: MakeManager,
@@ -269,18 +310,75 @@ def test_pings_are_answered(make_server: MakeServer, make_manager: MakeManager, 
     assert mgr.stats()["pongs"] >= 5 and mgr.stats()["reconnects"] == 0
 
 
-def test_refused_subscription_is_retried_and_isolated(make_server: MakeServer, make_manager: MakeManager,
-                                                      market: Market) -> None:
+def test_unknown_symbol_is_acknowledged_and_silent(make_server: MakeServer, make_manager: MakeManager,
+                                                   market: Market) -> None:
+    """Binance acknowledges a well-formed stream of a symbol it does not list and sends nothing for it
+    (the simulator does the same): the other streams of its batch flow, nothing is retried."""
     srv = make_server()
     got = Collector()
     mgr = make_manager(got, ws_url=srv.url)
     good = _names(market.tradable_symbols()[:7], ("1m",))
     _subscribe(mgr, good)
-    mgr.subscribe_kline("NOSUCHCOINUSDT", "1m")  # the server refuses it: the whole batch is refused
+    mgr.subscribe_kline("NOSUCHCOINUSDT", "1m")
+    mgr.start()
+    wait_until(lambda: got.seen() == good, 20, "the valid streams")
+    wait_until(lambda: server_union(srv)[0] == good | {"nosuchcoinusdt@kline_1m"}, 10, "all subscribed")
+    assert mgr.stats()["failed_replies"] == 0
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(script: Callable[[socket.socket, int], None]) -> RawServer:
+        servers.append(RawServer(script))
+        return servers[-1]
+
+    yield make
+    for srv in servers:
+        srv.close()
+        assert not srv.errors, srv.errors
+
+
+def test_refused_subscription_is_retried_and_isolated(raw_server: Callable[..., RawServer],
+                                                      make_manager: MakeManager) -> None:
+    """A server that answers a SUBSCRIBE batch with an error (the simulator no longer does: Binance
+    closes the socket on a malformed name) refuses all of it; halving isolates the bad stream."""
+    bad = "nosuchcoinusdt@kline_1m"
+    good = _names(["BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT"], ("1m",))
+    asked: list[list[str]] = []
+
+    def script(sock: socket.socket, n: int) -> None:
+        e_time = 1
+        while True:
+            opcode, payload = read_client_frame(sock)
+            if opcode == 0x8:
+                return
+            if opcode != 0x1:
+                continue
+            req = json.loads(payload)
+            asked.append(req["params"])
+            if bad in req["params"]:
+                sock.sendall(frame(json.dumps({"error": {"code": 2, "msg": "Invalid request: invalid stream"},
+                                               "id": req["id"]}).encode()))
+                continue
+            out = frame(json.dumps({"result": None, "id": req["id"]}).encode())
+            for name in req["params"]:
+                k = Kline(name.split("@")[0].upper(), "1m", 1_700_000_000_000, 1_700_000_059_999, 1.0, 1.0,
+                          1.0, 1.0, 1.0, 1.0, 1, False)
+                e_time += 1
+                out += frame(json.dumps({"stream": name, "data": wire.kline_to_event(k, e_time)}).encode())
+            sock.sendall(out)
+
+    srv = raw_server(script)
+    got = Collector()
+    mgr = make_manager(got, ws_url=srv.url)
+    _subscribe(mgr, good | {bad})
     mgr.start()
     wait_until(lambda: got.seen() == good, 20, "the valid streams, despite the refused one in their batch")
-    wait_until(lambda: server_union(srv)[0] == good, 10, "valid streams subscribed")
-    assert mgr.stats()["failed_replies"] >= 2
+    wait_until(lambda: mgr.stats()["failed_replies"] >= 4, 20, "the bad stream isolated and retried")
+    assert mgr.stats()["streams"] == len(good) and srv.accepted == 1
+    assert [bad] in asked  # isolated: re-sent on its own
 
 
 def test_rate_of_outgoing_messages_stays_under_the_limit(server: WsServer, make_manager: MakeManager,

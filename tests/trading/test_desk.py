@@ -42,7 +42,7 @@ SETTINGS = TradeSettings(mode="live", position_usdt=100.0, take_profit_pct=2.0, 
 VENUE = "live:sim"
 POLL_S = 0.2
 STOP_BUDGET_S = 3.0
-RISK_PATH = "/fapi/v2/positionRisk"
+RISK_PATH = "/fapi/v3/positionRisk"
 OutcomeT = TypeVar("OutcomeT", TradeOpened, TradeClosed, TradeVoid)
 
 
@@ -591,6 +591,28 @@ def test_missing_protective_orders_are_placed_again_and_ghosts_closed(
     closed = env.wait_outcome(TradeClosed, ghost.key).position
     assert closed.exit_reason == EXTERNAL and not closed.is_open and env.state(ghost.key) == "closed"
     assert env.of(TradeClosed, pos.key) == [] and env.entries(pos.key) == 1
+
+
+def test_a_position_closed_outside_the_bot_has_no_v3_row_and_is_closed_on_two_reads(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """positionRisk v3 lists only symbols with a position or open orders: once the position is closed in
+    the web UI, the symbol has no row at all, which is v3's "flat" (a v2-minded desk took it for no
+    information and watched the position forever). Two such reads, no fill of ours: closed as external,
+    protection cancelled, and the desk never asked v2."""
+    caplog.set_level(logging.INFO, logger="surge.trading.desk")
+    desk = env.desk()
+    pos = env.protected(desk)
+    qty = format(env.account.position(SYMBOL).amount, "f")
+    env.account.handle("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET",
+                                                  "quantity": qty, "reduceOnly": "true"})
+    assert env.account.handle("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL}) == []
+    closed = env.wait_outcome(TradeClosed, pos.key).position
+    assert closed.exit_reason == EXTERNAL and env.state(pos.key) == "closed"
+    assert any("confirming on the next" in r.getMessage() for r in caplog.records)  # one read is not enough
+    wait_for(lambda: env.open_algo_ids(SYMBOL) == set(), 10.0, "the protection cancelled")
+    paths = env.sim.rest.stats()["by_path"]
+    assert paths.get(RISK_PATH, 0) >= 2 and "/fapi/v2/positionRisk" not in paths
+    assert desk.alive and env.entries(pos.key) == 1
 
 
 def test_stop_lets_a_late_entry_finish_and_protects_it(env: Env) -> None:
