@@ -38,7 +38,7 @@ from tenacity import (
 from surge import __version__
 from surge.errors import SurgeError
 from surge.exchange.ratelimit import OrderRateLimiter, RateLimitBanned, WeightLimiter, endpoint_weight
-from surge.exchange.wire import WireError, kline_from_rest_row, loads, parse_error
+from surge.exchange.wire import WireError, kline_from_rest_row, loads, loads_exchange_info, parse_error
 from surge.models import Kline, SymbolInfo
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ class BinanceRest:
 
     # ------------------------------------------------------------------ the one request path
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, weight: int | None = None) -> Any:
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, weight: int | None = None,
+            decode: Callable[[bytes], Any] = loads) -> Any:
         """GET ``path`` and return the decoded JSON body.
 
         Raises ExchangeError (4xx body), ExchangeUnavailable (transport/5xx/bad body after all
@@ -170,13 +171,14 @@ class BinanceRest:
         w = endpoint_weight(path, params) if weight is None else weight
         for _ in range(self.max_rate_limit_retries + 1):
             try:
-                return self._with_retries(path, params, w)
+                return self._with_retries(path, params, w, decode)
             except _RateLimited:
                 continue  # the limiter's gate is closed until Retry-After; acquire() waits for it
         raise ExchangeError(TOO_MANY_REQUESTS,
                             f"still rate limited after {self.max_rate_limit_retries} retries", 429)
 
-    def _with_retries(self, path: str, params: dict[str, Any], weight: int) -> Any:
+    def _with_retries(self, path: str, params: dict[str, Any], weight: int,
+                      decode: Callable[[bytes], Any] = loads) -> Any:
         kwargs: dict[str, Any] = {}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
@@ -189,7 +191,7 @@ class BinanceRest:
             **kwargs,
         )
         try:
-            return retrying(self._send_once, path, params, weight)
+            return retrying(self._send_once, path, params, weight, decode)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise ExchangeUnavailable(
@@ -209,7 +211,8 @@ class BinanceRest:
         log.info("%s%s: %s; attempt %d of %d, retrying in %.1fs", self.base_url, state.args[0] if state.args
                  else "", describe_transport_error(failure), state.attempt_number, self.max_attempts, wait)
 
-    def _send_once(self, path: str, params: dict[str, Any], weight: int) -> Any:
+    def _send_once(self, path: str, params: dict[str, Any], weight: int,
+                   decode: Callable[[bytes], Any] = loads) -> Any:
         self.limiter.acquire(weight)
         with self._lock:
             self.requests += 1
@@ -226,7 +229,7 @@ class BinanceRest:
         if status >= 500:
             raise _Transient(f"HTTP {status}")
         try:
-            data = loads(body)
+            data = decode(body) if status < 400 else loads(body)  # an error body has its own shape
         except WireError as exc:
             if 400 <= status < 500:
                 raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status) from None
@@ -250,7 +253,7 @@ class BinanceRest:
 
     def exchange_info(self) -> dict[str, Any]:
         """exchangeInfo; also teaches the limiter the exchange's REQUEST_WEIGHT limit."""
-        data = self.get("/fapi/v1/exchangeInfo")
+        data = self.get("/fapi/v1/exchangeInfo", decode=loads_exchange_info)
         if not isinstance(data, dict) or not isinstance(data.get("symbols"), list):
             raise ExchangeUnavailable(f"{self.base_url}/fapi/v1/exchangeInfo: body has no 'symbols' list")
         self.limiter.configure_from_exchange_info(data)
