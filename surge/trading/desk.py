@@ -264,14 +264,11 @@ class OrderDesk:
             self._thread.join(budget + float(read_timeout) + 2.0)
         if self._protect_pool is not None:
             self._protect_pool.shutdown(wait=True, cancel_futures=True)
-        if self._unsaved and not self._thread.is_alive():
-            try:
-                self._flush_unsaved()  # a last try: the disk may have room now
-            except StoreWriteError:
-                self.log.error("stopping with %d ledger writes a full disk refused (latest states of %s): "
-                               "the next start reconciles these positions with the exchange",
-                               len(self._unsaved), ", ".join(sorted({t.symbol for t in self._trades.values()
-                                                                      if t.state in _HELD})) or "-")
+        if self._unsaved:  # tried every second until the loop ended: a full disk still refuses them
+            self.log.error("stopping with %d ledger writes a full disk refused (latest states of %s): "
+                           "the next start reconciles these positions with the exchange",
+                           len(self._unsaved), ", ".join(sorted({t.symbol for t in self._trades.values()
+                                                                  if t.state in _HELD})) or "-")
         while True:  # a desk thread still stuck in a call after the join may change the dict meanwhile
             try:
                 self.unresolved = [t for t in list(self._trades.values()) if t.state in UNRESOLVED_STATES]
@@ -332,6 +329,8 @@ class OrderDesk:
                     self._flush_unsaved()
                 except StoreWriteError:
                     pass  # said once when it began; tried again in a second
+                except Exception as exc:  # noqa: BLE001 - not a full disk: said, never the thread's end
+                    self.log.error("a held-back ledger write failed: %s: %s", type(exc).__name__, exc)
             if self._stopping and (not self._unresolved_keys() or self._clock() >= (self._deadline or 0.0)):
                 return
             due_keys = [k for k in list(self._trades) if self._due(k)]
@@ -487,6 +486,11 @@ class OrderDesk:
                 raise
             except ValueError as exc:
                 self.log.warning("dropped a stale ledger write: %s", exc)
+            except Exception:
+                # not a full disk (a bug, a constraint): writing it again cannot help, and left queued it
+                # would fail every later write; the step that made it fails and is retried from its row
+                self._unsaved.pop(0)
+                raise
             self._unsaved.pop(0)
         if self._store_failing:
             self._store_failing = False

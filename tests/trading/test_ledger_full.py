@@ -164,3 +164,26 @@ def test_a_live_desk_stopped_while_the_disk_is_full_says_what_it_could_not_write
     assert not desk.alive
     said = [r.getMessage() for r in caplog.records if "stopping with" in r.getMessage()]
     assert len(said) == 1 and "full disk refused" in said[0] and SYMBOL in said[0], said
+
+
+def test_a_ledger_write_failing_for_another_reason_is_not_queued_and_the_desk_lives(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a full disk holds a write back for later: any other failure (a bug, a constraint) fails
+    its step, which is retried from its row. Queued, it was retried by the desk's loop outside any
+    guard, and its second failure ended the desk thread with the position unprotected."""
+    desk = env.desk()
+    save = env.store.save_trade
+    failures = [0]
+
+    def flaky(trade: Any, **kwargs: Any) -> None:
+        if trade.state == PROTECTED and failures[0] < 2:
+            failures[0] += 1
+            raise RuntimeError("a write that is not about disk space")
+        save(trade, **kwargs)
+
+    monkeypatch.setattr(env.store, "save_trade", flaky)
+    sig = env.enter(desk)
+    env.wait_state(sig.key, PROTECTED)
+    assert failures[0] == 2 and desk.alive and desk.step_errors >= 2
+    assert env.open_algo_ids(SYMBOL) == {client_id(sig.key, "sl"), client_id(sig.key, "tp")}
