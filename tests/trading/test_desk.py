@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,11 +44,6 @@ POLL_S = 0.2
 STOP_BUDGET_S = 3.0
 RISK_PATH = "/fapi/v3/positionRisk"
 OutcomeT = TypeVar("OutcomeT", TradeOpened, TradeClosed, TradeVoid)
-
-
-@pytest.fixture
-def sim(small_sim: Simulator) -> Simulator:
-    return small_sim
 
 
 def _key(outcome: Outcome) -> str:
@@ -177,15 +172,6 @@ class Env:
                 rest.close()
             self.store.close()
         wait_for(lambda: not desk_threads(), 15.0, "every desk thread to end", detail=desk_threads)
-
-
-@pytest.fixture
-def env(sim: Simulator, tmp_path: Path) -> Iterator[Env]:
-    e = Env(sim, tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def sized_symbols(env: Env, n: int) -> list[str]:

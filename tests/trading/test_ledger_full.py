@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 import surge.store
 from surge.config import TradeSettings
 from surge.models import PROTECTED, SENT, Position, Signal
-from surge.sim.simulator import Simulator
 from surge.store import Store, open_store
 from surge.trading.live import client_id
 from surge.trading.outcomes import Outcome, TradeClosed, TradeOpened
@@ -51,20 +49,6 @@ class FullDisk:
                 return _real(*args, **kwargs)
 
             monkeypatch.setattr(store, name, write)
-
-
-@pytest.fixture
-def sim(small_sim: Simulator) -> Simulator:
-    return small_sim
-
-
-@pytest.fixture
-def env(sim: Simulator, tmp_path: Path) -> Iterator[Env]:
-    e = Env(sim, tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def test_paper_close_happens_on_a_full_disk_and_is_written_when_there_is_room(
