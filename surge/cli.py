@@ -308,7 +308,7 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     if it cannot be resolved in time the run exits 4 naming it, and the next start resumes it.
     """
     from surge.app import Bot
-    from surge.runtime import setup_logging
+    from surge.runtime import pin_malloc_thresholds, setup_logging
 
     settings = settings_for(ctx, config_path)
     credentials = _check_live_opt_in(settings, live, sim)
@@ -334,6 +334,7 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     # chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
     # 5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    pin_malloc_thresholds()  # hourly large bodies must not raise the memory high-water for good
     venue = "sim" if sim else None
     bot = Bot(settings, symbols=wanted, duration_s=duration, venue=venue, simulator=simulator,
               credentials=credentials)

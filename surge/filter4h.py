@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -206,8 +206,11 @@ class Filter4h:
 
     # ------------------------------------------------------------------ the scan
 
-    def scan(self, symbols: Sequence[str] | None = None) -> ScanResult:
+    def scan(self, symbols: Sequence[str] | None = None, info: Mapping[str, Any] | None = None) -> ScanResult:
         """Scan ``symbols`` (default: the universe from exchangeInfo). One scan at a time per instance.
+
+        ``info``: an exchangeInfo body the caller has just read (with or without filters), so the
+        scan does not ask for it again.
 
         Raises ExchangeUnavailable when the exchange cannot be reached at all (exchangeInfo or the
         bulk ticker fail) and RateLimitBanned on a ban longer than the limiter's maximum.
@@ -218,7 +221,8 @@ class Filter4h:
         weight0 = self._booked_weight()
         # exchangeInfo even with explicit symbols: it carries the REQUEST_WEIGHT limit the limiter
         # must respect and the server's clock (one request instead of a second one to /time).
-        info = self.rest.exchange_info()
+        if info is None:
+            info = self.rest.exchange_info()
         rejected: dict[str, str] = {}
         if symbols is None:
             names = [s.symbol for s in universe_from_exchange_info(info)]
@@ -531,6 +535,14 @@ class LiveFilter4h:
                 st.open_time, st.open = k.open_time, k.open
             st.last = k.close
         return False
+
+    def stale(self, symbols: Iterable[str], now_ms: int) -> set[str]:
+        """Of ``symbols``, those whose current 4h candle the stream has not told about: a symbol with
+        no trade since the boundary gets no event (Binance pushes on change), so its verdict would
+        keep the previous candle's numbers until a scan reads the flat candle over REST."""
+        window = now_ms - now_ms % H4
+        state = self._state
+        return {s for s in symbols if (st := state.get(s)) is None or st.open_time < window}
 
     def forget(self, symbol: str) -> None:
         self._state.pop(symbol, None)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import surge.app as app_module
 from surge.app import Bot
 from surge.config import load_settings
 from surge.runtime import InstanceLock
@@ -282,6 +283,53 @@ def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
         assert bot.signals_seen == 0  # no spurious surge from a hole or a double-counted candle
         messages = [r.getMessage() for r in caplog.records]
         assert any("stream gap on" in m and "backfilling" in m for m in messages)
+        assert thread.is_alive()
+    finally:
+        bot.request_stop()
+        thread.join(15)
+    assert not thread.is_alive()
+
+
+def test_the_hourly_universe_refresh_reads_exchange_info_once_and_scans_only_what_the_streams_cannot_tell(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kline_4h streams keep every verdict current: the hourly refresh is one exchangeInfo (who is
+    listed), and a 4h scan only of symbols no stream event has told about since the 4h boundary."""
+    for key, value in bot_env(tmp_path / "home", sim).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(app_module, "UNIVERSE_REFRESH_S", 0.5)
+    settings = load_settings(config_path=write_config(tmp_path / "surge.toml"))
+    bot = Bot(settings, symbols=[DROP_1, DROP_2, FAILS])
+    scans: list[list[str] | None] = []
+    real_scan = bot._scan
+
+    def counted_scan(symbols: list[str] | None, info: dict | None = None) -> object:
+        scans.append(None if symbols is None else list(symbols))
+        return real_scan(symbols, info)
+
+    monkeypatch.setattr(bot, "_scan", counted_scan)
+    stale: set[str] = set()
+    real_stale = bot.live4h.stale
+    monkeypatch.setattr(bot.live4h, "stale", lambda symbols, now_ms: real_stale(symbols, now_ms) | stale)
+    thread = threading.Thread(target=bot.run, name="test-bot", daemon=True)
+    thread.start()
+    try:
+        inside = lambda: _inside(bot, sim)  # noqa: E731
+        wait_for(lambda: bot.ready_at is not None, 60, "the bot to be ready", detail=inside)
+        assert scans == [None]  # the start's scan
+
+        def infos_since(mark: int) -> int:
+            return sum(1 for _, path, _ in sim.rest.arrivals()[mark:] if path == "/fapi/v1/exchangeInfo")
+
+        mark = len(sim.rest.arrivals())
+        wait_for(lambda: infos_since(mark) >= 3, 60, "three universe refreshes", detail=inside)
+        asked = {path for _, path, _ in sim.rest.arrivals()[mark:]}
+        assert scans == [None], scans  # every symbol's 4h candle came on its stream: nothing to scan
+        assert not any("ticker" in path for path in asked), asked  # no full warm scan behind its back
+
+        stale.add(DROP_1)  # as if no trade of DROP_1 since the boundary: only REST can say
+        wait_for(lambda: [DROP_1] in scans, 60, "a scan of the stale symbol", detail=inside)
+        assert all(s == [DROP_1] for s in scans[1:]), scans
         assert thread.is_alive()
     finally:
         bot.request_stop()

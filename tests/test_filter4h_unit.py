@@ -234,3 +234,21 @@ def test_per_symbol_tasks_keep_every_worker_busy() -> None:
     assert per_thread("batch") == [6, 6]
     spread = per_thread("symbol")
     assert len(spread) == 3 and sum(spread) == 12 and max(spread) < 6
+
+
+def test_live_filter_names_the_symbols_no_event_told_about_since_the_4h_boundary():
+    from surge.filter4h import LiveFilter4h
+
+    def _k(sym: str, t: int, *, closed: bool) -> Kline:
+        return Kline(sym, "4h", t, t + H4 - 1, 1.0, 1.0, 1.0, 1.0, 1.0, 1e7, 1, closed)
+
+    live = LiveFilter4h(Rule4h())
+    window = 100 * H4
+    # TOLD: an event of the current candle; CLOSED: the previous candle's close (opens the current one);
+    # QUIET: only the previous candle; NEVER: nothing at all
+    live.on_kline(_k("TOLD", window, closed=False))
+    live.on_kline(_k("CLOSED", window - H4, closed=True))
+    live.on_kline(_k("QUIET", window - H4, closed=False))
+    assert live.stale(["TOLD", "CLOSED", "QUIET", "NEVER"], window + 60_000) == {"QUIET", "NEVER"}
+    # the next boundary: every one of them is stale until an event says otherwise
+    assert live.stale(["TOLD", "CLOSED"], window + H4) == {"TOLD", "CLOSED"}

@@ -359,3 +359,18 @@ def test_a_killed_bot_not_reaped_yet_is_not_running() -> None:
         assert _pid_alive(os.getpid())
     finally:
         child.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_thresholds_are_pinned_unless_the_user_set_them() -> None:
+    """A freed large body must not raise glibc's mmap threshold (and the RSS high-water) for good."""
+    import platform
+
+    code = "from surge.runtime import pin_malloc_thresholds as p; print(p())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert out.stdout.strip() == ("True" if glibc else "False"), out.stderr
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # the user's own tuning wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

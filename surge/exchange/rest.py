@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import requests
@@ -251,9 +252,13 @@ class BinanceRest:
         except (KeyError, TypeError, ValueError):
             raise ExchangeUnavailable(f"{self.base_url}/fapi/v1/time: unexpected body {data!r:.80}") from None
 
-    def exchange_info(self) -> dict[str, Any]:
-        """exchangeInfo; also teaches the limiter the exchange's REQUEST_WEIGHT limit."""
-        data = self.get("/fapi/v1/exchangeInfo", decode=loads_exchange_info)
+    def exchange_info(self, *, filters: bool = True) -> dict[str, Any]:
+        """exchangeInfo; also teaches the limiter the exchange's REQUEST_WEIGHT limit.
+
+        ``filters=False``: without each symbol's trading rules (enough for the universe).
+        """
+        decode = loads_exchange_info if filters else partial(loads_exchange_info, filters=False)
+        data = self.get("/fapi/v1/exchangeInfo", decode=decode)
         if not isinstance(data, dict) or not isinstance(data.get("symbols"), list):
             raise ExchangeUnavailable(f"{self.base_url}/fapi/v1/exchangeInfo: body has no 'symbols' list")
         self.limiter.configure_from_exchange_info(data)

@@ -345,6 +345,10 @@ def test_exchange_info_keeps_only_what_surge_reads() -> None:
                    "filters": [{"filterType": "PRICE_FILTER", "tickSize": "0.10"},
                                {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001",
                                 "maxQty": "1000"}]}
+    listing = loads_exchange_info(body, filters=False)  # the hourly universe refresh: no trading rules
+    assert listing["symbols"] == [{"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL",
+                                   "quoteAsset": "USDT", "baseAsset": "BTC"}]
+    assert listing["rateLimits"] == info["rateLimits"] and listing["serverTime"] == 1
     assert loads_exchange_info(b'{"symbols": "odd"}') == {"symbols": "odd"}  # the caller says what is wrong
     with pytest.raises(WireError):
         loads_exchange_info(b"<html>")
