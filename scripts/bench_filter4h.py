@@ -54,8 +54,20 @@ class SimHandle:
             self.sim.start()
             self.url = self.sim.rest_url
         else:
-            cmd = [sys.executable, "-m", "surge", "sim", "--symbols", str(symbols), "--latency-ms",
-                   str(latency_ms), "--seed", str(seed), "--surge-every", "0"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "surge",
+                "sim",
+                "--symbols",
+                str(symbols),
+                "--latency-ms",
+                str(latency_ms),
+                "--seed",
+                str(seed),
+                "--surge-every",
+                "0",
+            ]
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline().split()
@@ -92,21 +104,40 @@ def batch_bound(n: int, batch_size: int, workers: int, latency_s: float) -> floa
     return max(loads) * latency_s
 
 
-def run_scan(sim: SimHandle, store_path: Path | None, workers: int, scheduling: str = "symbol",
-             batch_size: int = 100, show: bool = False) -> tuple[ScanResult, dict[str, Any]]:
+def run_scan(
+    sim: SimHandle,
+    store_path: Path | None,
+    workers: int,
+    scheduling: str = "symbol",
+    batch_size: int = 100,
+    show: bool = False,
+) -> tuple[ScanResult, dict[str, Any]]:
     sim.control("reset")
     progress = None
     if show:
+
         def progress(p: ScanProgress) -> None:
             if p.done == p.total or p.done % 25 == 0:
-                print(f"\r  {p.done}/{p.total} batch {p.batch}/{p.batches}, {p.passed} passed, "
-                      f"{p.requests} requests", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r  {p.done}/{p.total} batch {p.batch}/{p.batches}, {p.passed} passed, "
+                    f"{p.requests} requests",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     store = Store(store_path) if store_path is not None else None
     try:
         with BinanceRest(sim.url, pool_size=workers, limiter=WeightLimiter()) as rest:
-            scanner = Filter4h(rest, Rule4h(), store=store, workers=workers, batch_size=batch_size,
-                               progress=progress, scheduling=scheduling)  # type: ignore[arg-type]
+            scanner = Filter4h(
+                rest,
+                Rule4h(),
+                store=store,
+                workers=workers,
+                batch_size=batch_size,
+                progress=progress,
+                scheduling=scheduling,
+            )  # type: ignore[arg-type]
             result = scanner.scan()
     finally:
         if store is not None:
@@ -128,8 +159,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=3, help="parallel workers of the cold/warm scans (3)")
     ap.add_argument("--batch-size", type=int, default=100, help="batch size of the batch-scheduled run (100)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--skip-sequential", action="store_true",
-                    help="skip the workers=1 run (saves n x latency)")
+    ap.add_argument(
+        "--skip-sequential", action="store_true", help="skip the workers=1 run (saves n x latency)"
+    )
     ap.add_argument("--skip-batch", action="store_true", help="skip the batch-scheduling run")
     ap.add_argument("--in-process", action="store_true", help="run the simulator in this process")
     ap.add_argument("--progress", action="store_true", help="progress lines on stderr")
@@ -137,8 +169,12 @@ def main() -> int:
 
     latency = args.latency_ms / 1000.0
     sim = SimHandle(args.symbols, args.latency_ms, args.seed, args.in_process)
-    out: dict[str, Any] = {"symbols": args.symbols, "latency_ms": args.latency_ms, "workers": args.workers,
-                           "simulator": "in-process" if args.in_process else "subprocess"}
+    out: dict[str, Any] = {
+        "symbols": args.symbols,
+        "latency_ms": args.latency_ms,
+        "workers": args.workers,
+        "simulator": "in-process" if args.in_process else "subprocess",
+    }
     max_inflight: dict[str, int] = {}
     max_weight = 0
     try:
@@ -180,8 +216,14 @@ def main() -> int:
             max_weight = max(max_weight, st["max_weight_1m"])
 
             if not args.skip_batch:
-                bat, st = run_scan(sim, tmpdir / "batch.db", args.workers, scheduling="batch",
-                                   batch_size=args.batch_size, show=args.progress)
+                bat, st = run_scan(
+                    sim,
+                    tmpdir / "batch.db",
+                    args.workers,
+                    scheduling="batch",
+                    batch_size=args.batch_size,
+                    show=args.progress,
+                )
                 out["batch_size"] = args.batch_size
                 out["batch_scheduled_s"] = round(bat.elapsed_s, 3)
                 out["batch_bound_s"] = round(batch_bound(n, args.batch_size, args.workers, latency), 3)

@@ -173,14 +173,23 @@ class BotProcess:
 
     def __init__(self, home: Path, sim: Simulator, symbols: list[str]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
-        env.update(SURGE_HOME=str(home), SURGE_REST_URL=sim.rest_url, SURGE_WS_URL=sim.ws_url,
-                   SURGE_API_KEY=DEFAULT_API_KEY, SURGE_API_SECRET=DEFAULT_API_SECRET, PYTHONUNBUFFERED="1")
+        env.update(
+            SURGE_HOME=str(home),
+            SURGE_REST_URL=sim.rest_url,
+            SURGE_WS_URL=sim.ws_url,
+            SURGE_API_KEY=DEFAULT_API_KEY,
+            SURGE_API_SECRET=DEFAULT_API_SECRET,
+            PYTHONUNBUFFERED="1",
+        )
         self.home = home
         self.err_path = home.parent / "bot.err"
         self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "surge", "run", "--live", "--symbols", ",".join(symbols)],
-            env=env, stdout=subprocess.DEVNULL, stderr=self._err)
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+        )
 
     def log(self) -> str:
         return self.err_path.read_text(errors="replace")
@@ -229,17 +238,29 @@ def run_bot(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         bot = BotProcess(home, sim, symbols)
         started = time.monotonic()
         wait_for(lambda: bot.alive() and "ready in" in bot.log(), 180, "the bot to be ready")
-        wait_for(lambda: bot.alive() and bot.heartbeat().get("baseline_ready") == len(symbols), 180,
-                 "every volume baseline")
-        say(f"bot ready with {len(symbols)} symbols in {time.monotonic() - started:.1f}s; "
-            f"{args.trades} surges, one at a time")
+        wait_for(
+            lambda: bot.alive() and bot.heartbeat().get("baseline_ready") == len(symbols),
+            180,
+            "every volume baseline",
+        )
+        say(
+            f"bot ready with {len(symbols)} symbols in {time.monotonic() - started:.1f}s; "
+            f"{args.trades} surges, one at a time"
+        )
         for i, sym in enumerate(symbols, 1):
             # early in the market's minute: the bot sees the surge before its candle closes
             wait_for(lambda: 1_000 < sim.market.now_ms() % MINUTE_MS < 45_000, 30, "early in a minute", 0.1)
             sim.market.inject_surge(sym, change_pct=5.0, volume_multiple=10.0)
-            t = wait_for(lambda s=sym: bot.alive() and (tr := bot.trades().get(s)) is not None
-                         and tr.state in (PROTECTED, "void", "closing", "closed") and tr, 60,
-                         f"the {sym} trade to be protected")
+            t = wait_for(
+                lambda s=sym: (
+                    bot.alive()
+                    and (tr := bot.trades().get(s)) is not None
+                    and tr.state in (PROTECTED, "void", "closing", "closed")
+                    and tr
+                ),
+                60,
+                f"the {sym} trade to be protected",
+            )
             if t.state != PROTECTED:
                 raise SystemExit(f"bench_live: {sym} ended {t.state} ({t.note}):\n{bot.log()[-3000:]}")
             if i % 10 == 0 or i == len(symbols):
@@ -250,53 +271,7 @@ def run_bot(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         bot = None
         if code != 0:
             raise SystemExit(f"bench_live: the bot exited {code} on SIGTERM:\n{log[-3000:]}")
-        exch = exchange_unprotected(sim, [t.key for t in trades])
-        bursts = check_bursts(sim.rest.arrivals(), rtt)
-        per = [trade_figures(t) for t in trades]
-        for i, (t, p) in enumerate(zip(trades, per, strict=True)):
-            p["open_before"] = i
-            # the positions check in progress when the signal came: the desk thread finishes it first
-            p["check_in_progress_ms"] = max((end - 1000 * t.signal_at for start, end, _ in bursts
-                                             if start <= 1000 * t.signal_at < end), default=0.0)
-        by_open = {f"{lo}-{lo + 9}": stats([p["signal_to_protected_ms"] for p in per
-                                           if lo <= p["open_before"] < lo + 10])["p50"]
-                   for lo in range(0, len(per), 10)}
-        late = [p for p in per if p["signal_to_protected_ms"] > 4 * rtt]
-        median = stats([p["signal_to_protected_ms"] for p in per])["p50"] or 0.0
-        span = min(60_000.0, bursts[-1][1] - bursts[0][0]) if bursts else 1.0
-        busy = sum(min(e - b, e - (bursts[-1][1] - span)) for b, e, _ in bursts if e > bursts[-1][1] - span)
-        # wall stamps only: the exchange-clock stamp of the entry POST (entry_sent_at) carries the clock
-        # offset's error (serverTime read as if stamped mid round trip), here up to RTT / 2
-        to_fill = [1000 * (t.filled_at - t.signal_at) for t in trades
-                   if t.filled_at is not None and t.signal_at is not None]
-        return {
-            "trades": len(trades),
-            "signal_to_protected_ms": stats([p["signal_to_protected_ms"] for p in per]),
-            "unprotected_ms": stats([p["unprotected_ms"] for p in per]),
-            "unprotected_exchange_ms": stats(list(exch.values())),
-            "breakdown_p50_ms": {
-                "signal_to_fill_known": stats(to_fill)["p50"],
-                "fill_known_to_protected": stats([p["unprotected_ms"] for p in per])["p50"],
-            },
-            "signal_to_protected_p50_ms_by_open_positions": by_open,
-            "positions_check": {
-                "interval_s": 5.0,
-                "checks": len(bursts),
-                "requests_first": bursts[0][2] if bursts else None,
-                "requests_last": bursts[-1][2] if bursts else None,
-                "duration_ms_last": round(bursts[-1][1] - bursts[-1][0], 1) if bursts else None,
-                "desk_thread_busy_with_it_pct_last_60s": round(100 * busy / span, 1),
-            },
-            "late_trades": {  # signal -> protected over 4 x RTT
-                "count": len(late),
-                "signal_came_during_a_positions_check": sum(1 for p in late if p["check_in_progress_ms"] > 0),
-                "excess_over_median_ms": [round(p["signal_to_protected_ms"] - median, 1) for p in late],
-                "check_remaining_at_signal_ms": [round(p["check_in_progress_ms"], 1) for p in late],
-            },
-            "per_trade_ms": [{"symbol": t.symbol, **{k: round(v, 1) for k, v in p.items()},
-                              "exchange": exch.get(t.key)} for t, p in zip(trades, per, strict=True)],
-            "desk_warnings": sum(1 for line in log.splitlines() if " WARNING " in line or " ERROR " in line),
-        }
+        return summarise(sim, trades, log, rtt)
     finally:
         if bot is not None:
             bot.proc.kill()
@@ -304,7 +279,89 @@ def run_bot(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         sim.stop()
 
 
+def summarise(sim: Simulator, trades: list[Trade], log: str, rtt: float) -> dict[str, Any]:
+    """The figures of the bot's protected trades (see the module doc), from its ledger rows, the
+    simulator's record of requests and its log."""
+    exch = exchange_unprotected(sim, [t.key for t in trades])
+    bursts = check_bursts(sim.rest.arrivals(), rtt)
+    per = [trade_figures(t) for t in trades]
+    for i, (t, p) in enumerate(zip(trades, per, strict=True)):
+        p["open_before"] = i
+        # the positions check in progress when the signal came: the desk thread finishes it first
+        p["check_in_progress_ms"] = max(
+            (end - 1000 * t.signal_at for start, end, _ in bursts if start <= 1000 * t.signal_at < end),
+            default=0.0,
+        )
+    by_open = {
+        f"{lo}-{lo + 9}": stats(
+            [p["signal_to_protected_ms"] for p in per if lo <= p["open_before"] < lo + 10]
+        )["p50"]
+        for lo in range(0, len(per), 10)
+    }
+    late = [p for p in per if p["signal_to_protected_ms"] > 4 * rtt]
+    median = stats([p["signal_to_protected_ms"] for p in per])["p50"] or 0.0
+    span = min(60_000.0, bursts[-1][1] - bursts[0][0]) if bursts else 1.0
+    busy = sum(min(e - b, e - (bursts[-1][1] - span)) for b, e, _ in bursts if e > bursts[-1][1] - span)
+    # wall stamps only: the exchange-clock stamp of the entry POST (entry_sent_at) carries the clock
+    # offset's error (serverTime read as if stamped mid round trip), here up to RTT / 2
+    to_fill = [
+        1000 * (t.filled_at - t.signal_at)
+        for t in trades
+        if t.filled_at is not None and t.signal_at is not None
+    ]
+    return {
+        "trades": len(trades),
+        "signal_to_protected_ms": stats([p["signal_to_protected_ms"] for p in per]),
+        "unprotected_ms": stats([p["unprotected_ms"] for p in per]),
+        "unprotected_exchange_ms": stats(list(exch.values())),
+        "breakdown_p50_ms": {
+            "signal_to_fill_known": stats(to_fill)["p50"],
+            "fill_known_to_protected": stats([p["unprotected_ms"] for p in per])["p50"],
+        },
+        "signal_to_protected_p50_ms_by_open_positions": by_open,
+        "positions_check": {
+            "interval_s": 5.0,
+            "checks": len(bursts),
+            "requests_first": bursts[0][2] if bursts else None,
+            "requests_last": bursts[-1][2] if bursts else None,
+            "duration_ms_last": round(bursts[-1][1] - bursts[-1][0], 1) if bursts else None,
+            "desk_thread_busy_with_it_pct_last_60s": round(100 * busy / span, 1),
+        },
+        "late_trades": {  # signal -> protected over 4 x RTT
+            "count": len(late),
+            "signal_came_during_a_positions_check": sum(1 for p in late if p["check_in_progress_ms"] > 0),
+            "excess_over_median_ms": [round(p["signal_to_protected_ms"] - median, 1) for p in late],
+            "check_remaining_at_signal_ms": [round(p["check_in_progress_ms"], 1) for p in late],
+        },
+        "per_trade_ms": [
+            {"symbol": t.symbol, **{k: round(v, 1) for k, v in p.items()}, "exchange": exch.get(t.key)}
+            for t, p in zip(trades, per, strict=True)
+        ],
+        "desk_warnings": sum(1 for line in log.splitlines() if " WARNING " in line or " ERROR " in line),
+    }
+
+
 # --------------------------------------------------------------------------- the baseline, in process
+
+
+def baseline_desk(rest: BinanceRest, store: Store, concurrent: bool) -> OrderDesk:
+    """The baseline's desk: its positions check an hour apart, so only the placement is timed."""
+    settings = TradeSettings(
+        mode="live",
+        position_usdt=POSITION_USDT,
+        max_open_positions=50,
+        take_profit_pct=20.0,
+        stop_loss_pct=10.0,
+    )
+    return OrderDesk(
+        settings,
+        SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)),
+        store,
+        VENUE,
+        lambda _outcome: None,
+        poll_interval_s=3600.0,
+        concurrent_protection=concurrent,
+    )
 
 
 def run_desk(args: argparse.Namespace, root: Path, concurrent: bool) -> dict[str, Any]:
@@ -313,18 +370,24 @@ def run_desk(args: argparse.Namespace, root: Path, concurrent: bool) -> dict[str
     label = "concurrent" if concurrent else "sequential"
     store = Store(root / f"desk-{label}.db")
     rest = BinanceRest(sim.rest_url, pool_size=5)
-    settings = TradeSettings(mode="live", position_usdt=POSITION_USDT, max_open_positions=50,
-                             take_profit_pct=20.0, stop_loss_pct=10.0)
-    desk = OrderDesk(settings, SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), store,
-                     VENUE, lambda _outcome: None, poll_interval_s=3600.0, concurrent_protection=concurrent)
+    desk = baseline_desk(rest, store, concurrent)
+
     def entry(sym: str) -> Trade:
         now = sim.market.now_ms()
         k = sim.market.current_kline(sym, "1m", now)
         sig = Signal(sym, now, k.open_time, 5.0, 10.0, 1e5, k.close)
         if not desk.enter(sig):
             raise SystemExit(f"bench_live: {sym}: the desk refused the entry")
-        t = wait_for(lambda: (tr := store.trade(sig.key, venue=VENUE)) is not None
-                     and tr.state in (PROTECTED, "void", "closing") and tr, 60, f"{label} {sym}", 0.02)
+        t = wait_for(
+            lambda: (
+                (tr := store.trade(sig.key, venue=VENUE)) is not None
+                and tr.state in (PROTECTED, "void", "closing")
+                and tr
+            ),
+            60,
+            f"{label} {sym}",
+            0.02,
+        )
         if t.state != PROTECTED:
             raise SystemExit(f"bench_live: {label} desk: {sym} ended {t.state} ({t.note})")
         return t
@@ -366,8 +429,9 @@ def main() -> int:
     ap.add_argument("--trades", type=int, default=40, help="live entries of the bot (distinct symbols)")
     ap.add_argument("--rtt-ms", type=float, default=147.0, help="latency of every REST request")
     ap.add_argument("--symbols", type=int, default=60, help="symbols in the simulator (>= --trades)")
-    ap.add_argument("--baseline-trades", type=int, default=10,
-                    help="entries per in-process desk run (0: none)")
+    ap.add_argument(
+        "--baseline-trades", type=int, default=10, help="entries per in-process desk run (0: none)"
+    )
     args = ap.parse_args()
     args.symbols = max(args.symbols, args.trades + 5)
     rtt = args.rtt_ms
@@ -382,21 +446,26 @@ def main() -> int:
             con = run_desk(args, root, concurrent=True)
             out["baseline"] = {
                 "what": "in-process OrderDesk on its own simulator, same RTT, positions check held off (one "
-                        "warm-up entry takes the first): protective orders placed one after the other "
-                        "(OrderDesk(concurrent_protection=False)) vs both at once (the default)",
+                "warm-up entry takes the first): protective orders placed one after the other "
+                "(OrderDesk(concurrent_protection=False)) vs both at once (the default)",
                 "sequential_protection": seq,
                 "concurrent_protection": con,
                 "computed_sequential_unprotected_ms": {"formula": "2 x RTT", "value": round(2 * rtt, 1)},
             }
         else:
-            out["baseline"] = {"computed_sequential_unprotected_ms": {"formula": "2 x RTT",
-                                                                     "value": round(2 * rtt, 1)}}
+            out["baseline"] = {
+                "computed_sequential_unprotected_ms": {"formula": "2 x RTT", "value": round(2 * rtt, 1)}
+            }
     out["per_trade_ms"] = out.pop("per_trade_ms")  # last: the long part
     u50, s99 = out["unprotected_ms"]["p50"], out["signal_to_protected_ms"]["p99"]
-    out["targets"] = {"unprotected_p50_ms<=1.3*rtt": round(1.3 * rtt, 1),
-                      "signal_to_protected_p99_ms<=4*rtt": round(4 * rtt, 1)}
-    out["targets_met"] = {"unprotected_p50_ms<=1.3*rtt": u50 is not None and u50 <= 1.3 * rtt,
-                          "signal_to_protected_p99_ms<=4*rtt": s99 is not None and s99 <= 4 * rtt}
+    out["targets"] = {
+        "unprotected_p50_ms<=1.3*rtt": round(1.3 * rtt, 1),
+        "signal_to_protected_p99_ms<=4*rtt": round(4 * rtt, 1),
+    }
+    out["targets_met"] = {
+        "unprotected_p50_ms<=1.3*rtt": u50 is not None and u50 <= 1.3 * rtt,
+        "signal_to_protected_p99_ms<=4*rtt": s99 is not None and s99 <= 4 * rtt,
+    }
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     out["cpus"] = os.cpu_count()
     print(json.dumps(out))

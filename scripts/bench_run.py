@@ -60,9 +60,22 @@ class Sim:
     def __init__(self, latency_ms: float, symbols: int, push_mode: str | None = "every_tick") -> None:
         mode = ["--push-mode", push_mode] if push_mode else []  # every stream pushing: comparable figures
         self.proc = subprocess.Popen(
-            [PY, "-m", "surge", "sim", "--port", "0", "--latency-ms", str(latency_ms),
-             "--symbols", str(symbols), *mode],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                PY,
+                "-m",
+                "surge",
+                "sim",
+                "--port",
+                "0",
+                "--latency-ms",
+                str(latency_ms),
+                "--symbols",
+                str(symbols),
+                *mode,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
@@ -97,12 +110,22 @@ class Bot:
 
     def __init__(self, home: Path, sim: Sim, config: Path, args: tuple[str, ...] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
-        env.update(SURGE_HOME=str(home), SURGE_REST_URL=sim.rest_url, SURGE_WS_URL=sim.ws_url,
-                   SURGE_CONFIG=str(config), PYTHONUNBUFFERED="1")
+        env.update(
+            SURGE_HOME=str(home),
+            SURGE_REST_URL=sim.rest_url,
+            SURGE_WS_URL=sim.ws_url,
+            SURGE_CONFIG=str(config),
+            PYTHONUNBUFFERED="1",
+        )
         self.home = home
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([PY, "-m", "surge", "run", *args], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "surge", "run", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -135,8 +158,14 @@ class Bot:
     def status(self) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
         env["SURGE_HOME"] = str(self.home)
-        out = subprocess.run([PY, "-m", "surge", "status", "--json"], env=env, capture_output=True, text=True,
-                             timeout=60, check=True)
+        out = subprocess.run(
+            [PY, "-m", "surge", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return json.loads(out.stdout)
 
     def rss_mb(self) -> float:
@@ -176,12 +205,22 @@ def one_start(label: str, home: Path, sim: Sim, config: Path) -> tuple[dict[str,
     requests_ready, weight_ready = sim.weight()
     _, filter_line = bot.wait_line("4h filter:", 5)
     scan_weight = int(filter_line.rsplit("weight ", 1)[1].split(",")[0])
-    hb = wait_for(lambda: (h := bot.heartbeat()).get("ready_at") and h.get("backfill_pending") == 0
-                  and h.get("baseline_ready") == h.get("passing") and h, 300, f"{label}: every baseline")
+    hb = wait_for(
+        lambda: (
+            (h := bot.heartbeat()).get("ready_at")
+            and h.get("backfill_pending") == 0
+            and h.get("baseline_ready") == h.get("passing")
+            and h
+        ),
+        300,
+        f"{label}: every baseline",
+    )
     baseline_s = time.monotonic() - bot.t0
     requests_all, weight_all = sim.weight()
-    say(f"{label}: ready in {ready_s:.2f}s (weight {weight_ready}), baselines in {baseline_s:.2f}s "
-        f"(weight {weight_all}); {ready_line.split(': ', 1)[1]}")
+    say(
+        f"{label}: ready in {ready_s:.2f}s (weight {weight_ready}), baselines in {baseline_s:.2f}s "
+        f"(weight {weight_all}); {ready_line.split(': ', 1)[1]}"
+    )
     return {
         "ready_s": round(ready_s, 3),
         "ready_s_own": float(ready_line.split("ready in ", 1)[1].split("s", 1)[0]),
@@ -236,8 +275,12 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=147.0, help="simulated REST latency")
     ap.add_argument("--symbols", type=int, default=531)
     ap.add_argument("--skip-restart", action="store_true", help="only the steady-state part")
-    ap.add_argument("--aligned-s", type=float, default=40.0,
-                    help="then this long with every connection pushed in the same instant (worst case)")
+    ap.add_argument(
+        "--aligned-s",
+        type=float,
+        default=40.0,
+        help="then this long with every connection pushed in the same instant (worst case)",
+    )
     args = ap.parse_args()
 
     sim = Sim(args.latency_ms, args.symbols)
@@ -259,11 +302,13 @@ def main() -> None:
                     "cold_weight": cold["weight_to_ready"],
                     "warm_weight": warm["weight_to_ready"],
                     "warm_weight_pct_of_cold": round(
-                        100.0 * warm["weight_to_ready"] / max(1, cold["weight_to_ready"]), 1),
+                        100.0 * warm["weight_to_ready"] / max(1, cold["weight_to_ready"]), 1
+                    ),
                     "cold_weight_with_backfill": cold["weight_to_baselines"],
                     "warm_weight_with_backfill": warm["weight_to_baselines"],
                     "warm_weight_with_backfill_pct": round(
-                        100.0 * warm["weight_to_baselines"] / max(1, cold["weight_to_baselines"]), 1),
+                        100.0 * warm["weight_to_baselines"] / max(1, cold["weight_to_baselines"]), 1
+                    ),
                     "cold_detail": cold,
                     "warm_detail": warm,
                     "sigterm_stop_s": round(stop_s, 3),
@@ -309,7 +354,7 @@ def main() -> None:
                 "bot_cpu_pct": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1),
                 "bot_cpu_us_per_event": round(1e6 * (cpu1 - cpu0) / (t1 - t0) / max(events_per_s, 1.0), 2),
                 "push_phases": "per connection: each gets its updates every 250 ms at its own phase "
-                               f"({status_end['streams']} streams, {status_end['connections']} connections)",
+                f"({status_end['streams']} streams, {status_end['connections']} connections)",
                 "signals": status_end["signals"],
             }
             out["threads"] = status["threads"]
@@ -323,7 +368,8 @@ def main() -> None:
                 out["aligned_decision_latency_p50_ms"] = round(statistics.median(aligned.p50s), 3)
                 out["aligned_note"] = (
                     "worst case, no target: every connection pushed in the same instant, one burst of "
-                    f"{status_end['streams']} events every 250 ms ({args.aligned_s:.0f} s)")
+                    f"{status_end['streams']} events every 250 ms ({args.aligned_s:.0f} s)"
+                )
             out["rss_mb"] = round(end_rss, 1)
             out["rss_mb_start"] = round(warm_rss, 1)
             out["rss_mb_max"] = round(max(rss), 1)

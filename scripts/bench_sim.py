@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the simulated exchange; prints ONE JSON object on stdout.
 
-Why: the simulator must never be the bottleneck of the bot's client benchmarks (issue 2: at least
+Why: the simulator must never be the bottleneck of the bot's client benchmarks (the bar: at least
 150,000 kline events/s to one connection whose client only counts frames). The number only means
 something next to what the same machine can do at all, so the same run measures a bare
 ``websockets`` server pushing a fixed frame of the same size through the same counting client.
@@ -100,7 +100,10 @@ class Child:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--child", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -231,9 +234,15 @@ def per_stream_rates(port: int, symbols: list[str], seconds: float, connections:
         payload = json.dumps({"method": "SUBSCRIBE", "params": chunk, "id": idx + 1}).encode()
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        header = bytes((0x81, 0x80 | 127)) + len(payload).to_bytes(8, "big") if len(payload) >= 65536 else (
-            bytes((0x81, 0x80 | 126)) + len(payload).to_bytes(2, "big") if len(payload) >= 126
-            else bytes((0x81, 0x80 | len(payload))))
+        header = (
+            bytes((0x81, 0x80 | 127)) + len(payload).to_bytes(8, "big")
+            if len(payload) >= 65536
+            else (
+                bytes((0x81, 0x80 | 126)) + len(payload).to_bytes(2, "big")
+                if len(payload) >= 126
+                else bytes((0x81, 0x80 | len(payload)))
+            )
+        )
         sock.sendall(header + mask + masked)
         sock.setblocking(False)
         reader = FrameReader(sock, pending, keep_payload=True)
@@ -273,8 +282,9 @@ def rest_rate() -> tuple[float | None, str | None]:
     path = ROOT / "scripts" / "bench_sim_rest.py"
     if not path.exists():
         return None, "scripts/bench_sim_rest.py does not exist yet"
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=str(ROOT),
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, cwd=str(ROOT), timeout=300
+    )
     lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
     if proc.returncode != 0 or not lines:
         return None, f"bench_sim_rest.py failed (exit {proc.returncode}): {proc.stderr.strip()[-200:]}"

@@ -29,10 +29,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_run import PY, Bot, Sim, wait_for  # noqa: E402 - the bench's siblings, same folder
+from bench_run import PY, Bot, Sim, wait_for
 
-BASELINE = {"rss_growth_pct": 6.7, "rss_slope_mb_per_hour": 2.7, "minutes": 55, "churn_s": 45,
-            "note": "issue 14's measurement of the code before the fix"}
+BASELINE = {
+    "rss_growth_pct": 6.7,
+    "rss_slope_mb_per_hour": 2.7,
+    "minutes": 55,
+    "churn_s": 45,
+    "note": "issue 14's measurement of the code before the fix",
+}
 TARGET = {"rss_growth_pct": 1.5, "rss_slope_mb_per_hour": 0.2, "errors": 0}
 
 
@@ -64,13 +69,21 @@ def count_errors(home: Path) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=60.0, help="how long the bot runs once ready")
-    ap.add_argument("--churn", type=float, default=None, metavar="S",
-                    help="drop every WebSocket connection every S seconds (default: no faults)")
+    ap.add_argument(
+        "--churn",
+        type=float,
+        default=None,
+        metavar="S",
+        help="drop every WebSocket connection every S seconds (default: no faults)",
+    )
     ap.add_argument("--sample-s", type=float, default=15.0, help="RSS sampling period")
     ap.add_argument("--symbols", type=int, default=531)
     ap.add_argument("--latency-ms", type=float, default=20.0, help="simulated REST latency")
-    ap.add_argument("--push-mode", default=None,
-                    help="the simulator's kline push mode (default: its own, pushes on change as Binance)")
+    ap.add_argument(
+        "--push-mode",
+        default=None,
+        help="the simulator's kline push mode (default: its own, pushes on change as Binance)",
+    )
     args = ap.parse_args()
 
     sim = Sim(args.latency_ms, args.symbols, push_mode=args.push_mode)
@@ -90,10 +103,20 @@ def main() -> int:
                 say(f"drop_all failed: {exc}")
 
     try:
-        wait_for(lambda: (h := bot.heartbeat()).get("ready_at") and h.get("backfill_pending") == 0
-                 and h.get("baseline_ready") == h.get("passing") and h, 600, "the bot ready")
-        say(f"ready; soaking {args.minutes:g} min" + (f", dropping every connection every {args.churn:g}s"
-                                                        if args.churn else ""))
+        wait_for(
+            lambda: (
+                (h := bot.heartbeat()).get("ready_at")
+                and h.get("backfill_pending") == 0
+                and h.get("baseline_ready") == h.get("passing")
+                and h
+            ),
+            600,
+            "the bot ready",
+        )
+        say(
+            f"ready; soaking {args.minutes:g} min"
+            + (f", dropping every connection every {args.churn:g}s" if args.churn else "")
+        )
         dropper = threading.Thread(target=churn, name="soak-churn", daemon=True) if args.churn else None
         if dropper is not None:
             dropper.start()
@@ -108,8 +131,10 @@ def main() -> int:
             samples.append((now - t0, bot.rss_mb()))
             threads_max = max(threads_max, int(bot.heartbeat().get("threads") or 0))
             if len(samples) % 20 == 1:
-                say(f"{(now - t0) / 60:5.1f} min: rss {samples[-1][1]:.1f} MB, "
-                    f"reconnects {bot.heartbeat().get('reconnects')}")
+                say(
+                    f"{(now - t0) / 60:5.1f} min: rss {samples[-1][1]:.1f} MB, "
+                    f"reconnects {bot.heartbeat().get('reconnects')}"
+                )
             if now >= end:
                 break
             time.sleep(min(args.sample_s, max(0.0, end - now)))

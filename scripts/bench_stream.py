@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark surge's MultiplexedKlineManager against the simulator; prints ONE JSON object.
 
-Why: issue 4 asks surge to lead what users would otherwise pick (unicorn-binance-websocket-api,
+Why: surge's stream must lead what users would otherwise pick (unicorn-binance-websocket-api,
 binance-futures-connector, python-binance, ccxt.pro) on every column, measured on this machine
 against a fake Binance over loopback. The simulator runs in its own process (this script re-runs
 itself with ``--child-sim``), driven through stdin commands, so it never shares our GIL.
 
-Keys (targets from the issue in brackets):
+Keys (targets in brackets):
   all_streams_s             start() with 1,062 subscriptions -> every stream delivered      [<= 1 s]
   latency_p50_ms / p99_ms   E -> callback at Binance cadence, 1,062 streams (~4,250 ev/s)   [p99 <= 3 ms]
                             (each connection pushes its streams every 250 ms at its own phase, as
@@ -18,8 +18,9 @@ Keys (targets from the issue in brackets):
   change_apply_s            subscribe 100 new streams while 1,000 flow                     [<= 1 s]
   reconnects_during_change  [0];  events_lost_on_unchanged  [0]
   threads_peak              threads the manager added during the 25,488-call burst     [<= connections + 2]
-  seed_threads              the same burst through the seed's logic (re-implemented below, not in the
-                            package): one thread per call, each closing and reopening every connection
+  seed_threads              the same burst through the logic of the program surge replaced, the "seed"
+                            (re-implemented below, not in the package): one thread per call, each
+                            closing and reopening every connection
   seed_guarded_threads / seed_guarded_lost_streams   the seed's "in progress" flag fix: fewer threads,
                             but subscriptions made while a resubscribe runs are lost
   rss_mb / rss_growth_pct   RSS at the end of the soak at 1,062 streams, growth over its second half
@@ -74,8 +75,11 @@ def _child_sim() -> None:
             print("{}", flush=True)
         elif cmd[0] == "stats":
             stats = server.stats()
-            out = {"subscriptions": stats["subscriptions"], "disconnects": stats["disconnects"],
-                   "max_incoming_per_s": stats["max_incoming_per_s"]}
+            out = {
+                "subscriptions": stats["subscriptions"],
+                "disconnects": stats["disconnects"],
+                "max_incoming_per_s": stats["max_incoming_per_s"],
+            }
             print(json.dumps(out), flush=True)
     server.stop()
 
@@ -84,7 +88,10 @@ class SimProcess:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--child-sim"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -268,8 +275,11 @@ def bench_change(sim: SimProcess, syms: list[str]) -> dict[str, Any]:
                 continue
             expected = round((window[-1] - window[0]) / PUSH_MS) + 1
             lost += max(0, expected - len(window))
-    return {"change_apply_s": round(change_apply_s, 3) if change_apply_s is not None else None,
-            "reconnects_during_change": reconnects, "events_lost_on_unchanged": lost}
+    return {
+        "change_apply_s": round(change_apply_s, 3) if change_apply_s is not None else None,
+        "reconnects_during_change": reconnects,
+        "events_lost_on_unchanged": lost,
+    }
 
 
 def bench_burst(sim: SimProcess, syms: list[str]) -> dict[str, Any]:
@@ -350,10 +360,12 @@ def bench_firehose(sim: SimProcess, syms: list[str], seconds: float) -> dict[str
     sim.cmd("firehose 0")
     stats = mgr.stats()
     mgr.stop()
-    return {"events_per_s": round((c1 - c0) / (w1 - w0)),
-            "firehose_cpu_util": round((cpu1 - cpu0) / (w1 - w0), 2),
-            "firehose_connections": stats["connections"],
-            "firehose_dropped_frames": stats["dropped_frames"]}
+    return {
+        "events_per_s": round((c1 - c0) / (w1 - w0)),
+        "firehose_cpu_util": round((cpu1 - cpu0) / (w1 - w0), 2),
+        "firehose_connections": stats["connections"],
+        "firehose_dropped_frames": stats["dropped_frames"],
+    }
 
 
 # --------------------------------------------------------------------------- the seed, re-implemented
@@ -482,11 +494,19 @@ def bench_seed(syms: list[str], connect_s: float = 0.3, cap: int = 4000) -> dict
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--soak-s", type=float, default=60.0,
-                    help="cadence soak length (600 = the issue's 10 minutes)")
+    ap.add_argument(
+        "--soak-s",
+        type=float,
+        default=60.0,
+        help="cadence soak length (600 = the 10-minute soak of the targets)",
+    )
     ap.add_argument("--firehose-s", type=float, default=4.0)
-    ap.add_argument("--aligned-s", type=float, default=20.0,
-                    help="latency soak with every connection pushing in the same instant (worst case)")
+    ap.add_argument(
+        "--aligned-s",
+        type=float,
+        default=20.0,
+        help="latency soak with every connection pushing in the same instant (worst case)",
+    )
     ap.add_argument("--child-sim", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_sim:

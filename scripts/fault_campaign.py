@@ -41,12 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", type=int, default=None, help="run schedule I of the seed alone (a replay)")
     ap.add_argument("--log", default=None, help="write the desk's log (INFO) to this file")
     args = ap.parse_args(argv)
-    logging.basicConfig(filename=args.log, level=logging.INFO if args.log else logging.CRITICAL,
-                        format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        filename=args.log,
+        level=logging.INFO if args.log else logging.CRITICAL,
+        format="%(asctime)s %(threadName)s %(levelname)s %(message)s",
+    )
     indices = [args.only] if args.only is not None else list(range(args.schedules))
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="surge-campaign-") as tmp, \
-            Simulator(n_symbols=40, seed=5, surge_interval_s=None) as sim:
+    with (
+        tempfile.TemporaryDirectory(prefix="surge-campaign-") as tmp,
+        Simulator(n_symbols=40, seed=5, surge_interval_s=None) as sim,
+    ):
         campaign = Campaign(sim, Path(tmp))
         try:
             for i in indices:
@@ -77,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "closes": stats["closes"],
         "moves": stats["moves"],
         "settle_s": {"p50": round(statistics.median(settle), 2), "max": round(max(settle), 2)}
-        if settle else None,
+        if settle
+        else None,
         "seed": args.seed,
     }
     print(json.dumps(report))

@@ -24,7 +24,10 @@ from surge.errors import EXIT_OK, ConfigError, SurgeError
 SWITCH_INTERVAL_S = 0.0005
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from surge.exchange.orders import Credentials
+    from surge.heartbeat import Heartbeat, NumberField
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -60,6 +63,19 @@ def settings_for(ctx: click.Context, config_path: str | None, **overrides: Any) 
     """Settings with this command's flags on top; a bad config raises ConfigError (exit 2)."""
     root = ctx.find_root().params.get("config_path")
     return load_settings(config_path=config_path or root, overrides=overrides)
+
+
+def symbols_option(text: str | None) -> list[str] | None:
+    """``--symbols A,B``: the names, upper-cased and deduplicated (None when not given). A malformed
+    name or an empty list exits 2 before any request."""
+    if text is None:
+        return None
+    from surge.universe import parse_symbol_list
+
+    wanted = parse_symbol_list(text)
+    if not wanted:
+        raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
+    return wanted
 
 
 def install_stop_handlers(stop: Callable[[], None]) -> None:
@@ -139,8 +155,16 @@ def main(config_path: str | None) -> None:
     help="on_change: a kline stream is pushed only when its candle changed (Binance; thin symbols stay "
     "silent between trades); every_tick: every subscribed stream every 250 ms (throughput benchmarks).",
 )
-def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int, surge_every: float,
-                push_phases: str, push_mode: str) -> None:
+def sim_command(
+    host: str,
+    port: int,
+    symbols: int,
+    latency_ms: float,
+    seed: int,
+    surge_every: float,
+    push_phases: str,
+    push_mode: str,
+) -> None:
     """Serve the simulated Binance USD-M exchange (REST and WebSocket) until interrupted.
 
     The first line on stdout is `REST http://HOST:PORT WS ws://HOST:PORT/market`; point the bot at it
@@ -173,20 +197,31 @@ def sim_command(host: str, port: int, symbols: int, latency_ms: float, seed: int
     sys.exit(EXIT_OK)
 
 
-# --------------------------------------------------------------------------- filter-4h (issue 3)
+# --------------------------------------------------------------------------- filter-4h
 
 
 @main.command("filter-4h", context_settings=CONTEXT)
-@click.option("--symbols", default=None, metavar="A,B,...",
-              help="Scan only these symbols (default: every TRADING USDT perpetual).")
-@click.option("--workers", type=int, default=None,
-              help="Parallel requests, 1..3 (default: filter_4h.workers, 3).")
+@click.option(
+    "--symbols",
+    default=None,
+    metavar="A,B,...",
+    help="Scan only these symbols (default: every TRADING USDT perpetual).",
+)
+@click.option(
+    "--workers", type=int, default=None, help="Parallel requests, 1..3 (default: filter_4h.workers, 3)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @config_option
 @click.pass_context
-def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | None, as_json: bool,
-                      no_progress: bool, config_path: str | None) -> None:
+def filter_4h_command(
+    ctx: click.Context,
+    symbols: str | None,
+    workers: int | None,
+    as_json: bool,
+    no_progress: bool,
+    config_path: str | None,
+) -> None:
     """One-shot 4h filter scan of every TRADING USDT perpetual (or --symbols).
 
     A symbol passes when min_change_pct <= change of its current 4h candle <= max_change_pct and the
@@ -201,13 +236,7 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
     from surge.filter4h import ScanProgress, format_table, run_scan
 
     settings = settings_for(ctx, config_path, **{"filter_4h.workers": workers})
-    wanted: list[str] | None = None
-    if symbols is not None:
-        from surge.universe import parse_symbol_list
-
-        wanted = parse_symbol_list(symbols)  # a malformed name exits 2 before any request
-        if not wanted:
-            raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
+    wanted = symbols_option(symbols)
 
     bar: Any = None
     shown = 0
@@ -215,11 +244,18 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
     def on_progress(p: ScanProgress) -> None:
         nonlocal bar, shown
         if bar is None:
-            bar = click.progressbar(length=p.total, label="filter-4h", file=sys.stderr, show_pos=True,
-                                    item_show_func=lambda text: text)
+            bar = click.progressbar(
+                length=p.total,
+                label="filter-4h",
+                file=sys.stderr,
+                show_pos=True,
+                item_show_func=lambda text: text,
+            )
             bar.__enter__()
-        bar.update(p.done - shown, f"batch {p.batch}/{p.batches}, {p.passed} passed, "
-                                   f"{p.requests} requests, weight {p.used_weight}")
+        bar.update(
+            p.done - shown,
+            f"batch {p.batch}/{p.batches}, {p.passed} passed, {p.requests} requests, weight {p.used_weight}",
+        )
         shown = p.done
 
     show_progress = not no_progress and sys.stderr.isatty()
@@ -240,7 +276,17 @@ def filter_4h_command(ctx: click.Context, symbols: str | None, workers: int | No
     sys.exit(EXIT_OK)
 
 
-# --------------------------------------------------------------------------- run (issue 5)
+# --------------------------------------------------------------------------- run
+
+
+def _run_simulator(credentials: Credentials | None) -> Any:
+    """The simulated exchange of ``surge run --sim`` (unstarted: the bot starts it under its lock)."""
+    from surge.sim import Simulator
+
+    simulator = Simulator(n_symbols=531, seed=1, surge_interval_s=20.0)
+    if credentials is not None:  # the simulated account accepts exactly the keys we trade with
+        simulator.rest.account.api_keys = {credentials.api_key: credentials.api_secret}
+    return simulator
 
 
 def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -> Credentials | None:
@@ -273,20 +319,39 @@ def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -
 
 @main.command("run", context_settings=CONTEXT)
 @click.option("--sim", is_flag=True, help="Start the built-in simulated exchange on loopback; trade on it.")
-@click.option("--duration", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
-              help="Stop cleanly after this many seconds (default: run until SIGINT/SIGTERM).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Stop cleanly after this many seconds (default: run until SIGINT/SIGTERM).",
+)
 @click.option("--symbols", default=None, metavar="A,B,...", help="Watch only these symbols (default: all).")
-@click.option("--live", is_flag=True,
-              help='Trade for real. Also needs [trade] mode = "live" and SURGE_API_KEY/SURGE_API_SECRET '
-                   "(with --sim: on the simulator, with those keys if set, else its demo keys).")
-@click.option("--quiet", "-q", is_flag=True,
-              help="Log to $SURGE_HOME/logs/surge.log only, not also to stderr (cron, services: the "
-                   "file is size-bounded, a redirected stderr is not). Errors before the log exists "
-                   "still go to stderr.")
+@click.option(
+    "--live",
+    is_flag=True,
+    help='Trade for real. Also needs [trade] mode = "live" and SURGE_API_KEY/SURGE_API_SECRET '
+    "(with --sim: on the simulator, with those keys if set, else its demo keys).",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Log to $SURGE_HOME/logs/surge.log only, not also to stderr (cron, services: the "
+    "file is size-bounded, a redirected stderr is not). Errors before the log exists "
+    "still go to stderr.",
+)
 @config_option
 @click.pass_context
-def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: str | None, live: bool,
-                quiet: bool, config_path: str | None) -> None:
+def run_command(
+    ctx: click.Context,
+    sim: bool,
+    duration: float | None,
+    symbols: str | None,
+    live: bool,
+    quiet: bool,
+    config_path: str | None,
+) -> None:
     """Run the bot: 4h filter, 1m kline streams, surge rule, paper (or live) trades.
 
     Universe -> 4h filter (warm from $SURGE_HOME/surge.db) -> kline_4h streams for every symbol and
@@ -308,24 +373,12 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     if it cannot be resolved in time the run exits 4 naming it, and the next start resumes it.
     """
     from surge.app import Bot
-    from surge.runtime import pin_malloc_thresholds, setup_logging
+    from surge.runtime import setup_logging, tune_malloc
 
     settings = settings_for(ctx, config_path)
     credentials = _check_live_opt_in(settings, live, sim)
-    wanted = None
-    if symbols is not None:
-        from surge.universe import parse_symbol_list
-
-        wanted = parse_symbol_list(symbols)  # a malformed name exits 2 before any request
-        if not wanted:
-            raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
-    simulator = None
-    if sim:
-        from surge.sim import Simulator
-
-        simulator = Simulator(n_symbols=531, seed=1, surge_interval_s=20.0)
-        if credentials is not None:  # the simulated account accepts exactly the keys we trade with
-            simulator.rest.account.api_keys = {credentials.api_key: credentials.api_secret}
+    wanted = symbols_option(symbols)
+    simulator = _run_simulator(credentials) if sim else None
     secrets = [settings.api_key, settings.api_secret]
     if credentials is not None:
         secrets += [credentials.api_key, credentials.api_secret]
@@ -334,16 +387,22 @@ def run_command(ctx: click.Context, sim: bool, duration: float | None, symbols: 
     # chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
     # 5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    pin_malloc_thresholds()  # hourly large bodies must not raise the memory high-water for good
+    tune_malloc()  # before any thread: weeks of running must not ratchet the memory high-water up
     venue = "sim" if sim else None
-    bot = Bot(settings, symbols=wanted, duration_s=duration, venue=venue, simulator=simulator,
-              credentials=credentials)
+    bot = Bot(
+        settings,
+        symbols=wanted,
+        duration_s=duration,
+        venue=venue,
+        simulator=simulator,
+        credentials=credentials,
+    )
     install_stop_handlers(bot.request_stop)
     bot.run()
     sys.exit(bot.exit_code)  # 4 when a live entry or close was still unresolved at the stop
 
 
-# ------------------------------------------------------------------- status, signals, positions (issue 5)
+# ------------------------------------------------------------------- status, signals, positions
 # Read-only: they open the database read-only (never create $SURGE_HOME, never migrate, never wait on a
 # running bot's transaction) and work while `surge run` writes, from another process.
 
@@ -378,14 +437,16 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        out = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                          strict=True))]
+        out = [
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "  ".join(out).rstrip()
 
     return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
-def _heartbeat_number(heartbeat: dict[str, Any] | None, key: str) -> float | None:
+def _heartbeat_number(heartbeat: Heartbeat | None, key: NumberField) -> float | None:
     """A numeric heartbeat field, or None if absent or not a number (a hand-edited or older file)."""
     value = heartbeat.get(key) if heartbeat else None
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -402,7 +463,7 @@ def _duration(seconds: float) -> str:
 
 def collect_status(
     settings: Settings, now: float | None = None
-) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+) -> tuple[dict[str, Any], Heartbeat | None, list[str]]:
     """The contract's status object, the heartbeat file as read, and warnings for a person.
 
     ``running``/``pid`` come from the lock, never from the heartbeat alone: kill -9 leaves a heartbeat
@@ -410,10 +471,9 @@ def collect_status(
     is from an earlier run and is ignored. Signal and position counts come from the database (the
     heartbeat's copy may be seconds old): for the running bot's venue, else for every venue.
     """
-    import os
     import time
 
-    from surge.runtime import LOCK_NAME, lock_holder, read_heartbeat
+    from surge.runtime import lock_holder, read_heartbeat
     from surge.store import read_store
 
     now = time.time() if now is None else now
@@ -445,26 +505,41 @@ def collect_status(
         "open_positions": open_positions,
     }
 
-    notes: list[str] = []
-    if running:
-        written = _heartbeat_number(live, "written_at")
-        if written is not None:
-            age = now - written
-            if age > HEARTBEAT_STALE_S:
-                notes.append(f"warning: running but the heartbeat is {age:.0f} s old "
-                             f"(pid {pid}: stuck? check $SURGE_HOME/logs/surge.log)")
-        else:
-            try:
-                since = now - os.stat(home / LOCK_NAME).st_mtime  # the lock file is written on acquire
-            except OSError:
-                since = 0.0
-            if since > HEARTBEAT_STALE_S:
-                notes.append(f"warning: running but no heartbeat written in {since:.0f} s (pid {pid})")
+    notes = _stale_notes(home, pid, live, now) if running else []
     return status, heartbeat, notes
 
 
-def format_status(status: dict[str, Any], heartbeat: dict[str, Any] | None, notes: list[str], home: object,
-                  now: float | None = None) -> str:
+def _stale_notes(home: Path, pid: int | None, live: Heartbeat | None, now: float) -> list[str]:
+    """A running bot whose heartbeat is old (or never came): stuck? cron will not restart it."""
+    import os
+
+    from surge.runtime import LOCK_NAME
+
+    written = _heartbeat_number(live, "written_at")
+    if written is not None:
+        age = now - written
+        if age > HEARTBEAT_STALE_S:
+            return [
+                f"warning: running but the heartbeat is {age:.0f} s old "
+                f"(pid {pid}: stuck? check $SURGE_HOME/logs/surge.log)"
+            ]
+        return []
+    try:
+        since = now - os.stat(home / LOCK_NAME).st_mtime  # the lock file is written on acquire
+    except OSError:
+        since = 0.0
+    if since > HEARTBEAT_STALE_S:
+        return [f"warning: running but no heartbeat written in {since:.0f} s (pid {pid})"]
+    return []
+
+
+def format_status(
+    status: dict[str, Any],
+    heartbeat: Heartbeat | None,
+    notes: list[str],
+    home: object,
+    now: float | None = None,
+) -> str:
     """A few aligned lines for a person; the JSON object is the machine's view."""
     import time
 
@@ -530,9 +605,16 @@ def format_signals(records: list[Any]) -> str:
     if not records:
         return "no signals recorded yet"
     rows = [
-        [_utc(r.signal.time), r.signal.symbol, f"{r.signal.change_pct:+.2f}",
-         f"{r.signal.volume_multiple:.2f}", f"{r.signal.quote_volume:,.0f}", _num(r.signal.price),
-         "entered" if r.entered else f"skipped: {r.skip_reason or '-'}", r.venue]
+        [
+            _utc(r.signal.time),
+            r.signal.symbol,
+            f"{r.signal.change_pct:+.2f}",
+            f"{r.signal.volume_multiple:.2f}",
+            f"{r.signal.quote_volume:,.0f}",
+            _num(r.signal.price),
+            "entered" if r.entered else f"skipped: {r.skip_reason or '-'}",
+            r.venue,
+        ]
         for r in records
     ]
     headers = ["time (UTC)", "symbol", "change %", "volume x", "quote vol", "price", "outcome", "venue"]
@@ -543,8 +625,13 @@ def format_signals(records: list[Any]) -> str:
 
 @main.command("signals", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list on stdout.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Show at most this many (the newest).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many (the newest).",
+)
 @config_option
 @click.pass_context
 def signals_command(ctx: click.Context, as_json: bool, limit: int, config_path: str | None) -> None:
@@ -563,20 +650,42 @@ def signals_command(ctx: click.Context, as_json: bool, limit: int, config_path: 
         with store:
             records = store.signals(limit)
     if as_json:
-        click.echo(json.dumps([
-            {"time": r.signal.time, "symbol": r.signal.symbol, "change_pct": r.signal.change_pct,
-             "volume_multiple": r.signal.volume_multiple, "price": r.signal.price}
-            for r in records
-        ]))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "time": r.signal.time,
+                        "symbol": r.signal.symbol,
+                        "change_pct": r.signal.change_pct,
+                        "volume_multiple": r.signal.volume_multiple,
+                        "price": r.signal.price,
+                    }
+                    for r in records
+                ]
+            )
+        )
     else:
         click.echo(format_signals(records))
     sys.exit(EXIT_OK)
 
 
 #: ``surge positions --json``: one object per position with these keys, in this order (the venue
-#: last: "sim" or the REST URL the bot traded on).
-POSITION_KEYS = ("symbol", "key", "qty", "entry_price", "entry_time", "take_profit", "stop_loss",
-                 "exit_price", "exit_time", "exit_reason", "fees", "pnl", "venue")
+#: last: "sim" for the simulator, else the exchange's host, "live:"-prefixed for live trades).
+POSITION_KEYS = (
+    "symbol",
+    "key",
+    "qty",
+    "entry_price",
+    "entry_time",
+    "take_profit",
+    "stop_loss",
+    "exit_price",
+    "exit_time",
+    "exit_reason",
+    "fees",
+    "pnl",
+    "venue",
+)
 
 
 def format_positions(records: list[Any], include_closed: bool, realised: float) -> str:
@@ -585,33 +694,59 @@ def format_positions(records: list[Any], include_closed: bool, realised: float) 
     A venue column appears when the positions come from more than one venue.
     """
     positions = [r.position for r in records]
-    several = len({r.venue for r in records}) > 1
-    if not include_closed:
-        if not positions:
-            return "no open positions"
-        rows = [[_utc(p.entry_time), p.symbol, _num(p.qty), _num(p.entry_price), _num(p.take_profit),
-                 _num(p.stop_loss), f"{p.fees:.4f}", _utc(p.deadline)] for p in positions]
-        headers = ["entered (UTC)", "symbol", "qty", "entry", "take profit", "stop loss", "fees",
-                   "max hold until (UTC)"]
-        numeric = {2, 3, 4, 5, 6}
-    else:
-        if not positions:
-            return "no positions recorded yet"
-        rows = [[_utc(p.entry_time), p.symbol, _num(p.qty), _num(p.entry_price),
-                 _utc(p.exit_time) if p.exit_time is not None else "open",
-                 _num(p.exit_price) if p.exit_price is not None else "-", f"{p.fees:.4f}",
-                 f"{p.pnl:+.4f}" if p.pnl is not None else "-", p.exit_reason or "-"] for p in positions]
-        headers = ["entered (UTC)", "symbol", "qty", "entry", "exited (UTC)", "exit", "fees", "pnl", "reason"]
-        numeric = {2, 3, 5, 6, 7}
-    if several:
+    if not positions:
+        return "no positions recorded yet" if include_closed else "no open positions"
+    headers, rows, numeric = _all_positions(positions) if include_closed else _open_positions(positions)
+    if len({r.venue for r in records}) > 1:
         headers = [*headers, "venue"]
         rows = [[*row, r.venue] for row, r in zip(rows, records, strict=True)]
     table = _table(headers, rows, numeric)
     if not include_closed:
         return f"{table}\n{len(positions)} open position{'s' if len(positions) != 1 else ''}"
     n_closed = sum(1 for p in positions if not p.is_open)
-    return (f"{table}\nrealised PnL: {realised:+.4f} USDT over {n_closed} closed position"
-            f"{'s' if n_closed != 1 else ''} (fees included), {len(positions) - n_closed} open")
+    return (
+        f"{table}\nrealised PnL: {realised:+.4f} USDT over {n_closed} closed position"
+        f"{'s' if n_closed != 1 else ''} (fees included), {len(positions) - n_closed} open"
+    )
+
+
+def _open_positions(positions: list[Any]) -> tuple[list[str], list[list[str]], set[int]]:
+    """Headers, rows and numeric columns of the open positions' table (their exits to come)."""
+    headers = ["entered (UTC)", "symbol", "qty", "entry", "take profit", "stop loss", "fees"]
+    rows = [
+        [
+            _utc(p.entry_time),
+            p.symbol,
+            _num(p.qty),
+            _num(p.entry_price),
+            _num(p.take_profit),
+            _num(p.stop_loss),
+            f"{p.fees:.4f}",
+            _utc(p.deadline),
+        ]
+        for p in positions
+    ]
+    return [*headers, "max hold until (UTC)"], rows, {2, 3, 4, 5, 6}
+
+
+def _all_positions(positions: list[Any]) -> tuple[list[str], list[list[str]], set[int]]:
+    """Headers, rows and numeric columns of every position's table (--all: outcomes and PnL)."""
+    headers = ["entered (UTC)", "symbol", "qty", "entry", "exited (UTC)", "exit", "fees", "pnl", "reason"]
+    rows = [
+        [
+            _utc(p.entry_time),
+            p.symbol,
+            _num(p.qty),
+            _num(p.entry_price),
+            _utc(p.exit_time) if p.exit_time is not None else "open",
+            _num(p.exit_price) if p.exit_price is not None else "-",
+            f"{p.fees:.4f}",
+            f"{p.pnl:+.4f}" if p.pnl is not None else "-",
+            p.exit_reason or "-",
+        ]
+        for p in positions
+    ]
+    return headers, rows, {2, 3, 5, 6, 7}
 
 
 @main.command("positions", context_settings=CONTEXT)
@@ -619,13 +754,14 @@ def format_positions(records: list[Any], include_closed: bool, realised: float) 
 @click.option("--all", "include_closed", is_flag=True, help="Closed positions too, and the realised PnL.")
 @config_option
 @click.pass_context
-def positions_command(ctx: click.Context, as_json: bool, include_closed: bool,
-                      config_path: str | None) -> None:
+def positions_command(
+    ctx: click.Context, as_json: bool, include_closed: bool, config_path: str | None
+) -> None:
     """Open positions (or --all, newest first) with entry, exit, reason and PnL (fees included).
 
     JSON: a list of {"symbol", "key", "qty", "entry_price", "entry_time", "take_profit", "stop_loss",
     "exit_price", "exit_time", "exit_reason", "fees", "pnl", "venue"} (times in ms; exit fields null
-    while open; venue "sim" or the REST URL traded on).
+    while open; venue "sim", the exchange's host, or "live:<venue>" for live trades).
     """
     import json
 
@@ -640,10 +776,14 @@ def positions_command(ctx: click.Context, as_json: bool, include_closed: bool,
             records = store.position_records(include_closed=include_closed)
             realised = store.realised_pnl() if include_closed else 0.0
     if as_json:
-        click.echo(json.dumps([
-            {key: r.venue if key == "venue" else getattr(r.position, key) for key in POSITION_KEYS}
-            for r in records
-        ]))
+        click.echo(
+            json.dumps(
+                [
+                    {key: r.venue if key == "venue" else getattr(r.position, key) for key in POSITION_KEYS}
+                    for r in records
+                ]
+            )
+        )
     else:
         click.echo(format_positions(records, include_closed, realised))
     sys.exit(EXIT_OK)

@@ -81,8 +81,10 @@ class SurgeSettings:
     volume_multiple: float = field(default=3.0, metadata=_key(_positive, "> 0"))
     volume_lookback: int = field(
         default=20,
-        metadata=_key(_between(1, MAX_VOLUME_LOOKBACK),
-                      f"between 1 and {MAX_VOLUME_LOOKBACK} (the 1m backfill fetches at most 99 candles)"),
+        metadata=_key(
+            _between(1, MAX_VOLUME_LOOKBACK),
+            f"between 1 and {MAX_VOLUME_LOOKBACK} (the 1m backfill fetches at most 99 candles)",
+        ),
     )
     min_quote_volume: float = field(default=50_000.0, metadata=_key(_non_negative, ">= 0"))
     cooldown_s: float = field(
@@ -150,10 +152,6 @@ class Settings:
     config_path: Path | None = None
     api_key: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
-
-    @property
-    def db_path(self) -> Path:
-        return self.home / "surge.db"
 
 
 # --------------------------------------------------------------------------- validation
@@ -252,8 +250,10 @@ def _check_secret(name: str, value: str | None) -> str | None:
                 kind = "a control character"
             else:
                 kind = "a non-ASCII character"
-            raise ConfigError(f"{name} contains {kind} (U+{ord(ch):04X}) at position {i + 1} of "
-                              f"{len(value)}: keys are printable ASCII only (a Windows line ending in .env?)")
+            raise ConfigError(
+                f"{name} contains {kind} (U+{ord(ch):04X}) at position {i + 1} of "
+                f"{len(value)}: keys are printable ASCII only (a Windows line ending in .env?)"
+            )
     return value
 
 
@@ -295,8 +295,9 @@ def load_settings(
     if config_path is None and env.get("SURGE_CONFIG"):
         config_path = env["SURGE_CONFIG"]
     if config_path is not None:
-        path: Path | None = Path(config_path).expanduser()
-        data = read_toml(path)  # named explicitly: it must exist
+        named = Path(config_path).expanduser()
+        data = read_toml(named)  # named explicitly: it must exist
+        path: Path | None = named
     else:
         default_path = home / "surge.toml"
         path = default_path if default_path.is_file() else None

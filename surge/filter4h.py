@@ -1,6 +1,6 @@
 """The 4h pre-filter: which symbols are worth streaming 1-minute klines for.
 
-The rule (CONTRACT.md): a symbol passes when ``min_change_pct <= change of its current 4h candle
+The rule (the ``[filter_4h]`` keys): a symbol passes when ``min_change_pct <= change of its current 4h candle
 <= max_change_pct`` and the quote volume of its latest *closed* 4h candle ``>= min_quote_volume``,
 where change = (last close - open of the current candle) / that open * 100.
 
@@ -39,7 +39,7 @@ from surge.exchange.ratelimit import RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable
 from surge.models import INTERVAL_MS, Kline
 from surge.store import CandleState, Store
-from surge.universe import not_tradable, universe_from_exchange_info
+from surge.universe import UNKNOWN_SYMBOL, not_tradable, universe_from_exchange_info
 
 INTERVAL = "4h"
 H4 = INTERVAL_MS[INTERVAL]
@@ -63,8 +63,14 @@ class Rule4h:
     def from_settings(cls, s: Any) -> Rule4h:
         return cls(s.min_change_pct, s.max_change_pct, s.min_quote_volume)
 
-    def decide(self, symbol: str, open_price: float, last_price: float, closed_quote_volume: float,
-               source: str = "klines") -> Decision:
+    def decide(
+        self,
+        symbol: str,
+        open_price: float,
+        last_price: float,
+        closed_quote_volume: float,
+        source: str = "klines",
+    ) -> Decision:
         """Pass/fail with the reason, in the words a user reading ``--json`` output would want."""
         change = (last_price - open_price) / open_price * 100.0 if open_price else 0.0
         reasons = []
@@ -130,6 +136,7 @@ class ScanResult:
     from_cache: int = 0  # decided from the cache + bulk ticker, no per-symbol request
     server_time: int = 0
     passed_count: int = 0  # running count for progress reports (passed is sorted on demand)
+    refused_symbols: set[str] = field(default_factory=set)  # the exchange answered with an error
 
     @property
     def passed(self) -> list[str]:
@@ -138,6 +145,11 @@ class ScanResult:
     @property
     def failed(self) -> list[str]:
         return sorted(s for s, d in self.decisions.items() if not d.passed)
+
+    def refused(self) -> set[str]:
+        """Symbols the exchange refused outright (an error answer, e.g. -1121 for a --symbols typo):
+        never streamed. Told by the answer, not by parsing the message in ``errors``."""
+        return self.refused_symbols & self.errors.keys()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,13 +178,14 @@ class _Outcome:
     error: str | None = None
     answered: bool = False  # the exchange answered (an ExchangeError counts as checked)
     transport: bool = False  # unreachable / kept failing
+    refused: bool = False  # the exchange answered with an error (ExchangeError)
 
 
 class Filter4h:
     """Scans symbols against :class:`Rule4h` over REST, with the SQLite candle cache if given.
 
     ``progress`` is called with a :class:`ScanProgress` from the thread that called :meth:`scan`.
-    ``scheduling="batch"`` hands each batch whole to one worker: the seed's scheduling, kept only
+    ``scheduling="batch"`` hands each batch whole to one worker: the first version's scheduling, kept only
     so the benchmark can measure what it costs.
     """
 
@@ -204,6 +217,28 @@ class Filter4h:
         self.max_consecutive_failures = max_consecutive_failures or max(4, 2 * workers)
         self._answered: set[str] = set()  # symbols the exchange answered in the running scan
 
+    @classmethod
+    def from_settings(
+        cls,
+        rest: BinanceRest,
+        cfg: Any,
+        *,
+        store: Store | None = None,
+        rule: Rule4h | None = None,
+        progress: Callable[[ScanProgress], None] | None = None,
+    ) -> Filter4h:
+        """The scanner ``surge filter-4h`` and ``surge run`` use: the ``[filter_4h]`` section's rule,
+        workers, batch size and lookback (``rule`` when the caller already holds one built from it)."""
+        return cls(
+            rest,
+            rule or Rule4h.from_settings(cfg),
+            store=store,
+            workers=cfg.workers,
+            batch_size=cfg.batch_size,
+            lookback=cfg.lookback,
+            progress=progress,
+        )
+
     # ------------------------------------------------------------------ the scan
 
     def scan(self, symbols: Sequence[str] | None = None, info: Mapping[str, Any] | None = None) -> ScanResult:
@@ -223,47 +258,21 @@ class Filter4h:
         # must respect and the server's clock (one request instead of a second one to /time).
         if info is None:
             info = self.rest.exchange_info()
-        rejected: dict[str, str] = {}
-        if symbols is None:
-            names = [s.symbol for s in universe_from_exchange_info(info)]
-        else:
-            names = _dedupe(s.strip().upper() for s in symbols if s.strip())
-            # exchangeInfo already says which of them are no TRADING USDT perpetual: no request for
-            # those (a typo costs weight for nothing, a malformed name must never reach a URL)
-            rejected = not_tradable(info, names)
-        asked = len(names)
-        names = [s for s in names if s not in rejected]
+        names, rejected, asked = self._names(symbols, info)
         server_time = info.get("serverTime")
         if isinstance(server_time, int) and not isinstance(server_time, bool) and server_time > 0:
             now = server_time
         else:
             now = self.rest.server_time()
-        window = now - now % H4
         result = ScanResult(symbols=asked, server_time=now)
         result.errors.update(rejected)
+        # not listed at all: refused as the exchange itself would (it answers -1121 for them)
+        result.refused_symbols.update(s for s, why in rejected.items() if why == UNKNOWN_SYMBOL)
         self._answered.update(rejected)  # the exchange's own answer about them: checked
 
         states = self.store.candle_states(INTERVAL, names) if self.store is not None else {}
-        plans: dict[str, _Plan | None] = {s: self._plan(states.get(s), window) for s in names}
-        warm = [s for s, p in plans.items() if p is None]
-        if warm:
-            prices, stamp = self.rest.ticker_price_snapshot()
-            if stamp >= window + H4:
-                # A 4h boundary passed between exchangeInfo and the ticker: these prices belong to
-                # the new candle, whose open the cache does not have yet. Plan against the new window.
-                window += H4
-                now = stamp
-                for s in warm:
-                    plans[s] = self._plan(states.get(s), window)
-                warm = [s for s in warm if plans[s] is None]
-            for s in warm:
-                st = states[s]
-                if s in prices and st.latest_closed is not None and st.current_open is not None:
-                    qv = st.latest_closed.quote_volume
-                    _record(result, self.rule.decide(s, st.current_open, prices[s], qv, "cache"))
-                    result.from_cache += 1
-                else:  # not in the bulk answer (delisted? new?): ask about it alone
-                    plans[s] = _Plan(limit=1, start_time=window)
+        plans: dict[str, _Plan | None] = {}
+        window, now = self._decide_warm(names, states, plans, now, result)
         todo = [s for s in names if plans[s] is not None]
         self._fetch_all(todo, plans, states, now, result, len(names))
 
@@ -275,6 +284,54 @@ class Filter4h:
         if self.store is not None:
             self.store.prune_candles(INTERVAL, window - CACHE_KEEP_MS)
         return result
+
+    @staticmethod
+    def _names(
+        symbols: Sequence[str] | None, info: Mapping[str, Any]
+    ) -> tuple[list[str], dict[str, str], int]:
+        """The symbols to decide, those exchangeInfo already rules out (with why), how many were asked."""
+        if symbols is None:
+            universe = [s.symbol for s in universe_from_exchange_info(info)]
+            return universe, {}, len(universe)
+        names = _dedupe(s.strip().upper() for s in symbols if s.strip())
+        # exchangeInfo already says which of them are no TRADING USDT perpetual: no request for
+        # those (a typo costs weight for nothing, a malformed name must never reach a URL)
+        rejected = not_tradable(info, names)
+        return [s for s in names if s not in rejected], rejected, len(names)
+
+    def _decide_warm(
+        self,
+        names: list[str],
+        states: dict[str, CandleState],
+        plans: dict[str, _Plan | None],
+        now: int,
+        result: ScanResult,
+    ) -> tuple[int, int]:
+        """Plan every symbol; decide those the cache and one bulk ticker answer. Returns the 4h window
+        and the time the plans are for (later than ``now`` when a 4h boundary passed meanwhile)."""
+        window = now - now % H4
+        plans.update((s, self._plan(states.get(s), window)) for s in names)
+        warm = [s for s, p in plans.items() if p is None]
+        if not warm:
+            return window, now
+        prices, stamp = self.rest.ticker_price_snapshot()
+        if stamp >= window + H4:
+            # A 4h boundary passed between exchangeInfo and the ticker: these prices belong to
+            # the new candle, whose open the cache does not have yet. Plan against the new window.
+            window += H4
+            now = stamp
+            for s in warm:
+                plans[s] = self._plan(states.get(s), window)
+            warm = [s for s in warm if plans[s] is None]
+        for s in warm:
+            st = states[s]
+            if s in prices and st.latest_closed is not None and st.current_open is not None:
+                qv = st.latest_closed.quote_volume
+                _record(result, self.rule.decide(s, st.current_open, prices[s], qv, "cache"))
+                result.from_cache += 1
+            else:  # not in the bulk answer (delisted? new?): ask about it alone
+                plans[s] = _Plan(limit=1, start_time=window)
+        return window, now
 
     def _plan(self, state: CandleState | None, window: int) -> _Plan | None:
         """The smallest request that completes what the cache knows (None: nothing to ask)."""
@@ -292,8 +349,15 @@ class Filter4h:
 
     # ------------------------------------------------------------------ per-symbol requests
 
-    def _fetch_all(self, todo: list[str], plans: dict[str, _Plan | None], states: dict[str, CandleState],
-                   now: int, result: ScanResult, total: int) -> None:
+    def _fetch_all(
+        self,
+        todo: list[str],
+        plans: dict[str, _Plan | None],
+        states: dict[str, CandleState],
+        now: int,
+        result: ScanResult,
+        total: int,
+    ) -> None:
         done = total - len(todo)
         batches = max(1, math.ceil(total / self.batch_size))
         self._report(result, done, total, batches)
@@ -304,7 +368,7 @@ class Filter4h:
         pending_candles: list[Kline] = []
         pending_opens: list[tuple[str, str, int, float]] = []
         if self.scheduling == "batch":
-            units = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+            units = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
         else:
             units = [[s] for s in todo]
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="surge-filter4h")
@@ -335,8 +399,9 @@ class Filter4h:
             if self.store is not None:
                 self._flush(pending_candles, pending_opens)
 
-    def _fetch_unit(self, unit: list[str], plans: dict[str, _Plan | None],
-                    abort: threading.Event) -> list[_Outcome]:
+    def _fetch_unit(
+        self, unit: list[str], plans: dict[str, _Plan | None], abort: threading.Event
+    ) -> list[_Outcome]:
         outs = []
         for symbol in unit:
             if abort.is_set():
@@ -348,7 +413,7 @@ class Filter4h:
                 kl = self.rest.klines(symbol, INTERVAL, limit=plan.limit, start_time=plan.start_time)
                 outs.append(_Outcome(symbol, klines=kl, answered=True))
             except ExchangeError as exc:
-                outs.append(_Outcome(symbol, error=str(exc), answered=True))
+                outs.append(_Outcome(symbol, error=str(exc), answered=True, refused=True))
             except ExchangeUnavailable as exc:
                 outs.append(_Outcome(symbol, error=f"unavailable: {exc}", transport=True))
             except RateLimitBanned:
@@ -356,14 +421,23 @@ class Filter4h:
                 raise
         return outs
 
-    def _absorb(self, out: _Outcome, states: dict[str, CandleState], now: int, result: ScanResult,
-                candles: list[Kline], opens: list[tuple[str, str, int, float]]) -> None:
+    def _absorb(
+        self,
+        out: _Outcome,
+        states: dict[str, CandleState],
+        now: int,
+        result: ScanResult,
+        candles: list[Kline],
+        opens: list[tuple[str, str, int, float]],
+    ) -> None:
         """Turn one symbol's answer into a decision (or an error) and queue what to cache."""
         sym = out.symbol
         if out.answered:
             self._answered.add(sym)
         if out.klines is None:
             result.errors[sym] = out.error or "unknown error"
+            if out.refused:
+                result.refused_symbols.add(sym)
             return
         rows = out.klines
         if not rows:
@@ -402,8 +476,18 @@ class Filter4h:
             return
         passed = result.passed_count
         batch = min(batches, done // self.batch_size + 1)
-        self.progress(ScanProgress(done, total, batch, batches, passed, len(result.errors),
-                                   self.rest.requests, self.rest.limiter.last_used_weight))
+        self.progress(
+            ScanProgress(
+                done,
+                total,
+                batch,
+                batches,
+                passed,
+                len(result.errors),
+                self.rest.requests,
+                self.rest.limiter.last_used_weight,
+            )
+        )
 
     def _booked_weight(self) -> int:
         return self.rest.limiter.total_weight
@@ -454,9 +538,7 @@ def run_scan(
     store = open_store(settings.home) if use_cache else None
     try:
         with BinanceRest(settings.rest_url, pool_size=cfg.workers, read_timeout=read_timeout) as rest:
-            scanner = Filter4h(rest, Rule4h.from_settings(cfg), store=store, workers=cfg.workers,
-                               batch_size=cfg.batch_size, lookback=cfg.lookback, progress=progress)
-            return scanner.scan(symbols)
+            return Filter4h.from_settings(rest, cfg, store=store, progress=progress).scan(symbols)
     finally:
         if store is not None:
             store.close()

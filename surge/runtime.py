@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import io
 import json
 import logging
 import logging.handlers
@@ -38,10 +39,14 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from surge.errors import EXIT_LOCKED, EXIT_RUNTIME, EXIT_USAGE, SurgeError
+
+if TYPE_CHECKING:
+    from surge.heartbeat import Heartbeat
 
 LOCK_NAME = "surge.lock"
 HEARTBEAT_NAME = "heartbeat.json"
@@ -309,8 +314,10 @@ class InstanceLock:
         except AlreadyRunning as exc:
             self._contested += 1
             if self._contested >= 3:
-                raise LockLost(f"{self.path} was deleted or replaced and another surge run (pid "
-                               f"{exc.pid if exc.pid is not None else 'unknown'}) holds it now") from None
+                raise LockLost(
+                    f"{self.path} was deleted or replaced and another surge run (pid "
+                    f"{exc.pid if exc.pid is not None else 'unknown'}) holds it now"
+                ) from None
             return f"{self.path} was deleted or replaced and is held by pid {exc.pid}: checking again"
         try:
             _write_pid(fd)
@@ -379,31 +386,45 @@ def lock_holder(home: Path) -> tuple[bool, int | None]:
         os.close(fd)
 
 
-#: glibc's mallopt() parameter and the size from which an allocation gets its own mapping (glibc's
-#: default starting value).
+#: glibc's mallopt() parameters: the size from which an allocation gets its own mapping (pinned at
+#: glibc's default starting value), and how many malloc arenas the threads may spread over.
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
-def pin_malloc_thresholds() -> bool:
-    """Keep glibc's mmap threshold at 128 KiB for the life of the process (True if it was pinned).
+def tune_malloc() -> list[str]:
+    """Two glibc malloc settings for a process that runs for weeks; returns the ones applied.
 
-    Why: glibc raises the threshold to the size of any mapped block freed (up to 32 MiB), and the
-    trim threshold to twice that. After the hourly exchangeInfo (a ~640 KB body, twice that while
-    requests joins its chunks) is freed once, such bodies come from the heap and are no longer given
-    back: in a soak the first universe refresh left about 1.2 MB of RSS for good. Pinned, a large
-    buffer is its own mapping, returned to the OS when freed. Skipped where it does not apply (not
-    Linux, a C library without mallopt) and when the user set ``MALLOC_MMAP_THRESHOLD_`` themselves.
+    Why, measured in hour-long soaks of ``surge run`` (``scripts/bench_soak.py``):
+
+    * mmap threshold pinned at 128 KiB. glibc raises it to the size of any mapped block freed (up to
+      32 MiB), and the trim threshold to twice that. Once the hourly exchangeInfo body (~640 KB,
+      twice that while requests joins its chunks) has been freed, such bodies come from the heap
+      and are not given back: the first universe refresh left about 1.2 MB of RSS for good.
+    * one arena. Each thread that mallocs gets an arena of its own (up to 8 per core), and each
+      keeps the free memory of its busiest moment: the connection threads' arenas added about
+      1 MB of RSS in the first minute of streaming that never went back. The threads run Python
+      under the GIL, so sharing one arena costs them no waiting.
+
+    Skipped where it does not apply (not Linux, a C library without mallopt); a setting the user
+    made in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``) wins. Call it before
+    the first thread starts: a thread keeps the arena it was given.
     """
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
+    if not sys.platform.startswith("linux"):
+        return []
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
+        return []
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    applied = []
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1:
+        applied.append("mmap_threshold")
+    if "MALLOC_ARENA_MAX" not in os.environ and mallopt(M_ARENA_MAX, 1) == 1:
+        applied.append("arena_max")
+    return applied
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -440,23 +461,30 @@ class Spell:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            self.log.error("%s failed: %s (%s; logged once until it works again)", self.what, exc,
-                           consequence)
+            self.log.error(
+                "%s failed: %s (%s; logged once until it works again)", self.what, exc, consequence
+            )
 
     def ok(self) -> None:
         if self.since is not None:
-            self.log.warning("%s works again after %d failure(s) over %.0fs", self.what, self.failures,
-                             time.monotonic() - self.since)
+            self.log.warning(
+                "%s works again after %d failure(s) over %.0fs",
+                self.what,
+                self.failures,
+                time.monotonic() - self.since,
+            )
             self.since, self.failures = None, 0
 
 
-def read_heartbeat(home: Path) -> dict[str, Any] | None:
-    """The last heartbeat ``surge run`` wrote, or None if there is none (or it is unreadable)."""
+def read_heartbeat(home: Path) -> Heartbeat | None:
+    """The last heartbeat ``surge run`` wrote, or None if there is none (or it is unreadable).
+
+    Its values are as read: a reader checks each one's type (an older version, a hand edit)."""
     try:
         data = json.loads((Path(home) / HEARTBEAT_NAME).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return cast("Heartbeat", data) if isinstance(data, dict) else None
 
 
 # --------------------------------------------------------------------------- logging
@@ -489,7 +517,7 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
         self._wrote = True
         super().__init__(*args, **kwargs)
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> io.TextIOWrapper:
         os.close(open_private(Path(self.baseFilename), os.O_WRONLY | os.O_CREAT | os.O_APPEND))
         return super()._open()
 
@@ -500,17 +528,19 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
             self._failing = False
             sys.stderr.write(f"surge: the log file {self.baseFilename} is written again\n")
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
         self._wrote = False
         if not self._failing:
             self._failing = True
-            sys.stderr.write(f"surge: cannot write the log file {self.baseFilename}: {exc} "
-                             "(said once until it works again)\n")
+            sys.stderr.write(
+                f"surge: cannot write the log file {self.baseFilename}: {exc} "
+                "(said once until it works again)\n"
+            )
 
 
 def setup_logging(
-    home: Path, *, secrets: list[str | None] = (), level: int = logging.INFO, stderr: bool = True
+    home: Path, *, secrets: Sequence[str | None] = (), level: int = logging.INFO, stderr: bool = True
 ) -> Path:
     """The ``surge`` logger: a rotating file under ``home/logs`` (10 MB x 5, 0600) and stderr.
 
@@ -545,3 +575,17 @@ def setup_logging(
     logger.setLevel(level)
     logger.propagate = False
     return path
+
+
+def check_lock(lock: InstanceLock, log: logging.Logger) -> bool:
+    """At every beat: is surge.lock still ours (False: another bot holds it, stop)? Repairs logged."""
+    try:
+        repaired = lock.check()
+    except LockLost as exc:
+        log.error("%s: stopping, so that two bots never run on one SURGE_HOME", exc)
+        return False
+    except (OSError, HomeError) as exc:  # re-creating a deleted lock file on a full disk: next beat
+        repaired = f"{lock.path} was deleted and cannot be re-created yet: {exc}"
+    if repaired:
+        log.warning("%s", repaired)
+    return True

@@ -11,18 +11,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from surge.errors import ConfigError
-from surge.exchange.rest import BinanceRest, symbol_infos
+from surge.exchange.rest import symbol_infos
 from surge.models import SymbolInfo
 
 
 def universe_from_exchange_info(info: Mapping[str, Any]) -> list[SymbolInfo]:
     """TRADING USDT perpetuals of an exchangeInfo body, in the exchange's order."""
     return [s for s in symbol_infos(info) if s.is_usdt_perpetual]
-
-
-def fetch_universe(rest: BinanceRest) -> list[SymbolInfo]:
-    """One exchangeInfo request (weight 1) -> the universe; also configures the rate limiter."""
-    return universe_from_exchange_info(rest.exchange_info())
 
 
 #: Longest symbol name accepted on the command line (Binance's longest today are ~20 characters).
@@ -62,8 +57,10 @@ def parse_symbol_list(text: str) -> list[str]:
         elif name not in names:
             names.append(name)
     if bad:
-        raise ConfigError(f"--symbols: not a symbol name (letters and digits only, at most "
-                          f"{MAX_SYMBOL_LEN}): {', '.join(bad)}")
+        raise ConfigError(
+            f"--symbols: not a symbol name (letters and digits only, at most "
+            f"{MAX_SYMBOL_LEN}): {', '.join(bad)}"
+        )
     return names
 
 
@@ -80,8 +77,10 @@ def not_tradable(info: Mapping[str, Any], names: Iterable[str]) -> dict[str, str
         if s is None:
             out[name] = UNKNOWN_SYMBOL
         elif not s.is_usdt_perpetual:
-            out[name] = (f"not a TRADING USDT perpetual (status {s.status or '?'}, contract "
-                         f"{s.contract_type or '?'}, quote {s.quote_asset or '?'})")
+            out[name] = (
+                f"not a TRADING USDT perpetual (status {s.status or '?'}, contract "
+                f"{s.contract_type or '?'}, quote {s.quote_asset or '?'})"
+            )
     return out
 
 

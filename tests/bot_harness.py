@@ -15,10 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from surge.sim import Simulator
 from surge.sim.market import Market
@@ -39,8 +40,13 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 60.0, what: str = "condition", every: float = 0.1,
-             detail: Callable[[], object] | None = None) -> T:
+def wait_for(
+    pred: Callable[[], T],
+    timeout: float = 60.0,
+    what: str = "condition",
+    every: float = 0.1,
+    detail: Callable[[], object] | None = None,
+) -> T:
     """:func:`tests.waiting.wait_for` with this module's defaults: a bot reacts in tenths of seconds,
     and polling a database or a file every 10 ms would only load the machine it waits on."""
     return waiting.wait_for(pred, timeout, what, poll=every, detail=detail)
@@ -66,8 +72,9 @@ def market_clock(minute_second: float | None = None) -> Callable[[], float]:
     return lambda: time.time() + shift
 
 
-def make_simulator(passing: Iterable[str], *, minute_second: float | None = None, ws_port: int = 0,
-                   n_symbols: int = 40) -> Simulator:
+def make_simulator(
+    passing: Iterable[str], *, minute_second: float | None = None, ws_port: int = 0, n_symbols: int = 40
+) -> Simulator:
     """A started simulator with no periodic surges where exactly ``passing`` passes the 4h filter."""
     market = Market(n_symbols, seed=7, surge_interval_s=None, clock=market_clock(minute_second))
     sim = Simulator(market=market, ws_port=ws_port).start()
@@ -87,8 +94,9 @@ def write_config(path: Path, overrides: dict[str, dict[str, Any]] | None = None)
     return path
 
 
-def bot_env(home: Path, sim: Simulator | None = None, rest_url: str | None = None,
-            ws_url: str | None = None) -> dict[str, str]:
+def bot_env(
+    home: Path, sim: Simulator | None = None, rest_url: str | None = None, ws_url: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
     env["SURGE_HOME"] = str(home)
     env["SURGE_REST_URL"] = rest_url or (sim.rest_url if sim else "http://127.0.0.1:9")
@@ -97,11 +105,21 @@ def bot_env(home: Path, sim: Simulator | None = None, rest_url: str | None = Non
     return env
 
 
-def surge_cli(home: Path, *args: str, sim: Simulator | None = None, timeout: float = 60.0,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def surge_cli(
+    home: Path,
+    *args: str,
+    sim: Simulator | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """One ``python -m surge ...`` command run to completion."""
-    return subprocess.run([sys.executable, "-m", "surge", *args], env=env or bot_env(home, sim),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "surge", *args],
+        env=env or bot_env(home, sim),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli_json(home: Path, *args: str) -> Any:
@@ -111,24 +129,76 @@ def cli_json(home: Path, *args: str) -> Any:
 
 
 class BotProcess:
-    """``python -m surge run`` in the background; its stderr goes to a file the test can read."""
+    """``python -m surge run`` in the background, for every end-to-end test of the command.
 
-    def __init__(self, home: Path, sim: Simulator | None, symbols: Iterable[str], *, config: Path,
-                 extra: Iterable[str] = (), env: dict[str, str] | None = None) -> None:
+    Its stderr goes to a file the test reads, or with ``pipe_stderr`` to a pipe that a named thread
+    reads line by line (a test that fills the disk cannot have the bot write its stderr to a file).
+    Its stdout is discarded unless ``capture_stdout`` keeps it in a file beside the home (a test
+    that checks what the bot prints). Without ``config`` the bot reads ``$SURGE_HOME/surge.toml``;
+    ``umask`` is the bot's umask (the test's own otherwise).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        sim: Simulator | None,
+        symbols: Iterable[str],
+        *,
+        config: Path | None = None,
+        extra: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+        pipe_stderr: bool = False,
+        capture_stdout: bool = False,
+        umask: int | None = None,
+    ) -> None:
         self.home = home
-        self.stderr_path = home.parent / f"{home.name}-bot-{time.monotonic_ns()}.stderr"
-        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in wait()
-        args = [sys.executable, "-m", "surge", "run", "--config", str(config), *extra]
+        stem = f"{home.name}-bot-{time.monotonic_ns()}"
+        self.stderr_path = home.parent / f"{stem}.stderr"
+        self.stdout_path = home.parent / f"{stem}.stdout"
+        args = [sys.executable, "-m", "surge", "run", *extra]
+        if config is not None:
+            args += ["--config", str(config)]
         symbols = list(symbols)
         if symbols:
             args += ["--symbols", ",".join(symbols)]
+        self._files: list[IO[str]] = []  # closed once the bot has exited
+        stdout: IO[str] | int = self._open(self.stdout_path) if capture_stdout else subprocess.DEVNULL
+        stderr: IO[str] | int = subprocess.PIPE if pipe_stderr else self._open(self.stderr_path)
+        self._lines: list[str] | None = [] if pipe_stderr else None
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(args, env=env or bot_env(home, sim), stdout=subprocess.DEVNULL,
-                                     stderr=self._stderr)
+        self.proc = subprocess.Popen(
+            args,
+            env=env or bot_env(home, sim),
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            umask=-1 if umask is None else umask,
+        )
         self.pid = self.proc.pid
+        self._reader: threading.Thread | None = None
+        if pipe_stderr:
+            self._reader = threading.Thread(target=self._read_stderr, name="test-bot-stderr", daemon=True)
+            self._reader.start()
+
+    def _open(self, path: Path) -> IO[str]:
+        file = open(path, "w")  # noqa: SIM115 - closed in _close() once the bot has exited
+        self._files.append(file)
+        return file
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None and self._lines is not None
+        for line in self.proc.stderr:
+            self._lines.append(line.rstrip("\n"))
 
     def log(self) -> str:
+        """Everything the bot wrote to stderr so far."""
+        if self._lines is not None:
+            return "\n".join(list(self._lines))
         return self.stderr_path.read_text(errors="replace")
+
+    def count(self, needle: str) -> int:
+        """How many lines of the bot's stderr contain ``needle``."""
+        return sum(needle in line for line in self.log().splitlines())
 
     def wait_log(self, needle: str, timeout: float = 60.0) -> str:
         """Wait for ``needle`` in the bot's stderr; fail early (with the log) if the bot exited."""
@@ -141,7 +211,7 @@ class BotProcess:
                 raise AssertionError(f"bot exited {self.proc.returncode} before {needle!r}:\n{text[-3000:]}")
             return False
 
-        wait_for(seen, timeout, f"{needle!r} in the bot's log")
+        wait_for(seen, timeout, f"{needle!r} in the bot's log", detail=lambda: self.log()[-2000:])
         return self.log()
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -155,7 +225,13 @@ class BotProcess:
             return self.proc.wait(timeout)
         finally:
             if self.proc.returncode is not None:
-                self._stderr.close()
+                self._close()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and the exit code (a stop is due within 10 s; the deadline is for a loaded machine)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL, as ``kill -9`` does: nothing runs in the bot after this."""
@@ -172,7 +248,15 @@ class BotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(15)
-        self._stderr.close()
+        self._close()
+
+    def _close(self) -> None:
+        if self._reader is not None:
+            self._reader.join(10)  # the pipe ends with the process
+            if not self._reader.is_alive() and self.proc.stderr is not None:
+                self.proc.stderr.close()
+        for file in self._files:
+            file.close()
 
 
 def heartbeat(home: Path) -> dict[str, Any]:

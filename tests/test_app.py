@@ -1,4 +1,4 @@
-"""``surge run`` end to end (issue 5): the bot as a real ``python -m surge run`` process against an
+"""``surge run`` end to end: the bot as a real ``python -m surge run`` process against an
 in-process simulator on 127.0.0.1, or an in-process :class:`Bot` where the test must look inside it.
 
 Every wait is a poll with a deadline (``wait_for``), never a bare sleep; deadlines are generous
@@ -39,113 +39,161 @@ from tests.bot_harness import (
     write_config,
 )
 
-A, B, FAILS = "BTCUSDT", "ETHUSDT", "XRPUSDT"  # the module bot: A and B pass the 4h filter, FAILS not
+A, B, FAILS = "BTCUSDT", "ETHUSDT", "XRPUSDT"  # A and B pass the 4h filter, FAILS does not
+RISES = "LTCUSDT"  # the trading bot's take profit
+STOPPED = "AVAXUSDT"  # SIGTERM with this one open
 HELD = "SOLUSDT"  # kill -9 with this one open
 DROP_1, DROP_2 = "DOGEUSDT", "BNBUSDT"  # dropped connections (in-process bot)
-PASSING = [A, B, HELD, DROP_1, DROP_2]
+PASSING = [A, B, STOPPED, HELD, DROP_1, DROP_2]
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
+    """The simulator of the tests that start their own bot: each test injects into its own symbols."""
     simulator = make_simulator(PASSING)
     yield simulator
     simulator.stop()
 
 
 @pytest.fixture(scope="module")
-def running(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotProcess]:
-    """One bot for the ordered tests below (status, second instance, entries, exits, SIGTERM)."""
+def trading_sim() -> Iterator[Simulator]:
+    """The trading bot's own simulator: what the other tests do to theirs (dropped connections,
+    latency, counted requests) never reaches it, nor its requests their counts."""
+    simulator = make_simulator([A, B, RISES])
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture(scope="module")
+def trading(trading_sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotProcess]:
+    """One bot for the tests of entries and exits, started once (a start and a volume baseline take
+    a while). Each of those tests trades its own symbol, so they pass alone and in any order."""
     root = tmp_path_factory.mktemp("run")
     home = root / "home"
-    bot = BotProcess(home, sim, [A, B, FAILS], config=write_config(root / "surge.toml"))
+    bot = BotProcess(home, trading_sim, [A, B, RISES, FAILS], config=write_config(root / "surge.toml"))
     try:
         bot.wait_ready()
-        wait_for(lambda: baseline_ready(home, 2), 60, "A and B to have their volume baseline")
+        wait_for(lambda: baseline_ready(home, 3), 60, "A, B and RISES to have their volume baseline")
         yield bot
     finally:
         bot.ensure_stopped()
 
 
-def test_status_shows_running_while_it_runs(running: BotProcess) -> None:
+@pytest.fixture
+def fresh(sim: Simulator, tmp_path: Path) -> Iterator[BotProcess]:
+    """A bot of the test's own on A, B and FAILS, ready, with nothing signalled yet."""
+    home = tmp_path / "home"
+    bot = BotProcess(home, sim, [A, B, FAILS], config=write_config(tmp_path / "surge.toml"))
+    try:
+        bot.wait_ready()
+        yield bot
+    finally:
+        bot.ensure_stopped()
+
+
+def test_status_shows_running_while_it_runs(fresh: BotProcess) -> None:
     # the heartbeat is a snapshot every 2 s: on a loaded machine a connection may be between a
     # reconnect and its next heartbeat, so wait for a snapshot with the streams flowing
     status = wait_for(
-        lambda: (st := cli_json(running.home, "status"))["connections"] >= 1 and st["streams"] == 5 and st,
+        lambda: (st := cli_json(fresh.home, "status"))["connections"] >= 1 and st["streams"] == 5 and st,
         60,
         "surge status to show the streams flowing",
     )
     assert status["running"] is True
-    assert status["pid"] == running.pid
+    assert status["pid"] == fresh.pid
     assert status["connections"] >= 1
     assert status["streams"] == 5  # kline_4h of A, B, FAILS and kline_1m of A and B only
     assert status["threads"] >= 3
     assert status["signals"] == 0 and status["open_positions"] == 0
 
 
-def test_second_instance_exits_3_naming_the_holder(running: BotProcess, sim: Simulator) -> None:
-    config = running.home.parent / "surge.toml"
-    proc = surge_cli(running.home, "run", "--config", str(config), "--symbols", A, sim=sim)
+def test_second_instance_exits_3_naming_the_holder(trading: BotProcess, trading_sim: Simulator) -> None:
+    config = trading.home.parent / "surge.toml"
+    proc = surge_cli(trading.home, "run", "--config", str(config), "--symbols", A, sim=trading_sim)
     assert proc.returncode == 3, proc.stderr
-    assert f"already running (pid {running.pid})" in proc.stderr
+    assert f"already running (pid {trading.pid})" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert running.proc.poll() is None  # the first one is untouched
+    assert trading.proc.poll() is None  # the first one is untouched
 
 
 def test_surge_on_failing_symbol_gives_nothing_and_on_passing_one_exactly_one_entry(
-    running: BotProcess, sim: Simulator
+    trading: BotProcess, trading_sim: Simulator
 ) -> None:
-    sim.market.inject_surge(FAILS, 5.0, 10.0)  # first, so it has had longer than A's to show up
-    sim.market.inject_surge(A, 5.0, 10.0)
-    wait_for(lambda: positions_of(running.home, A), 60, f"a paper position on {A}")
+    trading_sim.market.inject_surge(FAILS, 5.0, 10.0)  # first, so it has had longer than A's to show up
+    trading_sim.market.inject_surge(A, 5.0, 10.0)
+    wait_for(lambda: positions_of(trading.home, A), 60, f"a paper position on {A}")
     # the surge candle keeps qualifying for the rest of its minute: still one signal, one position
-    wait_for(lambda: heartbeat(running.home).get("written_at", 0) > time.time() - 0.5, 10,
-             "a fresh heartbeat")
-    [sig] = signals_of(running.home, A)
-    [pos] = positions_of(running.home, A)
+    wait_for(
+        lambda: heartbeat(trading.home).get("written_at", 0) > time.time() - 0.5, 10, "a fresh heartbeat"
+    )
+    [sig] = signals_of(trading.home, A)
+    [pos] = positions_of(trading.home, A)
     assert sig.entered and pos.key == sig.signal.key and pos.is_open
     assert sig.signal.change_pct >= 3.0 and sig.signal.volume_multiple >= 3.0
     assert pos.entry_price > sig.signal.price  # slippage against us
-    assert signals_of(running.home, FAILS) == [] and positions_of(running.home, FAILS) == []
-    assert f"SIGNAL {A}" in running.log() and f"SIGNAL {FAILS}" not in running.log()
-    assert [s["symbol"] for s in cli_json(running.home, "signals")] == [A]
+    assert signals_of(trading.home, FAILS) == [] and positions_of(trading.home, FAILS) == []
+    assert f"SIGNAL {A}" in trading.log() and f"SIGNAL {FAILS}" not in trading.log()
+    listed = [s["symbol"] for s in cli_json(trading.home, "signals")]
+    assert [s for s in listed if s in (A, FAILS)] == [A]  # the other tests' symbols may be listed too
 
 
-def test_position_closes_by_take_profit_when_the_price_rises(running: BotProcess, sim: Simulator) -> None:
-    [pos] = positions_of(running.home, A)
+def test_position_closes_by_take_profit_when_the_price_rises(
+    trading: BotProcess, trading_sim: Simulator
+) -> None:
+    trading_sim.market.inject_surge(RISES, 5.0, 10.0)
+    [pos] = wait_for(lambda: positions_of(trading.home, RISES), 60, f"a paper position on {RISES}")
     assert pos.is_open
-    sim.market.inject_surge(A, 6.0, 0.0, min_quote_volume=0.0)  # above the 4 % take profit
-    closed = wait_for(lambda: [p for p in positions_of(running.home, A) if not p.is_open], 60,
-                      f"{A} to close")
+    trading_sim.market.inject_surge(RISES, 6.0, 0.0, min_quote_volume=0.0)  # above the 4 % take profit
+    closed = wait_for(
+        lambda: [p for p in positions_of(trading.home, RISES) if not p.is_open], 60, f"{RISES} to close"
+    )
     [p] = closed
-    assert p.exit_reason == "take_profit"
+    assert p.exit_reason == "take_profit" and p.key == pos.key
     assert p.exit_price >= pos.take_profit * (1 - 0.001)  # exits on the last price, minus slippage
     assert p.pnl is not None and p.pnl > 0
-    assert len(signals_of(running.home, A)) == 1 and len(positions_of(running.home, A)) == 1
+    assert len(signals_of(trading.home, RISES)) == 1 and len(positions_of(trading.home, RISES)) == 1
+    everything = cli_json(trading.home, "positions", "--all")
+    assert {(x["symbol"], x["exit_reason"]) for x in everything if x["symbol"] == RISES} == {
+        (RISES, "take_profit")
+    }
 
 
-def test_position_closes_by_stop_loss_when_the_price_falls(running: BotProcess, sim: Simulator) -> None:
-    sim.market.inject_surge(B, 5.0, 10.0)
-    [pos] = wait_for(lambda: positions_of(running.home, B), 60, f"a paper position on {B}")
-    sim.market.inject_surge(B, -5.0, 0.0, min_quote_volume=0.0)  # below the 2.5 % stop loss
-    [p] = wait_for(lambda: [p for p in positions_of(running.home, B) if not p.is_open], 60, f"{B} to close")
+def test_position_closes_by_stop_loss_when_the_price_falls(
+    trading: BotProcess, trading_sim: Simulator
+) -> None:
+    trading_sim.market.inject_surge(B, 5.0, 10.0)
+    [pos] = wait_for(lambda: positions_of(trading.home, B), 60, f"a paper position on {B}")
+    trading_sim.market.inject_surge(B, -5.0, 0.0, min_quote_volume=0.0)  # below the 2.5 % stop loss
+    [p] = wait_for(lambda: [p for p in positions_of(trading.home, B) if not p.is_open], 60, f"{B} to close")
     assert p.exit_reason == "stop_loss" and p.key == pos.key
     assert p.pnl is not None and p.pnl < 0
-    assert len(signals_of(running.home, B)) == 1
-    everything = cli_json(running.home, "positions", "--all")
-    assert {(x["symbol"], x["exit_reason"]) for x in everything} == {(A, "take_profit"), (B, "stop_loss")}
+    assert len(signals_of(trading.home, B)) == 1
+    everything = cli_json(trading.home, "positions", "--all")
+    assert {(x["symbol"], x["exit_reason"]) for x in everything if x["symbol"] == B} == {(B, "stop_loss")}
 
 
-def test_sigterm_exits_0_within_10_s_and_releases_the_lock(running: BotProcess) -> None:
-    t0 = time.monotonic()
-    running.signal(signal.SIGTERM)
-    assert running.wait(10) == 0, running.log()[-2000:]
-    assert time.monotonic() - t0 <= 10.0
-    status = cli_json(running.home, "status")
+def test_sigterm_with_an_open_position_exits_0_within_10_s_and_releases_the_lock(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    bot = BotProcess(home, sim, [STOPPED], config=write_config(tmp_path / "surge.toml"))
+    try:
+        bot.wait_ready()
+        wait_for(lambda: baseline_ready(home, 1), 60, f"{STOPPED}'s volume baseline")
+        sim.market.inject_surge(STOPPED, 5.0, 10.0)
+        wait_for(lambda: positions_of(home, STOPPED), 60, f"a paper position on {STOPPED}")
+        t0 = time.monotonic()
+        bot.signal(signal.SIGTERM)
+        assert bot.wait(10) == 0, bot.log()[-2000:]
+        assert time.monotonic() - t0 <= 10.0
+    finally:
+        bot.ensure_stopped()
+    status = cli_json(home, "status")
     assert status["running"] is False and status["pid"] is None
-    assert heartbeat(running.home)["running"] is False
-    with InstanceLock(running.home):  # the lock is free
+    assert heartbeat(home)["running"] is False
+    with InstanceLock(home):  # the lock is free
         pass
-    assert "Traceback" not in running.log()
+    assert "Traceback" not in bot.log()
 
 
 def test_sigterm_during_a_slow_start_exits_0_within_10_s(sim: Simulator, tmp_path: Path) -> None:
@@ -166,6 +214,34 @@ def test_sigterm_during_a_slow_start_exits_0_within_10_s(sim: Simulator, tmp_pat
     finally:
         sim.rest.set_latency(0)
     assert cli_json(home, "status")["running"] is False
+    with InstanceLock(home):
+        pass
+
+
+def test_sigterm_while_a_long_backfill_runs_exits_0_within_10_s(tmp_path: Path) -> None:
+    """A housekeeping job still running at a stop (here the gap backfill of 40 symbols at 2 s a
+    request, ~30 s of work) must not hold the exit: its remaining requests are never sent."""
+    everything = {"filter_4h": {"min_change_pct": -100.0, "max_change_pct": 1000.0, "min_quote_volume": 0.0}}
+    own = make_simulator([])
+    try:
+        home = tmp_path / "home"
+        bot = BotProcess(home, own, [], config=write_config(tmp_path / "surge.toml", everything))
+        try:
+            bot.wait_ready()
+            wait_for(lambda: baseline_ready(home, 40), 90, "every volume baseline")
+            own.rest.set_latency(2000)
+            assert own.ws.drop_all() >= 1
+            bot.wait_log("backfilling")
+            wait_for(lambda: own.rest.stats()["in_flight"] > 0, 30, "the backfill's requests")
+            t0 = time.monotonic()
+            bot.signal(signal.SIGTERM)
+            assert bot.wait(10) == 0, bot.log()[-2000:]
+            assert time.monotonic() - t0 <= 10.0
+            assert "Traceback" not in bot.log()
+        finally:
+            bot.ensure_stopped()
+    finally:
+        own.stop()
     with InstanceLock(home):
         pass
 
@@ -251,17 +327,29 @@ def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
     thread = threading.Thread(target=bot.run, name="test-bot", daemon=True)
     thread.start()
     try:
-        wait_for(lambda: bot.ready_at is not None and heartbeat(tmp_path / "home").get("baseline_ready") == 2,
-                 60, "the bot to be ready with both baselines", detail=lambda: _inside(bot, sim))
+        wait_for(
+            lambda: bot.ready_at is not None and heartbeat(tmp_path / "home").get("baseline_ready") == 2,
+            60,
+            "the bot to be ready with both baselines",
+            detail=lambda: _inside(bot, sim),
+        )
         assert bot.manager is not None
         for round_ in (1, 2, 3):
             gaps, backfills = bot.manager.stats()["gaps"], bot.backfills
             klines_before = sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0)
             assert sim.ws.drop_all() >= 1
-            wait_for(lambda: bot.manager.stats()["gaps"] > gaps, 60, f"the gap of drop {round_}",  # noqa: B023
-                     detail=lambda: _inside(bot, sim))
-            wait_for(lambda: bot.backfills >= backfills + 2, 60, f"the backfill after drop {round_}",  # noqa: B023
-                     detail=lambda: _inside(bot, sim))
+            wait_for(
+                lambda: bot.manager.stats()["gaps"] > gaps,  # noqa: B023 - called before the loop goes on
+                60,
+                f"the gap of drop {round_}",
+                detail=lambda: _inside(bot, sim),
+            )
+            wait_for(
+                lambda: bot.backfills >= backfills + 2,  # noqa: B023 - called before the loop goes on
+                60,
+                f"the backfill after drop {round_}",
+                detail=lambda: _inside(bot, sim),
+            )
             assert sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0) >= klines_before + 2
         wait_for(lambda: bot.manager.stats()["connections"] >= 1, 30, "a connection again")
         now = sim.market.now_ms()
@@ -357,16 +445,20 @@ def test_an_outage_across_a_minute_close_is_ridden_out_and_the_hole_backfilled(t
         sim.ws.stop()  # connections refused from now on
         down_at = sim.market.now_ms()
         close_ms = (down_at // MINUTE_MS + 1) * MINUTE_MS  # a 1m candle closes during the outage
-        wait_for(lambda: sim.market.now_ms() >= close_ms + 3000, 90, "a minute close during the outage",
-                 every=0.25)
+        wait_for(
+            lambda: sim.market.now_ms() >= close_ms + 3000, 90, "a minute close during the outage", every=0.25
+        )
         assert bot.proc.poll() is None
         sim.ws.start()  # same port
         assert sim.ws.port == ws_port
         bot.wait_log("trying again in", 90)  # the backfill after the gap met the REST outage
         assert bot.proc.poll() is None
         sim.rest.clear_faults()
-        wait_for(lambda: baseline_ready(home, 2) and heartbeat(home).get("connections", 0) >= 1, 90,
-                 "reconnected with the missed candle backfilled")
+        wait_for(
+            lambda: baseline_ready(home, 2) and heartbeat(home).get("connections", 0) >= 1,
+            90,
+            "reconnected with the missed candle backfilled",
+        )
         hb = heartbeat(home)
         assert hb["reconnects"] > hb0["reconnects"] and hb["gaps"] > hb0["gaps"]
         assert hb["backfill_pending"] == 0

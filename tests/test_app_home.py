@@ -12,13 +12,9 @@ run shows the home and every file in it private whatever the umask.
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import stat
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +26,6 @@ from surge.sim import Simulator
 from tests.bot_harness import (
     BotProcess,
     baseline_ready,
-    bot_env,
     cli_json,
     heartbeat,
     make_simulator,
@@ -46,55 +41,10 @@ A, B = "BTCUSDT", "ETHUSDT"
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 
 
-class PipedBot:
-    """``python -m surge run`` with stderr on a pipe, read by a named thread into a list of lines."""
-
-    def __init__(self, home: Path, sim: Simulator, config: Path) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "surge", "run", "--config", str(config), "--symbols", f"{A},{B}"],
-            env=bot_env(home, sim), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda: os.umask(0),  # noqa: PLW1509 - only the umask, before exec
-        )
-        self._reader = threading.Thread(target=self._read, name="test-bot-stderr", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def count(self, needle: str) -> int:
-        return sum(needle in line for line in list(self.lines))
-
-    def wait_line(self, needle: str, timeout: float = 60.0) -> None:
-        def seen() -> bool:
-            if self.count(needle):
-                return True
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bot exited {self.proc.returncode} before {needle!r}:\n"
-                                     f"{self.text()[-3000:]}")
-            return False
-
-        wait_for(seen, timeout, f"{needle!r} from the bot", detail=lambda: self.text()[-2000:])
-
-    def disk_full(self, full: bool) -> None:
-        limit = 1 if full else resource.RLIM_INFINITY
-        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.disk_full(False)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
-        self._reader.join(10)
+def disk_full(bot: BotProcess, full: bool) -> None:
+    """The bot's disk is full (every write past a file's first byte fails) or has room again."""
+    limit = 1 if full else resource.RLIM_INFINITY
+    resource.prlimit(bot.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
 
 @pytest.fixture
@@ -118,16 +68,18 @@ def test_a_lock_file_deleted_under_a_running_bot_never_lets_a_second_one_run(
     try:
         first.wait_ready()
         (home / "surge.lock").unlink()
-        second = surge_cli(home, "run", "--config", str(config), "--symbols", A, "--duration", "10", sim=sim,
-                           timeout=60)
+        second = surge_cli(
+            home, "run", "--config", str(config), "--symbols", A, "--duration", "10", sim=sim, timeout=60
+        )
         assert second.returncode == 3, second.stderr[-2000:]
         assert f"already running (pid {first.pid})" in second.stderr
         first.wait_log("was deleted or replaced: locked it again", 30)
         wait_for(lambda: lock_holder(home) == (True, first.pid), 30, "the first bot to hold surge.lock")
         (home / "surge.lock").unlink()
         wait_for(lambda: first.log().count("locked it again") == 2, 30, "the lock file re-created again")
-        third = surge_cli(home, "run", "--config", str(config), "--symbols", A, "--duration", "10", sim=sim,
-                           timeout=60)
+        third = surge_cli(
+            home, "run", "--config", str(config), "--symbols", A, "--duration", "10", sim=sim, timeout=60
+        )
         assert third.returncode == 3 and f"already running (pid {first.pid})" in third.stderr
         assert first.proc.poll() is None
         first.signal(signal.SIGTERM)
@@ -142,9 +94,10 @@ def mode(path: Path) -> int:
 
 def test_a_full_disk_mid_run_is_ridden_out_and_written_again(sim: Simulator, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    bot = PipedBot(home, sim, write_config(tmp_path / "surge.toml"))
+    config = write_config(tmp_path / "surge.toml")
+    bot = BotProcess(home, sim, [A, B], config=config, pipe_stderr=True, umask=0)
     try:
-        bot.wait_line("ready in", 90)
+        bot.wait_ready(90)
         wait_for(lambda: baseline_ready(home, 2), 60, "A and B to have their volume baseline")
         sim.market.inject_surge(A, 5.0, 10.0)
         [held] = wait_for(lambda: positions_of(home, A), 60, f"a paper position on {A}")
@@ -155,20 +108,20 @@ def test_a_full_disk_mid_run_is_ridden_out_and_written_again(sim: Simulator, tmp
         assert {name: oct(mode(home / name)) for name in files} == dict.fromkeys(files, "0o600")
 
         events_before = heartbeat(home)["events"]
-        bot.disk_full(True)
+        disk_full(bot, True)
         full_since = time.monotonic()
-        bot.wait_line("writing the heartbeat failed", 30)
-        bot.wait_line("cannot write the log file", 30)
+        bot.wait_log("writing the heartbeat failed", 30)
+        bot.wait_log("cannot write the log file", 30)
         # while full: the held position still closes (in memory; the database cannot say so yet) ...
         sim.market.inject_surge(A, 6.0, 0.0, min_quote_volume=0.0)  # above the 4 % take profit
-        bot.wait_line(f"EXIT {A} take_profit", 60)
+        bot.wait_log(f"EXIT {A} take_profit", 60)
         # ... and a signal is not entered, since it could not be recorded
         sim.market.inject_surge(B, 5.0, 10.0)
-        bot.wait_line(f"SIGNAL {B}", 60)
+        bot.wait_log(f"SIGNAL {B}", 60)
         assert bot.count("not entered: the database cannot record it") == 1
         assert bot.count("writing to the database failed") == 1
         status = cli_json(home, "status")
-        assert status["running"] is True and status["pid"] == bot.proc.pid  # alive, lock held
+        assert status["running"] is True and status["pid"] == bot.pid  # alive, lock held
         [still] = positions_of(home, A)
         assert still.is_open and still.key == held.key  # the database could not take the close yet
         assert signals_of(home, B) == [] and positions_of(home, B) == []
@@ -178,21 +131,23 @@ def test_a_full_disk_mid_run_is_ridden_out_and_written_again(sim: Simulator, tmp
         assert bot.proc.poll() is None
         # every failure said once, not at every write (a heartbeat every 2 s failed meanwhile)
         assert bot.count("writing the heartbeat failed") == 1 and bot.count("cannot write the log file") == 1
-        assert "Traceback" not in bot.text()
+        assert "Traceback" not in bot.log()
 
-        bot.disk_full(False)  # room again
-        bot.wait_line("writing the heartbeat works again", 30)
+        disk_full(bot, False)  # room again
+        bot.wait_log("writing the heartbeat works again", 30)
         wait_for(lambda: heartbeat(home).get("written_at", 0) > stale, 30, "a new heartbeat")
         wait_for(lambda: not positions_of(home, A)[0].is_open, 30, "the close to be written")
         [closed] = positions_of(home, A)
         assert closed.exit_reason == "take_profit" and closed.pnl is not None and closed.pnl > 0
-        bot.wait_line("the log file", 30)
+        bot.wait_log("the log file", 30)
         wait_for(lambda: bot.count("is written again") == 1, 30, "the log file written again")
         hb = heartbeat(home)
         assert hb["running"] is True and hb["events"] > events_before  # it kept streaming throughout
         assert time.time() - hb["last_message_at"] < 10
-        assert "Traceback" not in bot.text()
-        bot.proc.send_signal(signal.SIGTERM)
-        assert bot.proc.wait(15) == 0, bot.text()[-2000:]
+        assert "Traceback" not in bot.log()
+        bot.signal(signal.SIGTERM)
+        assert bot.wait(15) == 0, bot.log()[-2000:]
     finally:
-        bot.stop()
+        if bot.proc.poll() is None:
+            disk_full(bot, False)  # room for the bot's last writes on its way out
+        bot.ensure_stopped()

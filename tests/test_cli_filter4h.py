@@ -37,12 +37,14 @@ def home(tmp_path: Path, sim: Simulator) -> Path:
     return tmp_path / "home"
 
 
-def surge(home: Path, *args: str, rest_url: str, extra_env: dict[str, str] | None = None,
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def surge(
+    home: Path, *args: str, rest_url: str, extra_env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
     env.update({"SURGE_HOME": str(home), "SURGE_REST_URL": rest_url, **(extra_env or {})})
-    return subprocess.run([sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -74,8 +76,9 @@ def test_json_is_exactly_the_contract_object_and_exact(sim: Simulator, home: Pat
     out2 = json.loads(again.stdout)
     assert out2["requests"] == 2
     assert sim.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v2/ticker/price": 1}
-    assert {k: out2[k] for k in ("checked", "passed", "failed", "errors")} == \
-        {k: out[k] for k in ("checked", "passed", "failed", "errors")}
+    assert {k: out2[k] for k in ("checked", "passed", "failed", "errors")} == {
+        k: out[k] for k in ("checked", "passed", "failed", "errors")
+    }
 
 
 def test_table_by_default(sim: Simulator, home: Path) -> None:
@@ -104,13 +107,18 @@ def test_symbols_that_are_not_trading_usdt_perpetuals_cost_no_request(sim: Simul
     import requests
 
     listed = requests.get(f"{sim.rest_url}/fapi/v1/exchangeInfo", timeout=30).json()["symbols"]
-    decoys = sorted(s["symbol"] for s in listed if s["symbol"].isalnum() and (
-        s["status"], s["contractType"], s["quoteAsset"]) != ("TRADING", "PERPETUAL", "USDT"))[:2]
+    decoys = sorted(
+        s["symbol"]
+        for s in listed
+        if s["symbol"].isalnum()
+        and (s["status"], s["contractType"], s["quoteAsset"]) != ("TRADING", "PERPETUAL", "USDT")
+    )[:2]
     assert decoys
     good = sim.passing[0]  # type: ignore[attr-defined]
     sim.rest.reset_stats()
-    proc = surge(home, "filter-4h", "--symbols", ",".join([good, "NOPEUSDT", *decoys]), "--json",
-                 rest_url=sim.rest_url)
+    proc = surge(
+        home, "filter-4h", "--symbols", ",".join([good, "NOPEUSDT", *decoys]), "--json", rest_url=sim.rest_url
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["passed"] == [good] and sorted(out["errors"]) == sorted(["NOPEUSDT", *decoys])

@@ -33,7 +33,7 @@ def error_lines(stderr: str) -> list[str]:
     [
         ("[surge]\nbogus = 1\n", "surge.bogus"),
         ("[filter_4h]\nworkers = 9\n", "filter_4h.workers"),
-        ("[trade]\nmax_hold_s = \"long\"\n", "trade.max_hold_s"),
+        ('[trade]\nmax_hold_s = "long"\n', "trade.max_hold_s"),
         ("[trade\n", "surge.toml"),
         ("[trade]\nmax_hold_s = 1e17\n", "trade.max_hold_s"),
         ("[surge]\ncooldown_s = 1e308\n", "surge.cooldown_s"),
@@ -66,8 +66,11 @@ def test_non_utf8_config_exits_2_with_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("var", ["SURGE_API_KEY", "SURGE_API_SECRET"])
 def test_a_key_with_a_carriage_return_exits_2_without_showing_it(tmp_path: Path, var: str) -> None:
     home = tmp_path / "home"
-    env = bot_env(home) | {"SURGE_API_KEY": "K3yOfTheTrader", "SURGE_API_SECRET": "S3cretOfTheTrader",
-                           var: "V4lu3FromDotEnv\r"}
+    env = bot_env(home) | {
+        "SURGE_API_KEY": "K3yOfTheTrader",
+        "SURGE_API_SECRET": "S3cretOfTheTrader",
+        var: "V4lu3FromDotEnv\r",
+    }
     config = write_config(tmp_path / "surge.toml", {"trade": {"mode": "live"}})
     proc = surge_cli(home, "run", "--sim", "--live", "--config", str(config), "--duration", "5", env=env)
     assert proc.returncode == 2, proc.stderr
@@ -92,13 +95,18 @@ def test_symbols_the_exchange_does_not_trade_exit_2_naming_them(tmp_path: Path) 
     sim = make_simulator([])
     try:
         listed = {s["symbol"]: s for s in _exchange_info(sim)["symbols"]}
-        decoy = next(n for n, s in listed.items() if n.isalnum() and (
-            s["status"], s["contractType"], s["quoteAsset"]) != ("TRADING", "PERPETUAL", "USDT"))
+        decoy = next(
+            n
+            for n, s in listed.items()
+            if n.isalnum()
+            and (s["status"], s["contractType"], s["quoteAsset"]) != ("TRADING", "PERPETUAL", "USDT")
+        )
         good = sim.market.tradable_symbols()[0]
         home = tmp_path / "home"
         t0 = time.monotonic()
-        proc = surge_cli(home, "run", "--symbols", f"{good},NOPEUSDT,{decoy.lower()}", "--duration", "60",
-                         sim=sim)
+        proc = surge_cli(
+            home, "run", "--symbols", f"{good},NOPEUSDT,{decoy.lower()}", "--duration", "60", sim=sim
+        )
         assert proc.returncode == 2, proc.stderr
         [line] = error_lines(proc.stderr)
         assert "NOPEUSDT" in line and decoy in line and good not in line.split(":")[-1]
@@ -123,8 +131,15 @@ def test_live_without_opt_in_exits_2(tmp_path: Path) -> None:
 def test_exchange_unreachable_at_start_exits_1_with_one_clear_line(tmp_path: Path) -> None:
     home = tmp_path / "home"
     t0 = time.monotonic()
-    proc = surge_cli(home, "run", "--symbols", "BTCUSDT", "--duration", "30",
-                     env=bot_env(home, rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9"))
+    proc = surge_cli(
+        home,
+        "run",
+        "--symbols",
+        "BTCUSDT",
+        "--duration",
+        "30",
+        env=bot_env(home, rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9"),
+    )
     assert proc.returncode == 1, proc.stderr
     [line] = error_lines(proc.stderr)
     assert "exchange unavailable" in line and "127.0.0.1:9" in line
@@ -135,8 +150,9 @@ def test_exchange_unreachable_at_start_exits_1_with_one_clear_line(tmp_path: Pat
 
 
 def test_run_help() -> None:
-    proc = subprocess.run([sys.executable, "-m", "surge", "run", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "surge", "run", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "--duration" in proc.stdout and "--sim" in proc.stdout
 
 
@@ -172,8 +188,9 @@ def cron_env(home: Path, sim: Simulator, config: Path) -> dict[str, str]:
 
 
 def cron(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["/bin/sh", str(CRON)], env=env, cwd="/", capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        ["/bin/sh", str(CRON)], env=env, cwd="/", capture_output=True, text=True, timeout=60
+    )
 
 
 def counting_bin(tmp_path: Path, env: dict[str, str]) -> Path:
@@ -193,8 +210,9 @@ def cron_lines(home: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_cron_script_every_minute_starts_one_bot_and_logs_only_changes(sim: Simulator,
-                                                                       tmp_path: Path) -> None:
+def test_cron_script_every_minute_starts_one_bot_and_logs_only_changes(
+    sim: Simulator, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     env = cron_env(home, sim, write_config(tmp_path / "surge.toml"))
     starts = counting_bin(tmp_path, env)
@@ -218,8 +236,12 @@ def test_cron_script_every_minute_starts_one_bot_and_logs_only_changes(sim: Simu
         pid = None
         # cron's next minutes: the dead bot's heartbeat is fresh for a few seconds more (a new copy may
         # wait for it to go stale: exit 3, silent), then one starts
-        status = wait_for(lambda: cron(env).returncode == 0 and (s := cli_json(home, "status"))["running"]
-                          and s, 90, "a new bot to run", every=1.0)
+        status = wait_for(
+            lambda: cron(env).returncode == 0 and (s := cli_json(home, "status"))["running"] and s,
+            90,
+            "a new bot to run",
+            every=1.0,
+        )
         pid = status["pid"]
         lines = [line.split("surge-cron: ")[1] for line in cron_lines(home)]
         assert len(lines) == 3 and "is no longer running" in lines[1] and lines[2] == f"started pid {pid}"

@@ -24,10 +24,31 @@ from surge.models import Position, Signal
 from surge.store import MIGRATIONS, Store, open_store
 
 SIGNAL_KEYS = ["time", "symbol", "change_pct", "volume_multiple", "price"]
-POSITION_KEYS = ["symbol", "key", "qty", "entry_price", "entry_time", "take_profit", "stop_loss",
-                 "exit_price", "exit_time", "exit_reason", "fees", "pnl", "venue"]
-STATUS_KEYS = ["running", "pid", "connections", "streams", "threads", "last_message_age_s", "signals",
-               "open_positions"]
+POSITION_KEYS = [
+    "symbol",
+    "key",
+    "qty",
+    "entry_price",
+    "entry_time",
+    "take_profit",
+    "stop_loss",
+    "exit_price",
+    "exit_time",
+    "exit_reason",
+    "fees",
+    "pnl",
+    "venue",
+]
+STATUS_KEYS = [
+    "running",
+    "pid",
+    "connections",
+    "streams",
+    "threads",
+    "last_message_age_s",
+    "signals",
+    "open_positions",
+]
 T0 = 1_764_115_200_000  # 2025-11-26 00:00:00 UTC
 M1 = 60_000
 
@@ -35,8 +56,9 @@ M1 = 60_000
 def surge(home: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
     env["SURGE_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ok_json(home: Path, *args: str) -> object:
@@ -53,22 +75,33 @@ def sig(sym: str, minute: int, price: float) -> Signal:
 
 def pos(s: Signal, qty: float) -> Position:
     entry = s.price * 1.0005
-    return Position(s.key, s.symbol, qty, entry, s.time, entry * 1.02, entry * 0.99, s.time + 3_600_000,
-                    fees=0.05)
+    return Position(
+        s.key, s.symbol, qty, entry, s.time, entry * 1.02, entry * 0.99, s.time + 3_600_000, fees=0.05
+    )
 
 
 def close(p: Position, price: float, reason: str) -> Position:
     fees = p.fees + price * p.qty * 0.0005
-    return replace(p, exit_price=price, exit_time=p.entry_time + 120_000, exit_reason=reason, fees=fees,
-                   pnl=(price - p.entry_price) * p.qty - fees)
+    return replace(
+        p,
+        exit_price=price,
+        exit_time=p.entry_time + 120_000,
+        exit_reason=reason,
+        fees=fees,
+        pnl=(price - p.entry_price) * p.qty - fees,
+    )
 
 
 @pytest.fixture
 def filled(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Position]]]:
     """A home with 4 signals (one skipped) and 3 positions (one open) on the simulator venue."""
     home = tmp_path / "home"
-    a, b, c, d = sig("BTCUSDT", 0, 97_000.5), sig("ETHUSDT", 2, 3_000.25), sig("SOLUSDT", 5, 140.0), \
-        sig("PEPEUSDT", 7, 0.00001234)
+    a, b, c, d = (
+        sig("BTCUSDT", 0, 97_000.5),
+        sig("ETHUSDT", 2, 3_000.25),
+        sig("SOLUSDT", 5, 140.0),
+        sig("PEPEUSDT", 7, 0.00001234),
+    )
     with open_store(home) as store:
         assert store.record_entry(a, pos(a, 0.001), venue="sim")
         assert store.record_entry(b, pos(b, 0.03), venue="sim")
@@ -82,13 +115,24 @@ def filled(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Position]]]:
 
 def test_missing_home_reads_as_empty_and_is_not_created(tmp_path: Path) -> None:
     home = tmp_path / "nowhere"
-    assert ok_json(home, "status") == {"running": False, "pid": None, "connections": 0, "streams": 0,
-                                       "threads": 0, "last_message_age_s": None, "signals": 0,
-                                       "open_positions": 0}
+    assert ok_json(home, "status") == {
+        "running": False,
+        "pid": None,
+        "connections": 0,
+        "streams": 0,
+        "threads": 0,
+        "last_message_age_s": None,
+        "signals": 0,
+        "open_positions": 0,
+    }
     assert ok_json(home, "signals") == []
     assert ok_json(home, "positions", "--all") == []
-    for args, text in ((["signals"], "no signals recorded yet"), (["positions"], "no open positions"),
-                       (["positions", "--all"], "no positions recorded yet"), (["status"], "running  ")):
+    for args, text in (
+        (["signals"], "no signals recorded yet"),
+        (["positions"], "no open positions"),
+        (["positions", "--all"], "no positions recorded yet"),
+        (["status"], "running  "),
+    ):
         proc = surge(home, *args)
         assert proc.returncode == 0 and text in proc.stdout, proc.stdout + proc.stderr
     assert not home.exists()
@@ -99,8 +143,11 @@ def test_signals_newest_first_exact_keys_and_limit(filled: tuple[Path, dict[str,
     out = ok_json(home, "signals")
     assert isinstance(out, list) and all(list(row) == SIGNAL_KEYS for row in out)
     assert [(r["symbol"], r["time"]) for r in out] == [
-        ("PEPEUSDT", T0 + 7 * M1 + 15_000), ("SOLUSDT", T0 + 5 * M1 + 15_000),
-        ("ETHUSDT", T0 + 2 * M1 + 15_000), ("BTCUSDT", T0 + 15_000)]
+        ("PEPEUSDT", T0 + 7 * M1 + 15_000),
+        ("SOLUSDT", T0 + 5 * M1 + 15_000),
+        ("ETHUSDT", T0 + 2 * M1 + 15_000),
+        ("BTCUSDT", T0 + 15_000),
+    ]
     assert out[0]["price"] == 0.00001234 and out[0]["change_pct"] == pytest.approx(3.7)
     assert out[0]["volume_multiple"] == 4.5
     assert [r["symbol"] for r in ok_json(home, "signals", "--limit", "2")] == ["PEPEUSDT", "SOLUSDT"]
@@ -118,14 +165,28 @@ def test_positions_open_and_all_with_realised_pnl(filled: tuple[Path, dict[str, 
     opened = ok_json(home, "positions")
     assert isinstance(opened, list) and len(opened) == 1 and list(opened[0]) == POSITION_KEYS
     o = p["open"]
-    assert opened[0] == {"symbol": o.symbol, "key": o.key, "qty": o.qty, "entry_price": o.entry_price,
-                         "entry_time": o.entry_time, "take_profit": o.take_profit, "stop_loss": o.stop_loss,
-                         "exit_price": None, "exit_time": None, "exit_reason": None, "fees": o.fees,
-                         "pnl": None, "venue": "sim"}
+    assert opened[0] == {
+        "symbol": o.symbol,
+        "key": o.key,
+        "qty": o.qty,
+        "entry_price": o.entry_price,
+        "entry_time": o.entry_time,
+        "take_profit": o.take_profit,
+        "stop_loss": o.stop_loss,
+        "exit_price": None,
+        "exit_time": None,
+        "exit_reason": None,
+        "fees": o.fees,
+        "pnl": None,
+        "venue": "sim",
+    }
     every = ok_json(home, "positions", "--all")
     assert isinstance(every, list)
     assert [(r["symbol"], r["exit_reason"]) for r in every] == [
-        ("PEPEUSDT", None), ("ETHUSDT", "stop_loss"), ("BTCUSDT", "take_profit")]
+        ("PEPEUSDT", None),
+        ("ETHUSDT", "stop_loss"),
+        ("BTCUSDT", "take_profit"),
+    ]
     assert every[2]["pnl"] == p["won"].pnl and every[1]["exit_price"] == 2_960.0
 
     human = surge(home, "positions").stdout
@@ -134,8 +195,9 @@ def test_positions_open_and_all_with_realised_pnl(filled: tuple[Path, dict[str, 
     assert human_all[0].split()[:3] == ["entered", "(UTC)", "symbol"]
     assert re.search(r"2025-11-26 00:00:15\s+BTCUSDT.*2025-11-26 00:02:15.*take_profit", human_all[3])
     realised = p["won"].pnl + p["lost"].pnl  # type: ignore[operator]
-    assert human_all[-1] == (f"realised PnL: {realised:+.4f} USDT over 2 closed positions (fees included), "
-                             "1 open")
+    assert human_all[-1] == (
+        f"realised PnL: {realised:+.4f} USDT over 2 closed positions (fees included), 1 open"
+    )
 
 
 def test_status_counts_from_the_database_when_not_running(filled: tuple[Path, dict[str, Position]]) -> None:
@@ -143,11 +205,28 @@ def test_status_counts_from_the_database_when_not_running(filled: tuple[Path, di
     from surge.runtime import write_json_atomic
 
     # the heartbeat a kill -9 left behind: the lock is free, so it is not running
-    write_json_atomic(home / "heartbeat.json", {"pid": 1, "written_at": time.time() - 600, "connections": 3,
-                                                "streams": 40, "threads": 6, "last_message_at": time.time()})
+    write_json_atomic(
+        home / "heartbeat.json",
+        {
+            "pid": 1,
+            "written_at": time.time() - 600,
+            "connections": 3,
+            "streams": 40,
+            "threads": 6,
+            "last_message_at": time.time(),
+        },
+    )
     out = ok_json(home, "status")
-    assert out == {"running": False, "pid": None, "connections": 0, "streams": 0, "threads": 0,
-                   "last_message_age_s": None, "signals": 4, "open_positions": 1}
+    assert out == {
+        "running": False,
+        "pid": None,
+        "connections": 0,
+        "streams": 0,
+        "threads": 0,
+        "last_message_age_s": None,
+        "signals": 4,
+        "open_positions": 1,
+    }
     human = surge(home, "status").stdout
     assert re.search(r"^running\s+no \(last heartbeat \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)$", human, re.M)
     assert re.search(r"^signals\s+4$", human, re.M) and "warning" not in human
@@ -172,8 +251,9 @@ class FakeBot:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.proc = subprocess.Popen([sys.executable, "-c", BOT, str(home)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BOT, str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.pid = self.proc.pid
 
     def beat(self, **fields: object) -> None:
@@ -195,8 +275,18 @@ def test_status_while_running_then_after_kill_9(filled: tuple[Path, dict[str, Po
     bot = FakeBot(home)
     try:
         now = time.time()
-        bot.beat(written_at=now, started_at=now - 3725, connections=3, streams=412, threads=7,
-                 last_message_at=now - 2.5, signals=99, open_positions=99, mode="paper", venue="sim")
+        bot.beat(
+            written_at=now,
+            started_at=now - 3725,
+            connections=3,
+            streams=412,
+            threads=7,
+            last_message_at=now - 2.5,
+            signals=99,
+            open_positions=99,
+            mode="paper",
+            venue="sim",
+        )
         out = ok_json(home, "status")
         assert isinstance(out, dict) and list(out) == STATUS_KEYS
         assert out["running"] is True and out["pid"] == bot.pid
@@ -210,8 +300,14 @@ def test_status_while_running_then_after_kill_9(filled: tuple[Path, dict[str, Po
         assert "warning" not in human.stdout + human.stderr
 
         # alive but stuck: the lock is held and the heartbeat stopped 45 s ago
-        bot.beat(written_at=time.time() - 45, connections=3, streams=412, threads=7, last_message_at=None,
-                 venue="other-venue")
+        bot.beat(
+            written_at=time.time() - 45,
+            connections=3,
+            streams=412,
+            threads=7,
+            last_message_at=None,
+            venue="other-venue",
+        )
         human = surge(home, "status")
         assert human.returncode == 0
         assert re.search(r"^warning: running but the heartbeat is 4\d s old", human.stdout, re.M)
@@ -250,8 +346,9 @@ def test_readers_answer_while_a_writer_holds_a_transaction(filled: tuple[Path, d
         writer.close()
 
 
-def test_version_1_database_reads_as_empty_and_is_not_migrated(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_version_1_database_reads_as_empty_and_is_not_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import surge.store as store_mod
 
     home = tmp_path / "home"

@@ -16,6 +16,7 @@ from surge.config import (
     load_settings,
 )
 from surge.errors import ConfigError
+from surge.store import open_store
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -36,7 +37,9 @@ def test_defaults_are_the_contracts(tmp_path: Path) -> None:
     assert (t.max_hold_s, t.max_open_positions) == (3600, 5)
     assert s.stream.streams_per_connection == 200
     assert (s.rest_url, s.ws_url) == (DEFAULT_REST_URL, DEFAULT_WS_URL)
-    assert s.home == tmp_path and s.config_path is None and s.db_path == tmp_path / "surge.db"
+    assert s.home == tmp_path and s.config_path is None
+    with open_store(s.home) as store:  # the database lives in the home (the store names the file)
+        assert store.path == tmp_path / "surge.db"
 
 
 def test_full_contract_file_is_accepted(tmp_path: Path) -> None:
@@ -198,7 +201,7 @@ def test_settings_default_construction_is_valid() -> None:
         ("[trade]\nmax_hold_s = 1" + "0" * 400, "trade.max_hold_s"),  # an int beyond a float's range
         ("[filter_4h]\nmin_change_pct = -1" + "0" * 400, "filter_4h.min_change_pct"),
         ('[exchange]\nvenue = "mainnet"', "exchange.venue"),
-        ("[exchange]\nvenu = \"demo\"", "exchange.venu"),
+        ('[exchange]\nvenu = "demo"', "exchange.venu"),
     ],
 )
 def test_extreme_values_are_refused_naming_the_key(tmp_path: Path, toml: str, key: str) -> None:
@@ -210,8 +213,11 @@ def test_extreme_values_are_refused_naming_the_key(tmp_path: Path, toml: str, ke
 
 
 def test_the_largest_accepted_values_are_usable(tmp_path: Path) -> None:
-    path = write(tmp_path, "[surge]\nvolume_lookback = 97\ncooldown_s = 2592000\n"
-                           "[trade]\nmax_hold_s = 2592000\nposition_usdt = 1e9\n")
+    path = write(
+        tmp_path,
+        "[surge]\nvolume_lookback = 97\ncooldown_s = 2592000\n"
+        "[trade]\nmax_hold_s = 2592000\nposition_usdt = 1e9\n",
+    )
     s = load_settings(config_path=path, env={})
     assert s.surge.volume_lookback + 2 <= 99  # the backfill's klines request stays at weight 1
     assert int(s.trade.max_hold_s * 1000) + 2**62 < 2**63  # any deadline fits in an int64 column
@@ -230,8 +236,9 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("var", ["SURGE_API_KEY", "SURGE_API_SECRET"])
 @pytest.mark.parametrize("bad", ["\r", " ", "\t", "\n", "\x00", "\x1b", "\x7f", "\u00e9", "\u200b"])
-def test_keys_with_whitespace_or_control_characters_are_refused_without_showing_them(var: str,
-                                                                                     bad: str) -> None:
+def test_keys_with_whitespace_or_control_characters_are_refused_without_showing_them(
+    var: str, bad: str
+) -> None:
     value = "Zq7Kd93mLpW0xYv" + bad  # e.g. a Windows .env file's trailing carriage return
     env = {"SURGE_API_KEY": "AkEy123", "SURGE_API_SECRET": "sEcReT456", var: value}
     with pytest.raises(ConfigError) as info:
@@ -260,8 +267,9 @@ def test_plain_keys_are_kept_as_given() -> None:
         ("demo", "https://demo-fapi.binance.com", "wss://demo-fstream.binance.com/market"),
     ],
 )
-def test_venue_picks_the_url_pair_and_the_environment_still_wins(tmp_path: Path, venue: str, rest: str,
-                                                                 ws: str) -> None:
+def test_venue_picks_the_url_pair_and_the_environment_still_wins(
+    tmp_path: Path, venue: str, rest: str, ws: str
+) -> None:
     path = write(tmp_path, f'[exchange]\nvenue = "{venue}"\n')
     s = load_settings(config_path=path, env={})
     assert (s.exchange.venue, s.rest_url, s.ws_url) == (venue, rest, ws)

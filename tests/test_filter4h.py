@@ -41,12 +41,15 @@ def sim() -> Iterator[Simulator]:
         t = window_of(int(time.time() * 1000)) - H4 + 2 * 3600_000
         s.market.freeze(t)
         s.passing = sorted(s.market.tradable_symbols()[::5])  # type: ignore[attr-defined]
-        s.market.arrange_4h(s.passing, min_change_pct=RULE.min_change_pct,
-                            max_change_pct=RULE.max_change_pct, min_quote_volume=RULE.min_quote_volume)
+        s.market.arrange_4h(
+            s.passing,
+            min_change_pct=RULE.min_change_pct,
+            max_change_pct=RULE.max_change_pct,
+            min_quote_volume=RULE.min_quote_volume,
+        )
         yield s
     finally:
         s.stop()
-
 
 
 def client(url: str, workers: int = 3, **kw: object) -> BinanceRest:
@@ -56,8 +59,15 @@ def client(url: str, workers: int = 3, **kw: object) -> BinanceRest:
     return BinanceRest(url, pool_size=workers, **kw)  # type: ignore[arg-type]
 
 
-def scan(sim: Simulator, *, workers: int = 3, store: Store | None = None, symbols: list[str] | None = None,
-         progress=None, **rest_kw: object) -> tuple:  # type: ignore[no-untyped-def]
+def scan(
+    sim: Simulator,
+    *,
+    workers: int = 3,
+    store: Store | None = None,
+    symbols: list[str] | None = None,
+    progress=None,
+    **rest_kw: object,
+) -> tuple:  # type: ignore[no-untyped-def]
     rest = client(sim.rest_url, workers, **rest_kw)
     try:
         f = Filter4h(rest, RULE, store=store, workers=workers, batch_size=25, progress=progress)
@@ -88,8 +98,13 @@ def test_result_is_exactly_the_arranged_pass_set(clean: Simulator) -> None:
     assert stats["connections"] <= 3  # keep-alive: no connection per request
     assert result.max_used_weight == stats["max_weight_1m"]
     for d in result.decisions.values():
-        assert d.reason and (d.passed == (RULE.min_change_pct <= d.change_pct <= RULE.max_change_pct
-                                          and d.quote_volume >= RULE.min_quote_volume))
+        assert d.reason and (
+            d.passed
+            == (
+                RULE.min_change_pct <= d.change_pct <= RULE.max_change_pct
+                and d.quote_volume >= RULE.min_quote_volume
+            )
+        )
 
 
 def test_full_universe_of_531_is_exact() -> None:
@@ -143,8 +158,11 @@ def test_warm_scan_asks_only_for_what_is_new(clean: Simulator, tmp_path: Path) -
         clean.rest.reset_stats()
         warm, _ = scan(clean, store=store)
     assert clean.rest.stats()["by_path"] == {"/fapi/v1/exchangeInfo": 1, "/fapi/v2/ticker/price": 1}
-    assert warm.to_json() | {"elapsed_s": 0, "requests": 0, "max_used_weight": 0} == \
-        cold.to_json() | {"elapsed_s": 0, "requests": 0, "max_used_weight": 0}
+    assert warm.to_json() | {"elapsed_s": 0, "requests": 0, "max_used_weight": 0} == cold.to_json() | {
+        "elapsed_s": 0,
+        "requests": 0,
+        "max_used_weight": 0,
+    }
     assert warm.from_cache == warm.checked
     assert warm.weight <= 0.1 * cold.weight
     for sym, d in warm.decisions.items():  # same numbers, not just the same verdicts
@@ -165,14 +183,14 @@ def test_scan_across_a_4h_boundary_asks_for_the_new_candles_only(tmp_path: Path)
             s.market.arrange_4h(passing)
             s.rest.reset_stats()
             seen: list[str] = []
-            orig = rest.session.get
+            orig = rest.session.request
 
-            def spy(url, params=None, **kw):  # type: ignore[no-untyped-def]
+            def spy(method, url, params=None, **kw):  # type: ignore[no-untyped-def]
                 if url.endswith("/klines"):
                     seen.append(f"{params['limit']}:{params.get('startTime')}")
-                return orig(url, params=params, **kw)
+                return orig(method, url, params=params, **kw)
 
-            rest.session.get = spy  # type: ignore[method-assign]
+            rest.session.request = spy  # type: ignore[method-assign]
             crossed = f.scan()
             rest.close()
         assert crossed.passed == passing
@@ -186,8 +204,9 @@ def test_scan_across_a_4h_boundary_asks_for_the_new_candles_only(tmp_path: Path)
 # --------------------------------------------------------------------------- faults
 
 
-def once_done(done: int, fault: Callable[[], object]) -> tuple[Callable[[ScanProgress], None],
-                                                               threading.Event]:
+def once_done(
+    done: int, fault: Callable[[], object]
+) -> tuple[Callable[[ScanProgress], None], threading.Event]:
     """A scan progress callback that injects ``fault`` once, as soon as ``done`` symbols are checked
     (mid-scan faults), and the event that says it fired."""
     fired = threading.Event()

@@ -52,17 +52,28 @@ class FakeRest:
 
     def exchange_info(self) -> dict:
         self._count("exchangeInfo")
-        return {"serverTime": self.now, "symbols": [
-            {"symbol": s, "status": "TRADING", "contractType": "PERPETUAL", "quoteAsset": "USDT"}
-            for s in self.symbols
-        ]}
+        return {
+            "serverTime": self.now,
+            "symbols": [
+                {"symbol": s, "status": "TRADING", "contractType": "PERPETUAL", "quoteAsset": "USDT"}
+                for s in self.symbols
+            ],
+        }
 
     def server_time(self) -> int:
         self._count("time")
         return self.now
 
-    def klines(self, symbol: str, interval: str, *, limit: int, start_time: int | None = None,
-               end_time: int | None = None, now_ms: int | None = None) -> list[Kline]:
+    def klines(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        limit: int,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        now_ms: int | None = None,
+    ) -> list[Kline]:
         self._count("klines", symbol, limit, start_time)
         if self.delay:
             time.sleep(self.delay)
@@ -192,6 +203,18 @@ def test_symbols_exchange_info_does_not_list_are_never_requested() -> None:
     assert asked == ["S002USDT"]
     assert res.errors == {s: "code -1121: Invalid symbol." for s in ("NOPEUSDT", "GONEUSDT")}
     assert res.checked == 3 and res.symbols == 3
+
+
+def test_refused_names_what_the_exchange_refused_not_what_it_could_not_answer() -> None:
+    rest = FakeRest(SYMS[:3], T0 + 60_000)
+    res = Filter4h(rest, RULE).scan(["S000USDT", "NOPEUSDT"])  # type: ignore[arg-type]
+    assert res.refused() == {"NOPEUSDT"}  # caught by exchangeInfo, without a request
+    listed_but_refused = FakeRest(SYMS[:3], T0 + 60_000)
+    listed_but_refused.symbols = SYMS[:2]  # exchangeInfo lists S002USDT, its klines answer -1121
+    info = FakeRest(SYMS[:3], T0 + 60_000).exchange_info()
+    res = Filter4h(listed_but_refused, RULE).scan(SYMS[:3], info)  # type: ignore[arg-type]
+    assert res.refused() == {"S002USDT"} and res.errors["S002USDT"].startswith("code -1121")
+    assert Filter4h(rest, RULE).scan(SYMS[:3]).refused() == set()  # type: ignore[arg-type]
 
 
 def test_progress_reports_batches_and_finishes() -> None:

@@ -28,16 +28,16 @@ from surge.sim import Simulator
 from surge.sim.market import Market
 from surge.store import read_store
 from surge.trading.live import ENTRY, EXIT, STOP, TARGET, client_id, key_from_client_id
-from tests.bot_harness import heartbeat, wait_for
+from tests.bot_harness import BotProcess, heartbeat, wait_for
 from tests.test_live_run import (
     CONFIG,
     SYMBOLS,
     VENUE,
-    Bot,
     account,
     env_for,
     home_with_config,
     inject_in_minute,
+    live_bot,
     market_clock,
     positions,
     surge,
@@ -60,8 +60,8 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def bots() -> Iterator[list[Bot]]:
-    started: list[Bot] = []
+def bots() -> Iterator[list[BotProcess]]:
+    started: list[BotProcess] = []
     try:
         yield started
     finally:
@@ -69,8 +69,8 @@ def bots() -> Iterator[list[Bot]]:
             b.ensure_stopped()
 
 
-def start_bot(home: Path, env: dict[str, str], bots: list[Bot]) -> Bot:
-    bot = Bot(home, env)
+def start_bot(home: Path, env: dict[str, str], bots: list[BotProcess]) -> BotProcess:
+    bot = live_bot(home, env)
     bots.append(bot)
     bot.wait_log("ready in", 90)
     return bot
@@ -78,8 +78,12 @@ def start_bot(home: Path, env: dict[str, str], bots: list[Bot]) -> Bot:
 
 def entry_on_exchange(sim: Simulator) -> tuple[str, str]:
     """(signal key, entry client id) once the exchange has accepted the entry order."""
-    [cid] = wait_for(lambda: list(account(sim)["entry_orders"]), 40, "the entry order on the exchange",
-                     detail=lambda: account(sim))
+    [cid] = wait_for(
+        lambda: list(account(sim)["entry_orders"]),
+        40,
+        "the entry order on the exchange",
+        detail=lambda: account(sim),
+    )
     key = key_from_client_id(cid)
     assert key is not None and client_id(key, ENTRY) == cid
     return key, cid
@@ -92,8 +96,13 @@ def protection(sim: Simulator) -> set[str]:
 
 def wait_protected(sim: Simulator, key: str, timeout: float) -> None:
     wanted = {client_id(key, STOP), client_id(key, TARGET)}
-    wait_for(lambda: protection(sim) == wanted, timeout, f"both protective orders of {key}",
-             every=0.2, detail=lambda: account(sim))
+    wait_for(
+        lambda: protection(sim) == wanted,
+        timeout,
+        f"both protective orders of {key}",
+        every=0.2,
+        detail=lambda: account(sim),
+    )
 
 
 def error_lines(text: str, *needles: str) -> list[str]:
@@ -101,7 +110,7 @@ def error_lines(text: str, *needles: str) -> list[str]:
     return [line for line in text.splitlines() if " ERROR " in line and all(n in line for n in needles)]
 
 
-def terminate(bot: Bot, timeout: float = 60.0) -> int:
+def terminate(bot: BotProcess, timeout: float = 60.0) -> int:
     """SIGTERM and the exit code: longer than Bot.stop's 30 s, a stop may spend its whole budget."""
     bot.proc.send_signal(signal.SIGTERM)
     return bot.proc.wait(timeout)
@@ -118,8 +127,9 @@ def assert_one_protected_entry(sim: Simulator, home: Path, env: dict[str, str], 
     assert protection(sim) == {client_id(key, STOP), client_id(key, TARGET)}
 
 
-def test_stranded_entry_after_a_lost_answer_and_a_61s_503_spell(tmp_path: Path, sim: Simulator,
-                                                                 bots: list[Bot]) -> None:
+def test_stranded_entry_after_a_lost_answer_and_a_61s_503_spell(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """Reproduction: the entry is executed but answered 12 s late (past the 10 s read timeout); as soon
     as it is on the exchange, every request answers 503 for 61 s. The bot must ride it out (no exit),
     say in an ERROR every 30 s that the trade is still unknown and never sent twice, and within
@@ -141,16 +151,24 @@ def test_stranded_entry_after_a_lost_answer_and_a_61s_503_spell(tmp_path: Path, 
     assert cid in line and "never sent twice" in line
     assert positions(home, env) == []  # nothing is believed before the exchange answers again
 
-    wait_for(lambda: time.monotonic() >= spell_end and sim.rest.stats()["error_spell_s"] == 0, 30,
-             "the end of the 503 spell", every=0.2)
+    wait_for(
+        lambda: time.monotonic() >= spell_end and sim.rest.stats()["error_spell_s"] == 0,
+        30,
+        "the end of the 503 spell",
+        every=0.2,
+    )
     assert bot.proc.poll() is None, bot.log()[-3000:]
     wait_protected(sim, key, 60)
     took = time.monotonic() - spell_end
     assert took <= 20.0, f"protected {took:.1f}s after the spell ended"
     assert_one_protected_entry(sim, home, env, key)
     assert account(sim)["algo_client_counts"] == {client_id(key, STOP): 1, client_id(key, TARGET): 1}
-    wait_for(lambda: heartbeat(home).get("open_positions") == 1, 20, "the heartbeat to count the position",
-             detail=lambda: heartbeat(home))
+    wait_for(
+        lambda: heartbeat(home).get("open_positions") == 1,
+        20,
+        "the heartbeat to count the position",
+        detail=lambda: heartbeat(home),
+    )
     status = surge(home, "status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     st = json.loads(status.stdout)
@@ -159,8 +177,9 @@ def test_stranded_entry_after_a_lost_answer_and_a_61s_503_spell(tmp_path: Path, 
     assert "Traceback" not in bot.log()
 
 
-def test_sigterm_during_an_entry_finishes_and_protects_it(tmp_path: Path, sim: Simulator,
-                                                          bots: list[Bot]) -> None:
+def test_sigterm_during_an_entry_finishes_and_protects_it(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """Reproduction: the entry is executed and answered 15 s late; SIGTERM 2 s after it reached the
     exchange. The stop must not abandon it: the answer times out, the fill is read back by client id,
     both protective orders are placed, and only then does the bot exit 0. One entry order."""
@@ -180,7 +199,8 @@ def test_sigterm_during_an_entry_finishes_and_protects_it(tmp_path: Path, sim: S
 
 
 def test_sigterm_with_an_entry_that_cannot_be_resolved_exits_4_and_the_next_start_protects_it(
-        tmp_path: Path, sim: Simulator, bots: list[Bot]) -> None:
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """Reproduction: the entry is executed and answered 15 s late, a 503 spell begins as it reaches the
     exchange and outlasts the stop's whole budget (read timeout + 5 s, plus a call in flight), SIGTERM
     2 s later. Nothing can be learnt: the bot exits 4 with an ERROR naming the symbol and the entry's
@@ -216,8 +236,9 @@ def test_sigterm_with_an_entry_that_cannot_be_resolved_exits_4_and_the_next_star
 
 
 @pytest.mark.parametrize("kind", ["empty", "missing_rows", "zero"])
-def test_one_empty_position_risk_answer_closes_nothing(tmp_path: Path, sim: Simulator, bots: list[Bot],
-                                                       kind: str) -> None:
+def test_one_empty_position_risk_answer_closes_nothing(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess], kind: str
+) -> None:
     """Reproduction: a protected position is held and one positionRisk answer is wrong (``[]``, the
     row of the held symbol left out, or every amount zero). No information is no proof of flat: over
     the next several polls (every 5 s) the position stays open in the ledger and on the exchange, and
@@ -237,8 +258,13 @@ def test_one_empty_position_risk_answer_closes_nothing(tmp_path: Path, sim: Simu
     sim.rest.account.position_risk_next(kind, 1)
     # the wrong answer, then (5 s apart) at least three more polls: ~15 s of the desk believing it
     # (or, for a desk that believed it, the protection gone: the assertions below say what happened)
-    wait_for(lambda: polls() >= before + 4 or protection(sim) != wanted, 60,
-             "four more positionRisk requests", every=0.5, detail=lambda: sim.rest.stats()["by_path"])
+    wait_for(
+        lambda: polls() >= before + 4 or protection(sim) != wanted,
+        60,
+        "four more positionRisk requests",
+        every=0.5,
+        detail=lambda: sim.rest.stats()["by_path"],
+    )
     assert bot.proc.poll() is None
     assert_one_protected_entry(sim, home, env, key)
     assert account(sim)["algo_client_counts"] == {client_id(key, STOP): 1, client_id(key, TARGET): 1}
@@ -249,8 +275,9 @@ def test_one_empty_position_risk_answer_closes_nothing(tmp_path: Path, sim: Simu
     assert "Traceback" not in bot.log()
 
 
-def test_same_candle_race_with_cooldown_zero_keeps_the_position_tracked(tmp_path: Path, sim: Simulator,
-                                                                       bots: list[Bot]) -> None:
+def test_same_candle_race_with_cooldown_zero_keeps_the_position_tracked(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """Reproduction: ``cooldown_s = 0`` and every exchange answer 400 ms late, so the surge's candle
     signals again on its next updates while its entry is still on its way. The repeats must not be
     recorded as a skipped duplicate that loses the fill: the position is tracked (in the ledger, in
@@ -265,13 +292,21 @@ def test_same_candle_race_with_cooldown_zero_keeps_the_position_tracked(tmp_path
     inject_in_minute(sim, "SOLUSDT", 5.0)
     key, cid = entry_on_exchange(sim)
     wait_protected(sim, key, 40)
-    wait_for(lambda: heartbeat(home).get("open_positions") == 1, 20, "the heartbeat to count the position",
-             detail=lambda: heartbeat(home))
+    wait_for(
+        lambda: heartbeat(home).get("open_positions") == 1,
+        20,
+        "the heartbeat to count the position",
+        detail=lambda: heartbeat(home),
+    )
     [pos] = positions(home, env)
     assert pos["key"] == key and pos["exit_reason"] is None
 
-    [done] = wait_for(lambda: [p for p in positions(home, env) if p["key"] == key and p["exit_reason"]], 60,
-                      "max hold to close the position", every=0.5)
+    [done] = wait_for(
+        lambda: [p for p in positions(home, env) if p["key"] == key and p["exit_reason"]],
+        60,
+        "max hold to close the position",
+        every=0.5,
+    )
     assert done["exit_reason"] == "max_hold", done
     assert (done["exit_time"] - done["entry_time"]) / 1000 >= 20.0 - 1.0
     snap = account(sim)
@@ -296,8 +331,9 @@ def test_hedge_mode_account_is_refused_with_one_line_and_exit_2(tmp_path: Path, 
     sim.rest.account.set_dual_side(True)
     home = home_with_config(tmp_path)
     env = env_for(home, sim)
-    proc = surge(home, "run", "--live", "--symbols", ",".join(SYMBOLS), "--duration", "30", env=env,
-                 timeout=90)
+    proc = surge(
+        home, "run", "--live", "--symbols", ",".join(SYMBOLS), "--duration", "30", env=env, timeout=90
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("surge: error: ")]
     assert len(errors) == 1 and "Hedge Mode" in errors[0], proc.stderr[-3000:]

@@ -15,10 +15,7 @@ machine is slow; a passing test returns as soon as its condition holds).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,11 +28,10 @@ from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from surge.sim.market import Market
 from surge.store import read_store
 from surge.trading.live import client_id
-from tests.bot_harness import heartbeat, wait_for
+from tests import bot_harness
+from tests.bot_harness import MINUTE_MS, BotProcess, bot_env, heartbeat, surge_cli, wait_for
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]  # BTC: 100 USDT is below one lot after a surge
-MINUTE_MS = 60_000
-WINDOW_MS = 4 * 3_600_000
 #: exits far enough from the simulated price's natural walk that only the moves a test injects hit them
 CONFIG = """\
 [filter_4h]
@@ -50,16 +46,10 @@ max_hold_s = 3600
 VENUE = "live:sim"
 
 
-
 def market_clock() -> Callable[[], float]:
-    """The wall clock shifted so the simulated market is at the start of a minute now and never within
-    25 minutes of a 4h close during the test (``arrange_4h`` holds until the 4h candle ends). The bot
-    takes the exchange's clock from serverTime, signed requests included, so any offset is fine."""
-    now = time.time()
-    shift = -(now % 60.0) + 1.0
-    if (now + shift) * 1000 % WINDOW_MS > WINDOW_MS - 25 * MINUTE_MS:
-        shift -= 3600.0
-    return lambda: time.time() + shift
+    """The simulated market at the start of a minute now (a surge injected early in a minute is seen
+    before its candle closes) and never within 25 minutes of a 4h close during the test."""
+    return bot_harness.market_clock(minute_second=1.0)
 
 
 @pytest.fixture
@@ -74,10 +64,9 @@ def sim() -> Iterator[Simulator]:
 
 
 def env_for(home: Path, sim: Simulator | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGE_")}
-    env.update(SURGE_HOME=str(home), SURGE_REST_URL=sim.rest_url if sim else "http://127.0.0.1:9",
-               SURGE_WS_URL=sim.ws_url if sim else "ws://127.0.0.1:9", SURGE_API_KEY=DEFAULT_API_KEY,
-               SURGE_API_SECRET=DEFAULT_API_SECRET, PYTHONUNBUFFERED="1")
+    """The bot's environment with the simulator's demo keys (``extra`` overrides any variable)."""
+    env = bot_env(home, sim)
+    env.update(SURGE_API_KEY=DEFAULT_API_KEY, SURGE_API_SECRET=DEFAULT_API_SECRET)
     env.update(extra)
     return env
 
@@ -89,65 +78,22 @@ def home_with_config(tmp_path: Path, config: str = CONFIG) -> Path:
     return home
 
 
-def surge(home: Path, *args: str, env: dict[str, str],
-          timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def surge(
+    home: Path, *args: str, env: dict[str, str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """One ``python -m surge ...`` command run to completion in ``env``."""
+    return surge_cli(home, *args, env=env, timeout=timeout)
 
 
-class Bot:
-    """``python -m surge run --live`` in the background; stdout and stderr go to files the test reads."""
-
-    def __init__(self, home: Path, env: dict[str, str], *extra: str) -> None:
-        n = len(list(home.parent.glob("bot-*.err")))
-        self.out_path, self.err_path = home.parent / f"bot-{n}.out", home.parent / f"bot-{n}.err"
-        self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "surge", "run", "--live", "--symbols", ",".join(SYMBOLS), *extra],
-            env=env, stdout=self._out, stderr=self._err)
-
-    def log(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def wait_log(self, needle: str, timeout: float = 60.0) -> None:
-        def seen() -> bool:
-            if needle in self.log():
-                return True
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bot exited {self.proc.returncode} before {needle!r}:\n"
-                                     f"{self.log()[-3000:]}")
-            return False
-
-        wait_for(seen, timeout, f"{needle!r} in the bot's log")
-
-    def stop(self) -> int:
-        """SIGTERM and the exit code (the contract: 0 within 10 s)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        finally:
-            self._close()
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self._close()
-
-    def _close(self) -> None:
-        self._out.close()
-        self._err.close()
-
-    def ensure_stopped(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self._close()
+def live_bot(home: Path, env: dict[str, str], *extra: str) -> BotProcess:
+    """``python -m surge run --live`` on :data:`SYMBOLS` in the background; its stdout is kept for the
+    secret checks."""
+    return BotProcess(home, None, SYMBOLS, extra=["--live", *extra], env=env, capture_stdout=True)
 
 
 @pytest.fixture
-def bots() -> Iterator[list[Bot]]:
-    started: list[Bot] = []
+def bots() -> Iterator[list[BotProcess]]:
+    started: list[BotProcess] = []
     try:
         yield started
     finally:
@@ -177,17 +123,18 @@ def assert_no_secret(home: Path, *texts: str) -> None:
     for needle in (DEFAULT_API_SECRET, DEFAULT_API_KEY):
         for text in texts:
             assert needle not in text
-        files = [p for p in home.rglob("*") if p.is_file()] + list(home.parent.glob("bot-*"))
+        files = [p for p in home.rglob("*") if p.is_file()] + list(home.parent.glob(f"{home.name}-bot-*"))
         assert any(p.name == "surge.log" for p in files)
         for path in files:
             assert needle.encode() not in path.read_bytes(), path
 
 
-def test_surge_enters_once_protected_and_the_stop_closes_it(tmp_path: Path, sim: Simulator,
-                                                            bots: list[Bot]) -> None:
+def test_surge_enters_once_protected_and_the_stop_closes_it(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     home = home_with_config(tmp_path)
     env = env_for(home, sim)
-    bot = Bot(home, env)
+    bot = live_bot(home, env)
     bots.append(bot)
     bot.wait_log("ready in")
     log = bot.log()
@@ -197,15 +144,20 @@ def test_surge_enters_once_protected_and_the_stop_closes_it(tmp_path: Path, sim:
 
     inject_in_minute(sim, "SOLUSDT", 5.0)
     sim.market.inject_surge("BTCUSDT", change_pct=5.0, volume_multiple=10.0)
-    [pos] = wait_for(lambda: [p for p in positions(home, env) if p["symbol"] == "SOLUSDT"], 40,
-                     "the SOLUSDT entry in surge positions")
+    [pos] = wait_for(
+        lambda: [p for p in positions(home, env) if p["symbol"] == "SOLUSDT"],
+        40,
+        "the SOLUSDT entry in surge positions",
+    )
     entry = client_id(pos["key"], "e")
     sl, tp = client_id(pos["key"], "sl"), client_id(pos["key"], "tp")
     snap = account(sim)
     assert snap["client_order_counts"] == {entry: 1}  # exactly one MARKET entry...
     assert snap["algo_client_counts"] == {sl: 1, tp: 1}  # ...and its two protective orders
     assert {(a["clientAlgoId"], a["orderType"]) for a in snap["open_algo_orders"]} == {
-        (sl, "STOP_MARKET"), (tp, "TAKE_PROFIT_MARKET")}
+        (sl, "STOP_MARKET"),
+        (tp, "TAKE_PROFIT_MARKET"),
+    }
     assert float(snap["positions"]["SOLUSDT"]["amount"]) == pytest.approx(pos["qty"])
     assert pos["venue"] == VENUE and pos["exit_reason"] is None
     assert pos["stop_loss"] == pytest.approx(pos["entry_price"] * 0.975, rel=1e-4)
@@ -215,13 +167,17 @@ def test_surge_enters_once_protected_and_the_stop_closes_it(tmp_path: Path, sim:
         assert store is not None
         with store:
             return [r for r in store.signals(venue=VENUE) if r.signal.symbol == "BTCUSDT"]
+
     [btc] = wait_for(btc_skipped, 20, "the BTCUSDT signal")
     assert not btc.entered and btc.skip_reason and btc.skip_reason.startswith("size:")
 
     sim.market.inject_surge("SOLUSDT", change_pct=-5.0, volume_multiple=0.0)  # through the stop
     wait_for(lambda: "SOLUSDT" not in account(sim)["positions"], 20, "the exchange's stop loss to fire")
-    [done] = wait_for(lambda: [p for p in positions(home, env) if p["key"] == pos["key"] and p["exit_price"]],
-                      30, "the bot to record the exit")
+    [done] = wait_for(
+        lambda: [p for p in positions(home, env) if p["key"] == pos["key"] and p["exit_price"]],
+        30,
+        "the bot to record the exit",
+    )
     assert done["exit_reason"] == "stop_loss" and done["exit_price"] <= pos["stop_loss"]
     assert done["pnl"] < 0
     snap = account(sim)
@@ -229,22 +185,26 @@ def test_surge_enters_once_protected_and_the_stop_closes_it(tmp_path: Path, sim:
     assert snap["client_order_counts"] == {entry: 1}
     assert bot.stop() == 0
     assert "Traceback" not in bot.log()
-    assert_no_secret(home, bot.log(), bot.out_path.read_text())
+    assert_no_secret(home, bot.log(), bot.stdout_path.read_text())
 
 
-def test_timeout_after_acceptance_is_not_a_second_entry(tmp_path: Path, sim: Simulator,
-                                                        bots: list[Bot]) -> None:
+def test_timeout_after_acceptance_is_not_a_second_entry(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """The entry is executed but answered after the bot's 10 s read timeout: the bot asks the exchange
     about its client order id, finds the fill and adopts it."""
     home = home_with_config(tmp_path)
     env = env_for(home, sim)
-    bot = Bot(home, env)
+    bot = live_bot(home, env)
     bots.append(bot)
     bot.wait_log("ready in")
     sim.rest.account.delay_next_order(20.0)  # past the 10 s read timeout
     inject_in_minute(sim, "ETHUSDT", 5.0)
-    [pos] = wait_for(lambda: [p for p in positions(home, env) if p["symbol"] == "ETHUSDT"], 60,
-                     "the ETHUSDT entry after the lost answer")
+    [pos] = wait_for(
+        lambda: [p for p in positions(home, env) if p["symbol"] == "ETHUSDT"],
+        60,
+        "the ETHUSDT entry after the lost answer",
+    )
     snap = account(sim)
     entry = client_id(pos["key"], "e")
     assert snap["client_order_counts"] == {entry: 1} and snap["orders"] == 1
@@ -253,23 +213,25 @@ def test_timeout_after_acceptance_is_not_a_second_entry(tmp_path: Path, sim: Sim
     assert bot.stop() == 0
 
 
-def test_kill9_mid_entry_then_restarts_reconcile(tmp_path: Path, sim: Simulator, bots: list[Bot]) -> None:
+def test_kill9_mid_entry_then_restarts_reconcile(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """kill -9 while the entry's answer is in flight (the exchange has the position, the database and
     the protective orders do not): the restart adopts it and protects it. Killed again and a protective
     order cancelled behind its back: the next restart re-creates it. Never a second entry."""
     home = home_with_config(tmp_path)
     env = env_for(home, sim)
-    first = Bot(home, env)
+    first = live_bot(home, env)
     bots.append(first)
     first.wait_log("ready in")
     sim.rest.account.delay_next_order(30.0)  # accepted at once, answered far too late
     inject_in_minute(sim, "XRPUSDT", 5.0)
     wait_for(lambda: "XRPUSDT" in account(sim)["positions"], 40, "the exchange to fill the entry")
-    first.kill9()
+    first.kill()
     [entry] = account(sim)["client_order_counts"]
     assert account(sim)["open_algo_orders"] == [] and positions(home, env) == []
 
-    second = Bot(home, env)
+    second = live_bot(home, env)
     bots.append(second)
     second.wait_log("ready in")
     # the entry's trade row was written before the order went out: the restart resumes it by its
@@ -282,10 +244,10 @@ def test_kill9_mid_entry_then_restarts_reconcile(tmp_path: Path, sim: Simulator,
     assert pos["qty"] == pytest.approx(float(account(sim)["positions"]["XRPUSDT"]["amount"]))
     sl, tp = client_id(pos["key"], "sl"), client_id(pos["key"], "tp")
     assert {a["clientAlgoId"] for a in account(sim)["open_algo_orders"]} == {sl, tp}
-    second.kill9()
+    second.kill()
 
     assert sim.rest.account.cancel_algo(sl)  # someone removes the stop loss while the bot is down
-    third = Bot(home, env)
+    third = live_bot(home, env)
     bots.append(third)
     third.wait_log("ready in")
     assert "reconciliation: 1 open, 0 adopted, 1 resumed, 0 entries unresolved" in third.log()
@@ -302,8 +264,16 @@ def test_kill9_mid_entry_then_restarts_reconcile(tmp_path: Path, sim: Simulator,
 def test_wrong_secret_is_one_clear_line_and_exit_1(tmp_path: Path, sim: Simulator) -> None:
     home = home_with_config(tmp_path)
     wrong = "wrong-secret-" + DEFAULT_API_SECRET[::-1]
-    proc = surge(home, "run", "--live", "--symbols", "SOLUSDT", "--duration", "30",
-                 env=env_for(home, sim, SURGE_API_SECRET=wrong))
+    proc = surge(
+        home,
+        "run",
+        "--live",
+        "--symbols",
+        "SOLUSDT",
+        "--duration",
+        "30",
+        env=env_for(home, sim, SURGE_API_SECRET=wrong),
+    )
     assert proc.returncode == 1, proc.stderr
     assert "-1022" in proc.stderr and "SURGE_API_SECRET" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("surge: error: ")
@@ -314,14 +284,18 @@ def test_wrong_secret_is_one_clear_line_and_exit_1(tmp_path: Path, sim: Simulato
             assert needle.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize(("mode", "flag", "keys", "missing"), [
-    ("paper", True, {}, 'needs [trade] mode = "live"'),
-    ("live", False, {}, "needs --live on the command line"),
-    ("live", True, {"SURGE_API_KEY": "", "SURGE_API_SECRET": ""}, "SURGE_API_KEY and SURGE_API_SECRET"),
-    ("live", True, {"SURGE_API_SECRET": ""}, "needs SURGE_API_SECRET in the environment"),
-])
-def test_either_opt_in_alone_or_no_keys_exits_2(tmp_path: Path, mode: str, flag: bool, keys: dict[str, str],
-                                                missing: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "flag", "keys", "missing"),
+    [
+        ("paper", True, {}, 'needs [trade] mode = "live"'),
+        ("live", False, {}, "needs --live on the command line"),
+        ("live", True, {"SURGE_API_KEY": "", "SURGE_API_SECRET": ""}, "SURGE_API_KEY and SURGE_API_SECRET"),
+        ("live", True, {"SURGE_API_SECRET": ""}, "needs SURGE_API_SECRET in the environment"),
+    ],
+)
+def test_either_opt_in_alone_or_no_keys_exits_2(
+    tmp_path: Path, mode: str, flag: bool, keys: dict[str, str], missing: str
+) -> None:
     home = home_with_config(tmp_path, f'[trade]\nmode = "{mode}"\n')
     args = ["run", "--symbols", "SOLUSDT", "--duration", "5", *(["--live"] if flag else [])]
     proc = surge(home, *args, env=env_for(home, None, **keys))
@@ -335,22 +309,24 @@ def test_sim_live_without_keys_uses_the_simulators_demo_keys(tmp_path: Path) -> 
     """``--sim --live``: the built-in simulator with its demo keys when none are set; exit 0 at the end."""
     home = home_with_config(tmp_path)
     env = env_for(home, None, SURGE_API_KEY="", SURGE_API_SECRET="")
-    proc = surge(home, "run", "--sim", "--live", "--symbols", "SOLUSDT,ETHUSDT", "--duration", "3", env=env,
-                 timeout=90)
+    proc = surge(
+        home, "run", "--sim", "--live", "--symbols", "SOLUSDT,ETHUSDT", "--duration", "3", env=env, timeout=90
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LIVE TRADING on Binance USD-M: balance 10000.00 USDT" in proc.stderr
     assert "reconciliation: 0 open" in proc.stderr and "Traceback" not in proc.stderr
     assert_no_secret(home, proc.stdout, proc.stderr)
 
 
-def test_a_slow_entry_does_not_hold_up_the_strategy_loop(tmp_path: Path, sim: Simulator,
-                                                         bots: list[Bot]) -> None:
+def test_a_slow_entry_does_not_hold_up_the_strategy_loop(
+    tmp_path: Path, sim: Simulator, bots: list[BotProcess]
+) -> None:
     """Every exchange answer 2 s late: the entry (market order, two protective orders) takes
     seconds, made on the desk's threads; the strategy loop goes on deciding all along, which its
     heartbeat (rewritten every 2 s by the loop, with the stream's event count) shows."""
     home = home_with_config(tmp_path)
     env = env_for(home, sim)
-    bot = Bot(home, env)
+    bot = live_bot(home, env)
     bots.append(bot)
     bot.wait_log("ready in")
     beats: list[tuple[float, int]] = []  # (written_at, events) of each heartbeat seen

@@ -124,8 +124,12 @@ with open_store(home) as store:
 
 @pytest.mark.parametrize("umask", ["000", "022"])
 def test_home_and_every_file_in_it_are_private_whatever_the_umask(tmp_path: Path, umask: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", PRIVATE_FILES, str(tmp_path), umask], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", PRIVATE_FILES, str(tmp_path), umask],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     modes = json.loads(proc.stdout)
     dirs = {"deep", "deep/home", "deep/home/logs"}
@@ -188,12 +192,14 @@ def test_a_start_refuses_when_a_live_bot_heartbeats_here_without_the_lock(tmp_pa
     proc = start_holder(tmp_path)
     try:
         (tmp_path / "surge.lock").unlink()
-        write_json_atomic(tmp_path / "heartbeat.json",
-                          {"pid": proc.pid, "running": True, "written_at": time.time()})
+        write_json_atomic(
+            tmp_path / "heartbeat.json", {"pid": proc.pid, "running": True, "written_at": time.time()}
+        )
         with pytest.raises(AlreadyRunning, match=f"pid {proc.pid}"):
             InstanceLock(tmp_path).acquire()
-        write_json_atomic(tmp_path / "heartbeat.json",
-                          {"pid": proc.pid, "running": True, "written_at": time.time() - 60})
+        write_json_atomic(
+            tmp_path / "heartbeat.json", {"pid": proc.pid, "running": True, "written_at": time.time() - 60}
+        )
         InstanceLock(tmp_path).acquire().release()  # a stale heartbeat (a bot that hangs) does not count
     finally:
         proc.stdin.close()
@@ -245,8 +251,9 @@ def test_status_probes_never_make_a_start_fail(tmp_path: Path) -> None:
     """`surge status` asks whether the lock is held without taking it: starts racing a busy prober
     are never refused (before: 199 of 2,771 concurrent starts saw the probe's lock and exited 3)."""
     (tmp_path / "surge.lock").touch()
-    prober = subprocess.Popen([sys.executable, "-c", PROBER, str(tmp_path), "4"], stdout=subprocess.PIPE,
-                              text=True)
+    prober = subprocess.Popen(
+        [sys.executable, "-c", PROBER, str(tmp_path), "4"], stdout=subprocess.PIPE, text=True
+    )
     assert prober.stdout is not None and prober.stdout.readline().strip() == "probing"
     refused = starts = 0
     end = time.monotonic() + 3
@@ -291,11 +298,14 @@ def test_windows_locks_a_byte_the_pid_is_not_in() -> None:
         os.unlink(name)
 
 
-@pytest.mark.parametrize(("setup", "code", "needle"), [
-    ("home_is_a_file", 2, "is not a directory"),
-    ("lock_is_a_directory", 2, "surge.lock is a directory"),
-    ("disk_full", 1, "File too large"),
-])
+@pytest.mark.parametrize(
+    ("setup", "code", "needle"),
+    [
+        ("home_is_a_file", 2, "is not a directory"),
+        ("lock_is_a_directory", 2, "surge.lock is a directory"),
+        ("disk_full", 1, "File too large"),
+    ],
+)
 def test_an_unusable_home_at_start_is_one_line_and_the_contracts_exit_code(
     tmp_path: Path, setup: str, code: int, needle: str
 ) -> None:
@@ -319,16 +329,23 @@ def test_an_unusable_home_at_start_is_one_line_and_the_contracts_exit_code(
     for args in (["run", "--symbols", "BTCUSDT"], ["status"]):
         if args == ["status"] and setup != "home_is_a_file":
             continue  # status writes nothing (and a directory named surge.lock is held by no bot)
-        proc = subprocess.run([sys.executable, "-m", "surge", *args], env=env, capture_output=True, text=True,
-                              timeout=60, preexec_fn=limit)  # noqa: PLW1509 - only setrlimit, before exec
+        proc = subprocess.run(
+            [sys.executable, "-m", "surge", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=limit,
+        )
         assert proc.returncode == code, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert lines[0].startswith("surge: error: ") and needle in lines[0], lines
 
 
-@pytest.mark.parametrize(("err", "code"),
-                         [(errno.EROFS, 2), (errno.EACCES, 2), (errno.ENOSPC, 1), (errno.EFBIG, 1)])
+@pytest.mark.parametrize(
+    ("err", "code"), [(errno.EROFS, 2), (errno.EACCES, 2), (errno.ENOSPC, 1), (errno.EFBIG, 1)]
+)
 def test_a_lock_file_that_cannot_be_made_is_a_surge_error_with_the_right_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, code: int
 ) -> None:
@@ -362,15 +379,19 @@ def test_a_killed_bot_not_reaped_yet_is_not_running() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_malloc_thresholds_are_pinned_unless_the_user_set_them() -> None:
-    """A freed large body must not raise glibc's mmap threshold (and the RSS high-water) for good."""
+def test_malloc_is_tuned_unless_the_user_tuned_it() -> None:
+    """A freed large body must not raise glibc's mmap threshold (and the RSS high-water) for good, nor
+    each thread keep an arena of its own; the user's own environment settings win."""
     import platform
 
-    code = "from surge.runtime import pin_malloc_thresholds as p; print(p())"
+    code = "from surge.runtime import tune_malloc; print(','.join(tune_malloc()))"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     glibc = platform.libc_ver()[0] == "glibc"
-    assert out.stdout.strip() == ("True" if glibc else "False"), out.stderr
-    env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # the user's own tuning wins
+    assert out.stdout.strip() == ("mmap_threshold,arena_max" if glibc else ""), out.stderr
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == ("arena_max" if glibc else ""), out.stderr
+    env["MALLOC_ARENA_MAX"] = "4"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "", out.stderr

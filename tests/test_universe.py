@@ -7,7 +7,10 @@ from surge.universe import universe_from_exchange_info
 
 def entry(symbol: str, status: str = "TRADING", ctype: str = "PERPETUAL", quote: str = "USDT") -> dict:
     return {
-        "symbol": symbol, "status": status, "contractType": ctype, "quoteAsset": quote,
+        "symbol": symbol,
+        "status": status,
+        "contractType": ctype,
+        "quoteAsset": quote,
         "baseAsset": symbol[:3],
         "filters": [
             {"filterType": "PRICE_FILTER", "tickSize": "0.10"},
@@ -18,19 +21,21 @@ def entry(symbol: str, status: str = "TRADING", ctype: str = "PERPETUAL", quote:
 
 
 def test_exact_match_drops_every_decoy() -> None:
-    info = {"symbols": [
-        entry("BTCUSDT"),
-        entry("ETHUSDT"),
-        entry("XAUUSDT", ctype="TRADIFI_PERPETUAL"),
-        entry("BTCUSDT_260327", ctype="CURRENT_QUARTER"),
-        entry("BTCUSDC", quote="USDC"),
-        entry("OLDUSDT", status="SETTLING"),
-        entry("DOWNUSDT", status="BREAK"),
-        entry("LOWUSDT", ctype="perpetual"),
-        entry("PREUSDT", status="PENDING_TRADING"),
-        {"symbol": 5},
-        "junk",
-    ]}
+    info = {
+        "symbols": [
+            entry("BTCUSDT"),
+            entry("ETHUSDT"),
+            entry("XAUUSDT", ctype="TRADIFI_PERPETUAL"),
+            entry("BTCUSDT_260327", ctype="CURRENT_QUARTER"),
+            entry("BTCUSDC", quote="USDC"),
+            entry("OLDUSDT", status="SETTLING"),
+            entry("DOWNUSDT", status="BREAK"),
+            entry("LOWUSDT", ctype="perpetual"),
+            entry("PREUSDT", status="PENDING_TRADING"),
+            {"symbol": 5},
+            "junk",
+        ]
+    }
     uni = universe_from_exchange_info(info)
     assert [s.symbol for s in uni] == ["BTCUSDT", "ETHUSDT"]
     btc = uni[0]
@@ -63,8 +68,14 @@ def test_command_line_symbols_are_normalised_and_malformed_names_refused() -> No
 def test_not_tradable_says_why_for_each_name() -> None:
     from surge.universe import UNKNOWN_SYMBOL, not_tradable
 
-    info = {"symbols": [entry("BTCUSDT"), entry("XAUUSDT", ctype="TRADIFI_PERPETUAL"),
-                        entry("OLDUSDT", status="SETTLING"), entry("BTCUSDC", quote="USDC")]}
+    info = {
+        "symbols": [
+            entry("BTCUSDT"),
+            entry("XAUUSDT", ctype="TRADIFI_PERPETUAL"),
+            entry("OLDUSDT", status="SETTLING"),
+            entry("BTCUSDC", quote="USDC"),
+        ]
+    }
     out = not_tradable(info, ["BTCUSDT", "XAUUSDT", "OLDUSDT", "BTCUSDC", "NOPEUSDT"])
     assert set(out) == {"XAUUSDT", "OLDUSDT", "BTCUSDC", "NOPEUSDT"}
     assert out["NOPEUSDT"] == UNKNOWN_SYMBOL == "code -1121: Invalid symbol."

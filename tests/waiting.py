@@ -13,8 +13,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 30.0, what: str = "condition", poll: float = 0.01,
-             detail: Callable[[], object] | None = None) -> T:
+def wait_for(
+    pred: Callable[[], T],
+    timeout: float = 30.0,
+    what: str = "condition",
+    poll: float = 0.01,
+    detail: Callable[[], object] | None = None,
+) -> T:
     """Poll ``pred`` until it returns something truthy (returned) or raise AssertionError at the deadline.
 
     ``detail`` is called at the deadline and its result added to the message: the state a person

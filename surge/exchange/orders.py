@@ -15,16 +15,14 @@ Why it is shaped like this:
   executed. Binance says so of more than a lost answer: HTTP 5xx, HTTP 408, error -1006 ("unexpected
   response from the message bus") and -1007 ("timeout waiting for response from backend server"),
   under any HTTP status, even 200, all mean "execution status unknown", and so does a 2xx whose body
-  does not decode. Every one of them raises :class:`OrderStatusUnknown`; the caller asks the
-  exchange about its client order id before sending anything again (see :mod:`surge.trading.live`).
+  does not decode. Such a request goes to the transport as not idempotent, which sends it once; every
+  one of those answers raises :class:`OrderStatusUnknown`, and the caller asks the exchange about its
+  client order id before sending anything again (see :mod:`surge.trading.desk`).
 * Reads and cancels (GET, DELETE) and the POSTs that only set account state to a value
   (``/fapi/v1/leverage``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/marginType``) are idempotent:
-  the same answers are retried a few times and end as :class:`ExchangeUnavailable`. Sending those
-  POSTs twice is harmless (a second dualSidePosition change may answer -4059 "No need to change",
-  which then means done). Any other POST is treated as an order placement.
-* A 2xx whose body is an object with an integer ``code`` below 0 and a ``msg`` is an error answer,
-  not a result. Success bodies that carry a code (``{"code": 200, ...}``, DELETE algoOrder's
-  ``"code": "200"`` as a string) stay successes.
+  the transport retries the same answers a few times and ends with :class:`ExchangeUnavailable`.
+  Sending those POSTs twice is harmless (a second dualSidePosition change may answer -4059 "No need
+  to change", which then means done). Any other POST is treated as an order placement.
 * Secrets stay secret: the key and secret live in a :class:`Credentials` whose ``repr`` shows
   neither; URLs in messages have ``signature`` redacted; exceptions from ``requests`` (whose text
   contains the full URL) are replaced by one redacted line.
@@ -35,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
-
+from surge.exchange.answers import AlgoOrder, Balance, OrderAnswer, PositionMode, PositionRisk, typed
+from surge.exchange.codes import STATUS_UNKNOWN, ErrorCode
 from surge.exchange.precision import (
     SizeDecision,
     SymbolRules,
@@ -57,14 +54,16 @@ from surge.exchange.precision import (
     to_decimal,
 )
 from surge.exchange.ratelimit import ORDER_PLACEMENTS
-from surge.exchange.rest import (
-    BinanceRest,
+from surge.exchange.rest import BinanceRest
+from surge.exchange.transport import (
     ExchangeError,
     ExchangeUnavailable,
-    describe_transport_error,
-    error_fields,
+    Request,
+    StatusUnknown,
+    is_error_body,
+    redact,
 )
-from surge.exchange.wire import WireError, loads
+from surge.exchange.wire import loads
 
 __all__ = [
     "Credentials",
@@ -91,7 +90,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: -1021: "Timestamp for this request is outside of the recvWindow." (or "... ahead of the server's time.")
-TIMESTAMP_OUTSIDE = -1021
+TIMESTAMP_OUTSIDE = ErrorCode.INVALID_TIMESTAMP
 DEFAULT_RECV_WINDOW_MS = 5000
 
 #: IP request weight of the signed endpoints this client calls (Binance USD-M, 2026). Placing an
@@ -118,27 +117,18 @@ _ALL_SYMBOLS_WEIGHT = 40  # openOrders / openAlgoOrders without a symbol
 #: v3: rows only for symbols with a position or open orders (v2 listed flat symbols too)
 POSITION_RISK_PATH = "/fapi/v3/positionRisk"
 
-_SIGNATURE = re.compile(r"(signature=)[0-9A-Fa-f]+")
-_TRANSPORT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
 #: POSTs that set account state to a given value: resending one cannot do anything twice
 IDEMPOTENT_POSTS = frozenset({"/fapi/v1/leverage", "/fapi/v1/positionSide/dual", "/fapi/v1/marginType"})
 #: error codes after which Binance does not know whether the request was executed
-STATUS_UNKNOWN_CODES = frozenset({-1006, -1007})
+STATUS_UNKNOWN_CODES = STATUS_UNKNOWN
+#: the old name of :func:`surge.exchange.transport.is_error_body`
+_is_error_body = is_error_body
 
 
 def signed_weight(method: str, path: str, params: Mapping[str, Any]) -> int:
     if path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders") and not params.get("symbol"):
         return _ALL_SYMBOLS_WEIGHT
     return SIGNED_WEIGHTS.get((method, path), 1)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with every ``signature=...`` value and every given secret replaced by ``<redacted>``."""
-    out = _SIGNATURE.sub(r"\1<redacted>", text)
-    for secret in secrets:
-        if secret:
-            out = out.replace(secret, "<redacted>")
-    return out
 
 
 class _RedactSignature(logging.Filter):
@@ -264,8 +254,16 @@ class SignedRest:
 
     # ------------------------------------------------------------------ the signed request path
 
-    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Send one signed request and return the decoded JSON body.
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        decode: Callable[[bytes], Any] = loads,
+    ) -> Any:
+        """Send one signed request and return its body, decoded by ``decode`` (plain JSON by default,
+        a typed answer of :mod:`surge.exchange.answers` for the endpoints surge reads).
 
         Raises ExchangeError (an error body), OrderStatusUnknown (an order placement whose answer was
         lost or said "execution status unknown"), ExchangeUnavailable (transport failure, 5xx, 408,
@@ -276,108 +274,89 @@ class SignedRest:
         resynced = False
         while True:
             try:
-                return self._send(method, path, clean, weight)
+                return self._send(method, path, clean, weight, decode)
             except ExchangeError as exc:
                 if exc.code != TIMESTAMP_OUTSIDE or resynced:
                     raise
                 resynced = True
                 self.timestamp_retries += 1
-                self.log.warning("exchange clock drift (%s) on %s %s: resyncing and retrying once",
-                                 exc.code, method, path)
+                self.log.warning(
+                    "exchange clock drift (%s) on %s %s: resyncing and retrying once", exc.code, method, path
+                )
                 self.sync_time()
 
-    def _send(self, method: str, path: str, params: dict[str, str], weight: int) -> Any:
-        idempotent = method != "POST" or path in IDEMPOTENT_POSTS
-        attempts = self.max_attempts if idempotent else 1
-        rate_limited = 0
-        attempt = 0
-        while True:
-            attempt += 1
+    def _send(
+        self, method: str, path: str, params: dict[str, str], weight: int, decode: Callable[[bytes], Any]
+    ) -> Any:
+        """One signed request through the shared transport: a fresh timestamp and signature for each
+        attempt; an order placement is not idempotent, so it is sent once and an open outcome is
+        :class:`OrderStatusUnknown` with the timestamp the exchange judges it by."""
+        sent_at: list[int] = []
+
+        def signed_query() -> str:
             ts = self.now_ms()
+            sent_at.append(ts)
             query = urlencode({**params, "recvWindow": self.recv_window_ms, "timestamp": ts})
-            query = f"{query}&signature={self._creds.sign(query)}"
-            self.rest.limiter.acquire(weight)
-            if (method, path) in ORDER_PLACEMENTS:
-                self.rest.order_limiter.acquire()
-            with self.rest._lock:
-                self.rest.requests += 1
-            try:
-                resp = self.rest.session.request(
-                    method, f"{self.rest.base_url}{path}?{query}",
-                    headers={"X-MBX-APIKEY": self._creds.api_key}, timeout=self.rest.timeout,
-                )
-                body = resp.content
-                resp.close()
-            except _TRANSPORT as exc:
-                what = redact(describe_transport_error(exc), self._creds.api_key)  # never the signed URL
-                if not idempotent:
-                    raise OrderStatusUnknown(
-                        f"{method} {path}: {what}; the exchange may have executed it",
-                        sent_at_ms=ts, recv_window_ms=self.recv_window_ms,
-                    ) from None
-                if attempt >= attempts:
-                    raise ExchangeUnavailable(f"exchange unavailable: {method} {path}: {what} "
-                                              f"(after {attempt} attempts)") from None
-                self._sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
-                continue
-            except requests.RequestException as exc:
-                text = redact(str(exc), self._creds.api_key)
-                raise ExchangeUnavailable(f"{method} {path}: {text}") from None
-            status = resp.status_code
-            self.rest.limiter.observe(status, resp.headers)  # may raise RateLimitBanned
-            if (method, path) in ORDER_PLACEMENTS:
-                self.rest.order_limiter.observe(resp.headers)  # the account's count, all its clients
-            if status in (429, 418):
-                rate_limited += 1
-                if rate_limited > self.rest.max_rate_limit_retries:
-                    raise ExchangeError(-1003, f"still rate limited after {rate_limited - 1} retries", status)
-                attempt -= 1  # a 429 was not processed: resending is safe, and not a failed attempt
-                continue
-            try:
-                data: Any = loads(body)
-                decoded = True
-            except WireError:
-                data, decoded = None, False
-            unknown = _status_unknown(status, data, decoded)
-            if unknown is not None:
-                what = redact(unknown, self._creds.api_key)
-                if not idempotent:
-                    raise OrderStatusUnknown(
-                        f"{method} {path}: {what}; the exchange may have executed it",
-                        sent_at_ms=ts, recv_window_ms=self.recv_window_ms,
-                    )
-                if attempt >= attempts:
-                    raise ExchangeUnavailable(f"exchange unavailable: {method} {path}: {what} "
-                                              f"(after {attempt} attempts)")
-                self._sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
-                continue
-            if not decoded:  # a 4xx with an HTML or empty body (2xx and 5xx were handled above)
-                raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status)
-            if status >= 400:
-                code, msg = error_fields(data, status)
-                raise ExchangeError(code, redact(msg, self._creds.api_key), status)
-            if _is_error_body(data):
-                raise ExchangeError(data["code"], redact(str(data["msg"]), self._creds.api_key), status)
-            return data
+            return f"{query}&signature={self._creds.sign(query)}"
+
+        request = Request(
+            method,
+            path,
+            signed_query,
+            weight=weight,
+            idempotent=method != "POST" or path in IDEMPOTENT_POSTS,
+            order_placement=(method, path) in ORDER_PLACEMENTS,
+            headers={"X-MBX-APIKEY": self._creds.api_key},
+            decode=decode,
+            label=f"{method} {path}",
+            max_attempts=self.max_attempts,
+            sleep=self._sleep,
+            secrets=(self._creds.api_key,),
+        )
+        try:
+            return self.rest.send(request)
+        except StatusUnknown as exc:
+            raise OrderStatusUnknown(
+                f"{method} {path}: {exc.reason}; the exchange may have executed it",
+                sent_at_ms=sent_at[-1] if sent_at else self.now_ms(),
+                recv_window_ms=self.recv_window_ms,
+            ) from None
 
     # ------------------------------------------------------------------ endpoints
 
     def set_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
         return self.request("POST", "/fapi/v1/leverage", {"symbol": symbol, "leverage": int(leverage)})
 
-    def new_order(self, symbol: str, side: str, quantity: Any, *, client_order_id: str,
-                  order_type: str = "MARKET", reduce_only: bool = False,
-                  resp_type: str = "RESULT", **extra: Any) -> dict[str, Any]:
+    def new_order(
+        self,
+        symbol: str,
+        side: str,
+        quantity: Any,
+        *,
+        client_order_id: str,
+        order_type: str = "MARKET",
+        reduce_only: bool = False,
+        resp_type: str = "RESULT",
+        **extra: Any,
+    ) -> OrderAnswer:
         """``POST /fapi/v1/order`` (MARKET unless told otherwise). Never retried: see the module doc."""
-        params: dict[str, Any] = {"symbol": symbol, "side": side, "type": order_type, "quantity": quantity,
-                                  "newClientOrderId": client_order_id, "newOrderRespType": resp_type}
+        params: dict[str, Any] = {
+            "symbol": symbol,
+            "side": side,
+            "type": order_type,
+            "quantity": quantity,
+            "newClientOrderId": client_order_id,
+            "newOrderRespType": resp_type,
+        }
         if reduce_only:
             params["reduceOnly"] = "true"
         params.update(extra)
-        return self.request("POST", "/fapi/v1/order", params)
+        answer: OrderAnswer = self.request("POST", "/fapi/v1/order", params, decode=_ORDER)
+        return answer
 
-    def get_order(self, symbol: str, *, client_order_id: str | None = None,
-                  order_id: int | None = None) -> dict[str, Any] | None:
+    def get_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> OrderAnswer | None:
         """The order, or None when the exchange does not know it (-2013)."""
         params: dict[str, Any] = {"symbol": symbol}
         if order_id is not None:
@@ -385,40 +364,63 @@ class SignedRest:
         else:
             params["origClientOrderId"] = client_order_id
         try:
-            return self.request("GET", "/fapi/v1/order", params)
+            answer: OrderAnswer = self.request("GET", "/fapi/v1/order", params, decode=_ORDER)
         except ExchangeError as exc:
-            if exc.code == -2013:
+            if exc.code == ErrorCode.NO_SUCH_ORDER:
                 return None
             raise
+        return answer
 
-    def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
-        return self.request("GET", "/fapi/v1/openOrders", {"symbol": symbol})
+    def open_orders(self, symbol: str | None = None) -> list[OrderAnswer]:
+        rows: list[OrderAnswer] = self.request(
+            "GET", "/fapi/v1/openOrders", {"symbol": symbol}, decode=_ORDERS
+        )
+        return rows
 
-    def new_algo_order(self, symbol: str, side: str, order_type: str, trigger_price: Any, *,
-                       client_algo_id: str, quantity: Any = None, reduce_only: bool = False,
-                       close_position: bool = False, working_type: str = "CONTRACT_PRICE") -> dict[str, Any]:
+    def new_algo_order(
+        self,
+        symbol: str,
+        side: str,
+        order_type: str,
+        trigger_price: Any,
+        *,
+        client_algo_id: str,
+        quantity: Any = None,
+        reduce_only: bool = False,
+        close_position: bool = False,
+        working_type: str = "CONTRACT_PRICE",
+    ) -> AlgoOrder:
         """``POST /fapi/v1/algoOrder`` with ``algoType=CONDITIONAL`` (STOP_MARKET, TAKE_PROFIT_MARKET)."""
-        params: dict[str, Any] = {"algoType": "CONDITIONAL", "symbol": symbol, "side": side,
-                                  "type": order_type, "triggerPrice": trigger_price,
-                                  "workingType": working_type, "clientAlgoId": client_algo_id}
+        params: dict[str, Any] = {
+            "algoType": "CONDITIONAL",
+            "symbol": symbol,
+            "side": side,
+            "type": order_type,
+            "triggerPrice": trigger_price,
+            "workingType": working_type,
+            "clientAlgoId": client_algo_id,
+        }
         if close_position:
             params["closePosition"] = "true"
         else:
             params["quantity"] = quantity
             if reduce_only:
                 params["reduceOnly"] = "true"
-        return self.request("POST", "/fapi/v1/algoOrder", params)
+        answer: AlgoOrder = self.request("POST", "/fapi/v1/algoOrder", params, decode=_ALGO)
+        return answer
 
-    def get_algo_order(self, *, client_algo_id: str | None = None,
-                       algo_id: int | None = None) -> dict[str, Any] | None:
+    def get_algo_order(
+        self, *, client_algo_id: str | None = None, algo_id: int | None = None
+    ) -> AlgoOrder | None:
         """The algo order, or None when the exchange does not know it."""
         params = {"algoId": algo_id} if algo_id is not None else {"clientAlgoId": client_algo_id}
         try:
-            return self.request("GET", "/fapi/v1/algoOrder", params)
+            answer: AlgoOrder = self.request("GET", "/fapi/v1/algoOrder", params, decode=_ALGO)
         except ExchangeError as exc:
-            if exc.code in (-2013, -2011):
+            if exc.code in (ErrorCode.NO_SUCH_ORDER, ErrorCode.CANCEL_REJECTED):
                 return None
             raise
+        return answer
 
     def cancel_algo_order(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> bool:
         """Cancel one algo order; False when it was not open (already triggered, cancelled, unknown)."""
@@ -427,60 +429,42 @@ class SignedRest:
             self.request("DELETE", "/fapi/v1/algoOrder", params)
             return True
         except ExchangeError as exc:
-            if exc.code in (-2011, -2013):
+            if exc.code in (ErrorCode.CANCEL_REJECTED, ErrorCode.NO_SUCH_ORDER):
                 return False
             raise
 
-    def open_algo_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
-        return self.request("GET", "/fapi/v1/openAlgoOrders", {"symbol": symbol})
+    def open_algo_orders(self, symbol: str | None = None) -> list[AlgoOrder]:
+        rows: list[AlgoOrder] = self.request(
+            "GET", "/fapi/v1/openAlgoOrders", {"symbol": symbol}, decode=_ALGOS
+        )
+        return rows
 
-    def cancel_all_algo_orders(self, symbol: str) -> dict[str, Any]:
-        return self.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": symbol})
-
-    def position_risk(self, symbol: str | None = None) -> list[dict[str, Any]]:
+    def position_risk(self, symbol: str | None = None) -> list[PositionRisk]:
         """``GET /fapi/v3/positionRisk`` (weight 5). Only symbols with a position or open orders have a
         row: a flat symbol asked about by name answers ``[]``. Rows carry no leverage or marginType."""
-        return self.request("GET", POSITION_RISK_PATH, {"symbol": symbol})
+        rows: list[PositionRisk] = self.request("GET", POSITION_RISK_PATH, {"symbol": symbol}, decode=_RISK)
+        return rows
 
     def position_side_dual(self) -> bool:
         """Whether the account is in hedge mode (``dualSidePosition``; weight 30). The bot trades
         one-way positions only and asks once at start rather than meet -4061 on its first order."""
-        data = self.request("GET", "/fapi/v1/positionSide/dual")
-        value = data.get("dualSidePosition") if isinstance(data, dict) else None
-        if not isinstance(value, bool):
+        data = self.request("GET", "/fapi/v1/positionSide/dual", decode=_MODE)
+        if not isinstance(data, PositionMode):
             raise ExchangeUnavailable(f"/fapi/v1/positionSide/dual: unexpected body {data!r:.80}")
-        return value
+        return data.dual_side_position
 
-    def balance(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/fapi/v2/balance")
-
-    def account(self) -> dict[str, Any]:
-        return self.request("GET", "/fapi/v2/account")
+    def balance(self) -> list[Balance]:
+        rows: list[Balance] = self.request("GET", "/fapi/v2/balance", decode=_BALANCE)
+        return rows
 
 
-def _is_error_body(data: Any) -> bool:
-    """``{"code": <int below 0>, "msg": ...}``: Binance's error shape, whatever the HTTP status.
-
-    The code must be a real int: DELETE algoOrder's success carries ``"code": "200"`` (a string) and
-    the cancel-all answer ``"code": 200``; neither is an error.
-    """
-    if not isinstance(data, dict) or "msg" not in data:
-        return False
-    code = data.get("code")
-    return isinstance(code, int) and not isinstance(code, bool) and code < 0
-
-
-def _status_unknown(status: int, data: Any, decoded: bool) -> str | None:
-    """Why an answer leaves the request's execution unknown (Binance: 5xx, 408, -1006 / -1007 under
-    any status, a 2xx that does not decode), or None when it is a definite answer."""
-    code = data.get("code") if _is_error_body(data) else None
-    if code in STATUS_UNKNOWN_CODES:
-        return f"HTTP {status} code {code}: {data['msg']}"
-    if status >= 500 or status == 408:
-        return f"HTTP {status}" + (f" code {code}" if code is not None else "")
-    if 200 <= status < 300 and not decoded:
-        return f"HTTP {status} with a malformed body"
-    return None
+_ORDER = typed(OrderAnswer)
+_ORDERS = typed(list[OrderAnswer])
+_ALGO = typed(AlgoOrder)
+_ALGOS = typed(list[AlgoOrder])
+_RISK = typed(list[PositionRisk])
+_MODE = typed(PositionMode)
+_BALANCE = typed(list[Balance])
 
 
 def _param(value: Any) -> str:

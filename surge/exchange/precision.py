@@ -44,8 +44,10 @@ def _quantize(value: Decimal, step: Decimal, rounding: str) -> Decimal:
         return value
     units = (value / step).to_integral_value(rounding=rounding)
     # quantize to the step's exponent so "0.0010" and "0.001" both give 3 decimals
-    return (units * step).quantize(step.normalize() if step.normalize().as_tuple().exponent < 0
-                                   else Decimal(1))
+    exponent = step.normalize().as_tuple().exponent  # a letter only for NaN or infinity
+    return (units * step).quantize(
+        step.normalize() if isinstance(exponent, int) and exponent < 0 else Decimal(1)
+    )
 
 
 def round_price(price: Any, tick_size: Any) -> Decimal:
@@ -159,15 +161,30 @@ def size_order(rules: SymbolRules, budget_usdt: Any, price: Any) -> SizeDecision
     sym = rules.symbol
     if qty <= 0 or qty < rules.min_qty:
         need = max(max(rules.min_qty, rules.step_size) * px, rules.min_notional)
-        return SizeDecision(sym, qty, px, f"{sym}: position_usdt {fmt_decimal(budget)} buys "
-                            f"{fmt_decimal(qty)}, below the minimum quantity {fmt_decimal(rules.min_qty)} "
-                            f"(needs about {fmt_decimal(round_price(need, '0.01'))} USDT)")
+        return SizeDecision(
+            sym,
+            qty,
+            px,
+            f"{sym}: position_usdt {fmt_decimal(budget)} buys "
+            f"{fmt_decimal(qty)}, below the minimum quantity {fmt_decimal(rules.min_qty)} "
+            f"(needs about {fmt_decimal(round_price(need, '0.01'))} USDT)",
+        )
     if rules.max_qty > 0 and qty > rules.max_qty:
-        return SizeDecision(sym, qty, px, f"{sym}: quantity {fmt_decimal(qty)} exceeds the maximum "
-                            f"{fmt_decimal(rules.max_qty)} for a MARKET order")
+        return SizeDecision(
+            sym,
+            qty,
+            px,
+            f"{sym}: quantity {fmt_decimal(qty)} exceeds the maximum "
+            f"{fmt_decimal(rules.max_qty)} for a MARKET order",
+        )
     notional = qty * px
     if notional < rules.min_notional:
-        return SizeDecision(sym, qty, px, f"{sym}: notional {fmt_decimal(round_price(notional, '0.0001'))} "
-                            f"USDT ({fmt_decimal(qty)} x {fmt_decimal(px)}) is below MIN_NOTIONAL "
-                            f"{fmt_decimal(rules.min_notional)} USDT")
+        return SizeDecision(
+            sym,
+            qty,
+            px,
+            f"{sym}: notional {fmt_decimal(round_price(notional, '0.0001'))} "
+            f"USDT ({fmt_decimal(qty)} x {fmt_decimal(px)}) is below MIN_NOTIONAL "
+            f"{fmt_decimal(rules.min_notional)} USDT",
+        )
     return SizeDecision(sym, qty, px)

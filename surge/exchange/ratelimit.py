@@ -157,8 +157,13 @@ class WeightLimiter:
             limit = entry.get("limit")
             unit = _INTERVAL_S.get(str(entry.get("interval", "")).upper(), 0.0)
             num = entry.get("intervalNum", 1)
-            if (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
-                    and isinstance(num, int) and unit * num == 60.0):
+            if (
+                isinstance(limit, int)
+                and not isinstance(limit, bool)
+                and limit > 0
+                and isinstance(num, int)
+                and unit * num == 60.0
+            ):
                 with self._cond:
                     self.limit = limit
                     self._cond.notify_all()
@@ -205,8 +210,11 @@ class WeightLimiter:
         Raises :class:`RateLimitBanned` (and keeps raising it from every ``acquire``) for a 418
         whose ``Retry-After`` exceeds ``max_ban_s``.
         """
-        used = (headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")) if used_weight \
+        used = (
+            (headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m"))
+            if used_weight
             else None
+        )
         with self._cond:
             now = self._clock()
             if used is not None:
@@ -320,14 +328,15 @@ class OrderRateLimiter:
 
     def configure_from_exchange_info(self, info: Any) -> None:
         """Take the ORDERS entries of exchangeInfo's ``rateLimits`` (any interval it states)."""
-        found = []
+        found: list[tuple[float, int]] = []
         for entry in (info.get("rateLimits") if isinstance(info, dict) else None) or ():
             if not isinstance(entry, dict) or entry.get("rateLimitType") != "ORDERS":
                 continue
             limit, num = entry.get("limit"), entry.get("intervalNum", 1)
             unit = _INTERVAL_S.get(str(entry.get("interval", "")).upper(), 0.0)
-            valid = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
-            if valid and isinstance(num, int) and unit * num > 0:
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+                continue
+            if isinstance(num, int) and unit * num > 0:
                 found.append((unit * num, limit))
         if found:
             with self._cond:

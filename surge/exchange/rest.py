@@ -1,45 +1,30 @@
-"""Binance USD-M public REST client: one pooled session, weight-aware, with a bounded retry policy.
+"""Binance USD-M public endpoints over the one :class:`~surge.exchange.transport.Transport`.
 
-Why it looks like this:
-
-* **One** ``requests.Session`` whose pool holds ``pool_size`` (= filter workers) keep-alive
-  connections and blocks rather than opening more: a scan of 531 symbols is 531 requests over at
-  most 3 TCP connections, never a handshake per request.
-* Explicit connect and read timeouts: a stalled exchange costs ``read_timeout`` per attempt, not
-  forever.
-* Transient failures (connection errors, timeouts, 5xx, a 200 whose body is not JSON) are retried
-  by tenacity with exponential backoff plus jitter and a bounded number of attempts, then surface
-  as :class:`ExchangeUnavailable`.
-* Every request goes through the shared :class:`~surge.exchange.ratelimit.WeightLimiter` first;
-  429/418 close its gate for every thread and the request is sent again once ``Retry-After`` has
-  passed (bounded too). A 418 beyond the limiter's maximum raises ``RateLimitBanned``.
-* Other 4xx bodies (``{"code": -1121, "msg": "Invalid symbol."}``) become :class:`ExchangeError`
-  and are *not* retried: asking again gives the same answer.
+Every public call is idempotent: the transport retries what leaves its answer open and raises
+:class:`ExchangeError` (a definite "no", with the exchange's code) or :class:`ExchangeUnavailable`.
+Decoding is lean where a body is large (exchangeInfo: only the fields surge reads).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
+from surge.exchange.codes import ErrorCode
+from surge.exchange.ratelimit import RateLimitBanned, endpoint_weight
+from surge.exchange.transport import (
+    ExchangeError,
+    ExchangeUnavailable,
+    Request,
+    RestError,
+    StatusUnknown,
+    Transport,
+    describe_transport_error,
+    error_fields,
 )
-
-from surge import __version__
-from surge.errors import SurgeError
-from surge.exchange.ratelimit import OrderRateLimiter, RateLimitBanned, WeightLimiter, endpoint_weight
-from surge.exchange.wire import WireError, kline_from_rest_row, loads, loads_exchange_info, parse_error
+from surge.exchange.wire import WireError, kline_from_rest_row, loads, loads_exchange_info
 from surge.models import Kline, SymbolInfo
 
 log = logging.getLogger(__name__)
@@ -50,47 +35,14 @@ __all__ = [
     "ExchangeUnavailable",
     "RateLimitBanned",
     "RestError",
+    "StatusUnknown",
+    "describe_transport_error",
+    "error_fields",
     "symbol_infos",
 ]
 
-
-class RestError(SurgeError):
-    """Base of every error this client raises (a runtime failure: exit 1 if it ends a command)."""
-
-
-class ExchangeError(RestError):
-    """The exchange answered with an error body (4xx): a definite "no" that retrying won't change."""
-
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        self.code = code
-        self.msg = msg
-        self.status = status
-        super().__init__(f"code {code}: {msg}")
-
-
-class ExchangeUnavailable(RestError):
-    """The exchange could not be reached or kept failing (after every retry)."""
-
-
-class _Transient(Exception):
-    """A failure worth retrying (5xx, unparseable body); internal to the retry loop."""
-
-
-class _RateLimited(Exception):
-    """429/418 within the limits: the limiter's gate is closed, send again when it opens."""
-
-
-#: Failures worth another attempt: the network, the server's 5xx, a body cut short or garbled.
-_RETRYABLE = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-    _Transient,
-)
-
-#: Error codes for a request the exchange rejected as too many (used when 429 retries run out).
-TOO_MANY_REQUESTS = -1003
+#: Error code for a request the exchange rejected as too many (used when 429 retries run out).
+TOO_MANY_REQUESTS = ErrorCode.TOO_MANY_REQUESTS
 
 #: Binance USD-M's largest klines ``limit``; more is refused with -1130, not clamped.
 MAX_KLINES_LIMIT = 1500
@@ -103,55 +55,11 @@ TICKER_PRICE_PATH = "/fapi/v2/ticker/price"
 UNRELIABLE_WEIGHT_PATHS = frozenset({TICKER_PRICE_PATH})
 
 
-class BinanceRest:
-    """Public (unsigned) endpoints of ``/fapi`` over one pooled session.
+class BinanceRest(Transport):
+    """Public (unsigned) endpoints of ``/fapi`` over one pooled session (see :class:`Transport`).
 
-    Thread-safe: the filter's workers share one instance. ``requests`` counts every HTTP request
-    sent (retries included); ``limiter.max_used_weight`` is the highest used weight the exchange
-    reported.
+    Thread-safe: the filter's workers share one instance.
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        limiter: WeightLimiter | None = None,
-        pool_size: int = 3,
-        connect_timeout: float = 3.05,
-        read_timeout: float = 10.0,
-        max_attempts: int = 4,
-        backoff_initial_s: float = 0.25,
-        backoff_max_s: float = 4.0,
-        max_rate_limit_retries: int = 20,
-        sleep: Callable[[float], None] | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.limiter = limiter if limiter is not None else WeightLimiter()
-        self.order_limiter = OrderRateLimiter()  # signed order placements (surge.exchange.orders)
-        self.timeout = (connect_timeout, read_timeout)
-        self.max_attempts = max(1, max_attempts)
-        self.max_rate_limit_retries = max_rate_limit_retries
-        # exponential backoff plus full jitter, spelled so tenacity 8.2 and 9.x read it the same way
-        self._backoff = wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s) + wait_random(
-            0, backoff_initial_s
-        )
-        self._sleep = sleep
-        self.session = requests.Session()
-        # pool_block: with more threads than connections a thread waits for a free connection
-        # instead of opening (and then discarding) an extra one.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), pool_block=True,
-                              max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update({"User-Agent": f"surge/{__version__}", "Accept": "application/json"})
-        self._lock = threading.Lock()
-        self.requests = 0
-        self.retries = 0
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        self.session.close()
 
     def __enter__(self) -> BinanceRest:
         return self
@@ -159,85 +67,32 @@ class BinanceRest:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ the one request path
-
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, weight: int | None = None,
-            decode: Callable[[bytes], Any] = loads) -> Any:
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        weight: int | None = None,
+        decode: Callable[[bytes], Any] = loads,
+    ) -> Any:
         """GET ``path`` and return the decoded JSON body.
 
-        Raises ExchangeError (4xx body), ExchangeUnavailable (transport/5xx/bad body after all
+        Raises ExchangeError (an error answer), ExchangeUnavailable (transport/5xx/bad body after all
         attempts) or RateLimitBanned (418 beyond the limiter's maximum).
         """
-        params = dict(params or {})
-        w = endpoint_weight(path, params) if weight is None else weight
-        for _ in range(self.max_rate_limit_retries + 1):
-            try:
-                return self._with_retries(path, params, w, decode)
-            except _RateLimited:
-                continue  # the limiter's gate is closed until Retry-After; acquire() waits for it
-        raise ExchangeError(TOO_MANY_REQUESTS,
-                            f"still rate limited after {self.max_rate_limit_retries} retries", 429)
-
-    def _with_retries(self, path: str, params: dict[str, Any], weight: int,
-                      decode: Callable[[bytes], Any] = loads) -> Any:
-        kwargs: dict[str, Any] = {}
-        if self._sleep is not None:
-            kwargs["sleep"] = self._sleep
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._backoff,
-            retry=retry_if_exception_type(_RETRYABLE),
-            before_sleep=self._count_retry,
-            reraise=False,
-            **kwargs,
+        query = dict(params or {})
+        w = endpoint_weight(path, query) if weight is None else weight
+        return self.send(
+            Request(
+                "GET",
+                path,
+                query,
+                weight=w,
+                decode=decode,
+                # Binance: the used weight these report is not accurate, ignore it
+                used_weight=path not in UNRELIABLE_WEIGHT_PATHS,
+            )
         )
-        try:
-            return retrying(self._send_once, path, params, weight, decode)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            raise ExchangeUnavailable(
-                f"exchange unavailable: {self.base_url}{path}: {describe_transport_error(last)} "
-                f"(after {self.max_attempts} attempts)"
-            ) from None
-        except requests.RequestException as exc:  # not transient (e.g. a bad URL): one line, no traceback
-            raise ExchangeUnavailable(f"exchange unavailable: {self.base_url}{path}: {exc}") from None
-
-    def _count_retry(self, state: Any) -> None:
-        """Count the retry and say why, so a slow scan or backfill is explained in the log (the path
-        only: a signed request's query carries its signature)."""
-        with self._lock:
-            self.retries += 1
-        failure = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        log.info("%s%s: %s; attempt %d of %d, retrying in %.1fs", self.base_url, state.args[0] if state.args
-                 else "", describe_transport_error(failure), state.attempt_number, self.max_attempts, wait)
-
-    def _send_once(self, path: str, params: dict[str, Any], weight: int,
-                   decode: Callable[[bytes], Any] = loads) -> Any:
-        self.limiter.acquire(weight)
-        with self._lock:
-            self.requests += 1
-        resp = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
-        try:
-            body = resp.content  # read fully so the connection goes back to the pool
-        finally:
-            resp.close()
-        status = resp.status_code
-        # may raise RateLimitBanned; Binance: the used weight this one reports is not accurate, ignore it
-        self.limiter.observe(status, resp.headers, used_weight=path not in UNRELIABLE_WEIGHT_PATHS)
-        if status in (429, 418):
-            raise _RateLimited(status)
-        if status >= 500:
-            raise _Transient(f"HTTP {status}")
-        try:
-            data = decode(body) if status < 400 else loads(body)  # an error body has its own shape
-        except WireError as exc:
-            if 400 <= status < 500:
-                raise ExchangeError(0, f"HTTP {status} with a non-JSON body", status) from None
-            raise _Transient(f"malformed response body ({exc})") from None
-        if status >= 400:
-            raise ExchangeError(*error_fields(data, status), status)
-        return data
 
     # ------------------------------------------------------------------ endpoints
 
@@ -348,32 +203,3 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
-
-
-def error_fields(body: Any, status: int) -> tuple[int, str]:
-    """(code, msg) of an error answer: Binance's own, or the HTTP status when the body is not one."""
-    try:
-        return parse_error(body)
-    except WireError:
-        return 0, f"HTTP {status}"
-
-
-def describe_transport_error(exc: BaseException | None) -> str:
-    """One readable line for a transport failure (no urllib3 pool repr soup)."""
-    if exc is None:
-        return "unknown failure"
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return "read timeout"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text or "Errno 111" in text:
-            return "connection refused"
-        if "Name or service not known" in text or "nodename nor servname" in text:
-            return "host not found"
-        if "RemoteDisconnected" in text or "Connection aborted" in text:
-            return "connection closed by the server"
-        return "connection error"
-    return str(exc) or type(exc).__name__
-

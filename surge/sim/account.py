@@ -46,8 +46,9 @@ DEFAULT_BALANCE = Decimal("10000")
 TAKER_FEE = Decimal("0.0005")
 DEFAULT_RECV_WINDOW = 5000
 MAX_RECV_WINDOW = 60000
-CONDITIONAL_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT",
-                               "TRAILING_STOP_MARKET"})
+CONDITIONAL_TYPES = frozenset(
+    {"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"}
+)
 ALGO_TYPES_SUPPORTED = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
 #: algo order states in which the order is still listed by openAlgoOrders
 ALGO_OPEN = frozenset({"NEW", "TRIGGERING"})
@@ -59,8 +60,7 @@ AVG_PRICE_MODES = ("normal", "missing", "zero")
 POSITION_RISK_FAULTS = ("empty", "garbled", "missing_rows", "zero")
 MSG_1001 = "Internal error; unable to process your request. Please try again."
 MSG_1006 = "An unexpected response was received from the message bus. Execution status unknown."
-MSG_1007 = ("Timeout waiting for response from backend server. Send status unknown; execution status "
-            "unknown.")
+MSG_1007 = "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
 #: the ORDERS windows an order answer reports as ``X-MBX-ORDER-COUNT-<suffix>``: (suffix, seconds)
 ORDER_COUNT_WINDOWS = (("10S", 10), ("1M", 60))
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -159,6 +159,18 @@ def _s(d: Decimal) -> str:
 
 def _fixed(d: Decimal, places: int) -> str:
     return f"{d.quantize(Decimal(1).scaleb(-places)):f}"
+
+
+def _places(d: Decimal) -> int:
+    """Digits after the point of ``d`` as written (``1.50`` has 2, ``15E+1`` none).
+
+    Only finite numbers reach here (:meth:`Account._decimal` refuses NaN and infinities), whose
+    exponent is an int; a non-finite one is a bug in the simulator, not a request to refuse.
+    """
+    exponent = d.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"not a finite number: {d}")
+    return max(0, -exponent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,11 +317,13 @@ class Account:
         step = Decimal(f["LOT_SIZE"]["stepSize"])
         market = f.get("MARKET_LOT_SIZE", f["LOT_SIZE"])
         return _Rules(
-            tick=tick, step=step, min_qty=Decimal(f["LOT_SIZE"]["minQty"]),
+            tick=tick,
+            step=step,
+            min_qty=Decimal(f["LOT_SIZE"]["minQty"]),
             max_market_qty=Decimal(market["maxQty"]),
             min_notional=Decimal(f.get("MIN_NOTIONAL", {}).get("notional", "0")),
-            pd=int(entry.get("pricePrecision", max(0, -tick.normalize().as_tuple().exponent))),
-            qd=int(entry.get("quantityPrecision", max(0, -step.normalize().as_tuple().exponent))),
+            pd=int(entry.get("pricePrecision", _places(tick.normalize()))),
+            qd=int(entry.get("quantityPrecision", _places(step.normalize()))),
         )
 
     # ------------------------------------------------------------------ controls
@@ -410,11 +424,15 @@ class Account:
         with self._lock:
             return {
                 "wallet": _s(self.wallet),
-                "positions": {s: {"amount": _s(p.amount), "entry": _s(p.entry)}
-                              for s, p in self.positions.items() if p.amount != 0},
+                "positions": {
+                    s: {"amount": _s(p.amount), "entry": _s(p.entry)}
+                    for s, p in self.positions.items()
+                    if p.amount != 0
+                },
                 "open_orders": [self._order_json(o) for o in self.orders.values() if o.status == "NEW"],
-                "open_algo_orders": [self._algo_json(a) for a in self.algo_orders.values()
-                                     if a.status in ALGO_OPEN],
+                "open_algo_orders": [
+                    self._algo_json(a) for a in self.algo_orders.values() if a.status in ALGO_OPEN
+                ],
                 "orders": len(self.orders),
                 "received": len(self.received),
                 "client_order_counts": dict(self.client_order_counts),
@@ -433,13 +451,16 @@ class Account:
             now = self._wall()
             while self._placed and self._placed[0] <= now - 120:
                 self._placed.popleft()
-            return {suffix: sum(1 for t in self._placed if t // seconds == now // seconds)
-                    for suffix, seconds in ORDER_COUNT_WINDOWS}
+            return {
+                suffix: sum(1 for t in self._placed if t // seconds == now // seconds)
+                for suffix, seconds in ORDER_COUNT_WINDOWS
+            }
 
     def open_algo_orders(self, symbol: str | None = None) -> list[SimAlgoOrder]:
         with self._lock:
-            return [a for a in self.algo_orders.values()
-                    if a.status in ALGO_OPEN and symbol in (None, a.symbol)]
+            return [
+                a for a in self.algo_orders.values() if a.status in ALGO_OPEN and symbol in (None, a.symbol)
+            ]
 
     def position(self, symbol: str) -> SimPosition:
         with self._lock:
@@ -471,12 +492,14 @@ class Account:
         if not raw_ts:
             raise _mandatory("timestamp")
         if not raw_ts.isdigit():
-            raise _bad(-1100, "Illegal characters found in parameter 'timestamp'; legal range is "
-                       "'^[0-9]{1,20}$'.")
+            raise _bad(
+                -1100, "Illegal characters found in parameter 'timestamp'; legal range is '^[0-9]{1,20}$'."
+            )
         window = params.get("recvWindow") or str(DEFAULT_RECV_WINDOW)
         if not window.isdigit():
-            raise _bad(-1100, "Illegal characters found in parameter 'recvWindow'; legal range is "
-                       "'^[0-9]{1,20}$'.")
+            raise _bad(
+                -1100, "Illegal characters found in parameter 'recvWindow'; legal range is '^[0-9]{1,20}$'."
+            )
         if int(window) > MAX_RECV_WINDOW:
             raise _bad(-1131, "recvWindow must be less than 60000")
         ts, now = int(raw_ts), self._now()
@@ -510,9 +533,9 @@ class Account:
             raise _bad(-5000, f"Path {path}, Method {method} is invalid", 404)
         with self._lock:
             self.tick()
-            if (method, path) in ORDER_PLACEMENT:
+            if (method, path) in _ORDER_PLACEMENTS:
                 self._placed.append(self._wall())  # counted whether it is accepted or refused
-            if (method, path) in ORDER_PLACEMENT and self._faults.answers:
+            if (method, path) in _ORDER_PLACEMENTS and self._faults.answers:
                 kind, executed = self._faults.answers.popleft()
                 if not executed:
                     return unknown_answer(kind)
@@ -577,8 +600,16 @@ class Account:
             return
         if algo.reduce_only or algo.close_position:
             qty = min(qty, abs(pos.amount))
-        order = self._new_order(algo.symbol, algo.side, "MARKET", qty, f"algo-{algo.algo_id}",
-                                algo.reduce_only, algo.close_position, now)
+        order = self._new_order(
+            algo.symbol,
+            algo.side,
+            "MARKET",
+            qty,
+            f"algo-{algo.algo_id}",
+            algo.reduce_only,
+            algo.close_position,
+            now,
+        )
         self._fill(order, px, now)
         algo.status = "FINISHED"
         algo.actual_order_id = str(order.order_id)
@@ -602,8 +633,11 @@ class Account:
         try:
             value = Decimal(raw)
         except InvalidOperation:
-            raise _bad(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                       "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.") from None
+            raise _bad(
+                -1100,
+                f"Illegal characters found in parameter '{name}'; legal range is "
+                "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
+            ) from None
         if not value.is_finite():
             raise _bad(-1100, f"Illegal characters found in parameter '{name}'.")
         return value
@@ -621,7 +655,7 @@ class Account:
     def _check_qty(self, r: _Rules, qty: Decimal) -> None:
         if qty <= 0:
             raise _bad(-4003, "Quantity less than or equal to zero.")
-        if qty.as_tuple().exponent < -r.qd or (qty % r.step) != 0:
+        if _places(qty) > r.qd or (qty % r.step) != 0:
             raise _bad(-1111, "Precision is over the maximum defined for this asset.")
         if qty < r.min_qty:
             raise _bad(-1013, "Filter failure: LOT_SIZE")
@@ -631,7 +665,7 @@ class Account:
     def _check_price(self, r: _Rules, price: Decimal, name: str = "price") -> None:
         if price <= 0:
             raise _bad(-4006 if name == "stopPrice" else -4001, "Price less than 0.")
-        if price.as_tuple().exponent < -r.pd:
+        if _places(price) > r.pd:
             raise _bad(-1111, "Precision is over the maximum defined for this asset.")
         if price % r.tick != 0:
             raise _bad(-4014, "Price not increased by tick size.")
@@ -641,14 +675,27 @@ class Account:
         if cid is None or cid == "":
             return None
         if not _CLIENT_ID.match(cid):
-            raise _bad(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                       "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+            raise _bad(
+                -1100,
+                f"Illegal characters found in parameter '{name}'; legal range is "
+                "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
+            )
         return cid
 
-    def _new_order(self, symbol: str, side: str, otype: str, qty: Decimal, cid: str, reduce_only: bool,
-                   close_position: bool, now: int) -> SimOrder:
-        order = SimOrder(next(self._ids), cid, symbol, side, otype, qty, reduce_only, close_position, now,
-                         update_time=now)
+    def _new_order(
+        self,
+        symbol: str,
+        side: str,
+        otype: str,
+        qty: Decimal,
+        cid: str,
+        reduce_only: bool,
+        close_position: bool,
+        now: int,
+    ) -> SimOrder:
+        order = SimOrder(
+            next(self._ids), cid, symbol, side, otype, qty, reduce_only, close_position, now, update_time=now
+        )
         self.orders[order.order_id] = order
         self._by_client[(symbol, cid)] = order.order_id
         return order
@@ -684,8 +731,10 @@ class Account:
         return used
 
     def _unrealized(self, now: int) -> Decimal:
-        return sum(((self._last(s, now) - p.entry) * p.amount for s, p in self.positions.items()
-                    if p.amount != 0), Decimal(0))
+        return sum(
+            ((self._last(s, now) - p.entry) * p.amount for s, p in self.positions.items() if p.amount != 0),
+            Decimal(0),
+        )
 
     # ------------------------------------------------------------------ endpoints
 
@@ -710,14 +759,27 @@ class Account:
         if not otype:
             raise _mandatory("type")
         now = self._now()
-        self.received.append({"symbol": symbol, "side": side, "type": otype, "quantity": p.get("quantity"),
-                              "newClientOrderId": p.get("newClientOrderId"), "time": now})
+        self.received.append(
+            {
+                "symbol": symbol,
+                "side": side,
+                "type": otype,
+                "quantity": p.get("quantity"),
+                "newClientOrderId": p.get("newClientOrderId"),
+                "time": now,
+            }
+        )
         if otype in CONDITIONAL_TYPES:
-            raise _bad(-4120, "Order type not supported for this endpoint. Please use the Algo Order API "
-                       "endpoints instead.")
+            raise _bad(
+                -4120,
+                "Order type not supported for this endpoint. Please use the Algo Order API "
+                "endpoints instead.",
+            )
         if otype != "MARKET":
-            raise _bad(-1116 if otype not in ("LIMIT",) else -4000, "Invalid orderType." if otype != "LIMIT"
-                       else "Only MARKET orders are simulated.")
+            raise _bad(
+                -1116 if otype not in ("LIMIT",) else -4000,
+                "Invalid orderType." if otype != "LIMIT" else "Only MARKET orders are simulated.",
+            )
         self._check_position_side(p)
         cid = self._client_id(p, "newClientOrderId") or f"sim{next(self._ids)}"
         prior = self._by_client.get((symbol, cid))
@@ -738,8 +800,11 @@ class Account:
             qty = min(qty, abs(pos.amount))
         else:
             if code == -4164 or qty * px < r.min_notional:
-                raise _bad(-4164, f"Order's notional must be no smaller than {_s(r.min_notional)} "
-                           "(unless you choose reduce only).")
+                raise _bad(
+                    -4164,
+                    f"Order's notional must be no smaller than {_s(r.min_notional)} "
+                    "(unless you choose reduce only).",
+                )
             lev = Decimal(self.leverage.get(symbol, 20))
             available = self.wallet + self._unrealized(now) - self._margin_used(now)
             if code == -2019 or qty * px / lev > available:
@@ -771,8 +836,9 @@ class Account:
         symbol = self._symbol(p)
         oid, cid = p.get("orderId"), p.get("origClientOrderId")
         if not oid and not cid:
-            raise _bad(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were "
-                       "empty/null!")
+            raise _bad(
+                -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            )
         order = None
         if oid:
             order = self.orders.get(int(oid)) if oid.isdigit() else None
@@ -800,8 +866,11 @@ class Account:
 
     def _open_orders(self, p: dict[str, str]) -> Any:
         symbol = self._symbol(p) if p.get("symbol") else None
-        return [self._order_json(o) for o in self.orders.values()
-                if o.status == "NEW" and symbol in (None, o.symbol)]
+        return [
+            self._order_json(o)
+            for o in self.orders.values()
+            if o.status == "NEW" and symbol in (None, o.symbol)
+        ]
 
     def _post_algo(self, p: dict[str, str]) -> Any:
         algo_type = p.get("algoType")
@@ -817,8 +886,16 @@ class Account:
         if not otype:
             raise _mandatory("type")
         now = self._now()
-        self.received.append({"symbol": symbol, "side": side, "type": otype, "quantity": p.get("quantity"),
-                              "clientAlgoId": p.get("clientAlgoId"), "time": now})
+        self.received.append(
+            {
+                "symbol": symbol,
+                "side": side,
+                "type": otype,
+                "quantity": p.get("quantity"),
+                "clientAlgoId": p.get("clientAlgoId"),
+                "time": now,
+            }
+        )
         if otype not in CONDITIONAL_TYPES:
             raise _bad(-1116, "Invalid orderType.")
         if otype not in ALGO_TYPES_SUPPORTED:
@@ -846,12 +923,17 @@ class Account:
             raise _bad(-4116, "ClientOrderId is duplicated.")
         code = self._faults.errors.popleft() if self._faults.errors else None
         if code is not None:
-            raise _bad(code, "Margin is insufficient." if code == -2019 else
-                       f"Order's notional must be no smaller than {_s(r.min_notional)} (unless you choose "
-                       "reduce only).")
+            raise _bad(
+                code,
+                "Margin is insufficient."
+                if code == -2019
+                else f"Order's notional must be no smaller than {_s(r.min_notional)} (unless you choose "
+                "reduce only).",
+            )
         px = self._last(symbol, now)
-        probe = SimAlgoOrder(0, cid, symbol, side, otype, trigger, qty or Decimal(0), reduce_only,
-                             close_position, working, now)
+        probe = SimAlgoOrder(
+            0, cid, symbol, side, otype, trigger, qty or Decimal(0), reduce_only, close_position, working, now
+        )
         if self._crossed(probe, px):
             raise _bad(-2021, "Order would immediately trigger.")
         algo = probe
@@ -893,8 +975,11 @@ class Account:
 
     def _open_algos(self, p: dict[str, str]) -> Any:
         symbol = self._symbol(p) if p.get("symbol") else None
-        return [self._algo_json(a, query=True) for a in self.algo_orders.values()
-                if a.status in ALGO_OPEN and symbol in (None, a.symbol)]
+        return [
+            self._algo_json(a, query=True)
+            for a in self.algo_orders.values()
+            if a.status in ALGO_OPEN and symbol in (None, a.symbol)
+        ]
 
     def _cancel_all_algos(self, p: dict[str, str]) -> Any:
         symbol = self._symbol(p)
@@ -907,8 +992,9 @@ class Account:
     def _position_risk(self, p: dict[str, str]) -> Any:
         """v2: a row for the symbol asked about, or for every symbol the account touched, flat or not."""
         symbol = self._symbol(p) if p.get("symbol") else None
-        return self._risk_answer([symbol] if symbol else sorted(set(self.positions) | set(self.leverage)),
-                                 self._risk_row)
+        return self._risk_answer(
+            [symbol] if symbol else sorted(set(self.positions) | set(self.leverage)), self._risk_row
+        )
 
     def _position_risk_v3(self, p: dict[str, str]) -> Any:
         """v3: only symbols with a position or open orders have rows (Binance's documented rule), so a
@@ -931,8 +1017,11 @@ class Account:
             pos = self.positions.get(sym, SimPosition())
             for side in sides:
                 # hedge mode: the one simulated position shows on the row of its direction
-                shown = side == "BOTH" or (side == "LONG" and pos.amount > 0) or (
-                    side == "SHORT" and pos.amount < 0)
+                shown = (
+                    side == "BOTH"
+                    or (side == "LONG" and pos.amount > 0)
+                    or (side == "SHORT" and pos.amount < 0)
+                )
                 if v3 and not shown and pos.amount != 0:
                     continue  # v3 in hedge mode: the side without a position has no row
                 amount = pos.amount if shown and fault != "zero" else Decimal(0)
@@ -946,19 +1035,27 @@ class Account:
         mark = self._last(sym, now)
         entry = pos.entry if amount else Decimal(0)
         return {
-            "symbol": sym, "positionAmt": _fixed(amount, r.qd),
+            "symbol": sym,
+            "positionAmt": _fixed(amount, r.qd),
             "entryPrice": _s(entry) if amount else "0.0",
             "breakEvenPrice": _s(entry) if amount else "0.0",
-            "markPrice": _s(mark), "unRealizedProfit": _fixed((mark - entry) * amount, 8),
-            "liquidationPrice": "0", "leverage": str(self.leverage.get(sym, 20)),
+            "markPrice": _s(mark),
+            "unRealizedProfit": _fixed((mark - entry) * amount, 8),
+            "liquidationPrice": "0",
+            "leverage": str(self.leverage.get(sym, 20)),
             "maxNotionalValue": "1000000",
-            "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
-            "positionSide": side, "notional": _s(mark * amount), "isolatedWallet": "0",
+            "marginType": "cross",
+            "isolatedMargin": "0.00000000",
+            "isAutoAddMargin": "false",
+            "positionSide": side,
+            "notional": _s(mark * amount),
+            "isolatedWallet": "0",
             "updateTime": pos.update_time,
         }
 
-    def _risk_row_v3(self, sym: str, amount: Decimal, pos: SimPosition, side: str,
-                     now: int) -> dict[str, Any]:
+    def _risk_row_v3(
+        self, sym: str, amount: Decimal, pos: SimPosition, side: str, now: int
+    ) -> dict[str, Any]:
         """A v3 row: margins instead of leverage, marginType and maxNotionalValue (which v3 dropped)."""
         r = self._rules[sym]
         mark = self._last(sym, now)
@@ -966,14 +1063,26 @@ class Account:
         notional = mark * amount
         initial = abs(notional) / Decimal(self.leverage.get(sym, 20))
         return {
-            "symbol": sym, "positionSide": side, "positionAmt": _fixed(amount, r.qd),
-            "entryPrice": _s(entry) if amount else "0.0", "breakEvenPrice": _s(entry) if amount else "0.0",
-            "markPrice": _s(mark), "unRealizedProfit": _fixed((mark - entry) * amount, 8),
-            "liquidationPrice": "0", "isolatedMargin": "0", "notional": _s(notional), "marginAsset": "USDT",
-            "isolatedWallet": "0", "initialMargin": _fixed(initial, 8),
+            "symbol": sym,
+            "positionSide": side,
+            "positionAmt": _fixed(amount, r.qd),
+            "entryPrice": _s(entry) if amount else "0.0",
+            "breakEvenPrice": _s(entry) if amount else "0.0",
+            "markPrice": _s(mark),
+            "unRealizedProfit": _fixed((mark - entry) * amount, 8),
+            "liquidationPrice": "0",
+            "isolatedMargin": "0",
+            "notional": _s(notional),
+            "marginAsset": "USDT",
+            "isolatedWallet": "0",
+            "initialMargin": _fixed(initial, 8),
             "maintMargin": _fixed(abs(notional) * Decimal("0.004"), 8),
-            "positionInitialMargin": _fixed(initial, 8), "openOrderInitialMargin": "0",
-            "adl": 1 if amount else 0, "bidNotional": "0", "askNotional": "0", "updateTime": pos.update_time,
+            "positionInitialMargin": _fixed(initial, 8),
+            "openOrderInitialMargin": "0",
+            "adl": 1 if amount else 0,
+            "bidNotional": "0",
+            "askNotional": "0",
+            "updateTime": pos.update_time,
         }
 
     def _get_dual(self, p: dict[str, str]) -> Any:
@@ -988,7 +1097,8 @@ class Account:
         if any(x.amount != 0 for x in self.positions.values()):
             raise _bad(-4068, "Position side cannot be changed if there exists position.")
         if any(o.status == "NEW" for o in self.orders.values()) or any(
-                a.status in ALGO_OPEN for a in self.algo_orders.values()):
+            a.status in ALGO_OPEN for a in self.algo_orders.values()
+        ):
             raise _bad(-4067, "Position side cannot be changed if there exists open orders.")
         self.dual_side = wanted
         return {"code": 200, "msg": "success"}
@@ -997,10 +1107,19 @@ class Account:
         now = self._now()
         upnl = self._unrealized(now)
         available = self.wallet + upnl - self._margin_used(now)
-        return [{"accountAlias": "SgsR", "asset": "USDT", "balance": _fixed(self.wallet, 8),
-                 "crossWalletBalance": _fixed(self.wallet, 8), "crossUnPnl": _fixed(upnl, 8),
-                 "availableBalance": _fixed(available, 8), "maxWithdrawAmount": _fixed(available, 8),
-                 "marginAvailable": True, "updateTime": now}]
+        return [
+            {
+                "accountAlias": "SgsR",
+                "asset": "USDT",
+                "balance": _fixed(self.wallet, 8),
+                "crossWalletBalance": _fixed(self.wallet, 8),
+                "crossUnPnl": _fixed(upnl, 8),
+                "availableBalance": _fixed(available, 8),
+                "maxWithdrawAmount": _fixed(available, 8),
+                "marginAvailable": True,
+                "updateTime": now,
+            }
+        ]
 
     def _account(self, p: dict[str, str]) -> Any:
         now = self._now()
@@ -1008,18 +1127,41 @@ class Account:
         used = self._margin_used(now)
         available = self.wallet + upnl - used
         return {
-            "feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True, "updateTime": 0,
-            "multiAssetsMargin": False, "totalInitialMargin": _fixed(used, 8),
-            "totalMaintMargin": _fixed(used / 10, 8), "totalWalletBalance": _fixed(self.wallet, 8),
-            "totalUnrealizedProfit": _fixed(upnl, 8), "totalMarginBalance": _fixed(self.wallet + upnl, 8),
-            "availableBalance": _fixed(available, 8), "maxWithdrawAmount": _fixed(available, 8),
-            "assets": [{"asset": "USDT", "walletBalance": _fixed(self.wallet, 8),
-                        "unrealizedProfit": _fixed(upnl, 8), "marginBalance": _fixed(self.wallet + upnl, 8),
-                        "availableBalance": _fixed(available, 8), "updateTime": now}],
-            "positions": [{"symbol": s, "positionAmt": _s(x.amount), "entryPrice": _s(x.entry),
-                           "leverage": str(self.leverage.get(s, 20)), "positionSide": self._side_of(x),
-                           "updateTime": x.update_time}
-                          for s, x in self.positions.items() if x.amount != 0],
+            "feeTier": 0,
+            "canTrade": True,
+            "canDeposit": True,
+            "canWithdraw": True,
+            "updateTime": 0,
+            "multiAssetsMargin": False,
+            "totalInitialMargin": _fixed(used, 8),
+            "totalMaintMargin": _fixed(used / 10, 8),
+            "totalWalletBalance": _fixed(self.wallet, 8),
+            "totalUnrealizedProfit": _fixed(upnl, 8),
+            "totalMarginBalance": _fixed(self.wallet + upnl, 8),
+            "availableBalance": _fixed(available, 8),
+            "maxWithdrawAmount": _fixed(available, 8),
+            "assets": [
+                {
+                    "asset": "USDT",
+                    "walletBalance": _fixed(self.wallet, 8),
+                    "unrealizedProfit": _fixed(upnl, 8),
+                    "marginBalance": _fixed(self.wallet + upnl, 8),
+                    "availableBalance": _fixed(available, 8),
+                    "updateTime": now,
+                }
+            ],
+            "positions": [
+                {
+                    "symbol": s,
+                    "positionAmt": _s(x.amount),
+                    "entryPrice": _s(x.entry),
+                    "leverage": str(self.leverage.get(s, 20)),
+                    "positionSide": self._side_of(x),
+                    "updateTime": x.update_time,
+                }
+                for s, x in self.positions.items()
+                if x.amount != 0
+            ],
         }
 
     # ------------------------------------------------------------------ JSON shapes
@@ -1032,28 +1174,61 @@ class Account:
     def _order_json(self, o: SimOrder) -> dict[str, Any]:
         r = self._rules[o.symbol]
         return {
-            "orderId": o.order_id, "symbol": o.symbol, "status": o.status, "clientOrderId": o.client_order_id,
-            "price": "0", "avgPrice": _s(o.avg_price) if o.executed else "0.00",
-            "origQty": _fixed(o.qty, r.qd), "executedQty": _fixed(o.executed, r.qd),
+            "orderId": o.order_id,
+            "symbol": o.symbol,
+            "status": o.status,
+            "clientOrderId": o.client_order_id,
+            "price": "0",
+            "avgPrice": _s(o.avg_price) if o.executed else "0.00",
+            "origQty": _fixed(o.qty, r.qd),
+            "executedQty": _fixed(o.executed, r.qd),
             "cumQty": _fixed(o.executed, r.qd),
-            "cumQuote": _fixed(o.cum_quote, 8), "timeInForce": "GTC", "type": o.type, "origType": o.type,
-            "reduceOnly": o.reduce_only, "closePosition": o.close_position, "side": o.side,
-            "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-            "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
-            "time": o.time, "updateTime": o.update_time,
+            "cumQuote": _fixed(o.cum_quote, 8),
+            "timeInForce": "GTC",
+            "type": o.type,
+            "origType": o.type,
+            "reduceOnly": o.reduce_only,
+            "closePosition": o.close_position,
+            "side": o.side,
+            "positionSide": "BOTH",
+            "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "goodTillDate": 0,
+            "time": o.time,
+            "updateTime": o.update_time,
         }
 
     def _algo_json(self, a: SimAlgoOrder, query: bool = False) -> dict[str, Any]:
         r = self._rules[a.symbol]
         body: dict[str, Any] = {
-            "algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "algoType": "CONDITIONAL",
-            "orderType": a.type, "symbol": a.symbol, "side": a.side, "positionSide": "BOTH",
-            "timeInForce": "GTC", "quantity": _fixed(a.qty, r.qd) if a.qty else "0", "algoStatus": a.status,
-            "triggerPrice": _s(a.trigger), "price": "0", "icebergQuantity": None,
-            "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": a.working_type, "priceMatch": "NONE",
-            "closePosition": a.close_position, "priceProtect": False, "reduceOnly": a.reduce_only,
-            "activatePrice": "", "callbackRate": "", "createTime": a.create_time, "updateTime": a.update_time,
-            "triggerTime": a.trigger_time, "goodTillDate": 0,
+            "algoId": a.algo_id,
+            "clientAlgoId": a.client_algo_id,
+            "algoType": "CONDITIONAL",
+            "orderType": a.type,
+            "symbol": a.symbol,
+            "side": a.side,
+            "positionSide": "BOTH",
+            "timeInForce": "GTC",
+            "quantity": _fixed(a.qty, r.qd) if a.qty else "0",
+            "algoStatus": a.status,
+            "triggerPrice": _s(a.trigger),
+            "price": "0",
+            "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": a.working_type,
+            "priceMatch": "NONE",
+            "closePosition": a.close_position,
+            "priceProtect": False,
+            "reduceOnly": a.reduce_only,
+            "activatePrice": "",
+            "callbackRate": "",
+            "createTime": a.create_time,
+            "updateTime": a.update_time,
+            "triggerTime": a.trigger_time,
+            "goodTillDate": 0,
         }
         if query:
             body["actualOrderId"] = a.actual_order_id
@@ -1084,7 +1259,9 @@ _ROUTES: dict[tuple[str, str], str] = {
 
 #: Paths of the signed routes, for the REST server's dispatch.
 SIGNED_PATHS = frozenset(path for _, path in _ROUTES)
-ORDER_PLACEMENT = frozenset({("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")})
+#: The requests that place an order: counted for the per-minute order rate whether accepted or not, and
+#: the ones a scripted "execution status unknown" answer replaces.
+_ORDER_PLACEMENTS = frozenset({("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")})
 
 
 def _strip_signature(text: str) -> str:

@@ -70,30 +70,159 @@ _MAX_THIN_TRADES = 64  # per minute; a thin symbol with a short gap still makes 
 
 # Real-looking names, roughly in descending liquidity order, with a plausible price level.
 _REAL_BASES: tuple[tuple[str, float], ...] = (
-    ("BTC", 95_000.0), ("ETH", 3_400.0), ("SOL", 190.0), ("XRP", 2.3), ("DOGE", 0.21), ("BNB", 880.0),
-    ("1000PEPE", 0.011), ("SUI", 3.4), ("ADA", 0.72), ("LINK", 18.5), ("AVAX", 24.0), ("WIF", 1.1),
-    ("TRX", 0.29), ("LTC", 98.0), ("ENA", 0.55), ("BCH", 480.0), ("HYPE", 28.0), ("TRUMP", 9.5),
-    ("WLD", 1.4), ("DOT", 4.2), ("NEAR", 2.9), ("APT", 5.8), ("ARB", 0.41), ("OP", 0.72), ("TON", 3.1),
-    ("1000SHIB", 0.0125), ("FIL", 2.7), ("ETC", 19.0), ("UNI", 8.9), ("AAVE", 260.0), ("INJ", 14.0),
-    ("TIA", 2.6), ("SEI", 0.28), ("ONDO", 0.88), ("FET", 0.62), ("RENDER", 3.9), ("TAO", 380.0),
-    ("1000BONK", 0.019), ("ORDI", 8.1), ("JUP", 0.52), ("PENDLE", 4.1), ("LDO", 1.05), ("CRV", 0.68),
-    ("ATOM", 4.6), ("XLM", 0.31), ("HBAR", 0.19), ("ICP", 5.2), ("STX", 0.71), ("IMX", 0.55), ("RUNE", 1.35),
-    ("KAS", 0.082), ("AR", 6.9), ("VET", 0.024), ("ALGO", 0.21), ("1000FLOKI", 0.091), ("GALA", 0.016),
-    ("SAND", 0.27), ("MANA", 0.29), ("AXS", 2.4), ("APE", 0.58), ("DYDX", 0.61), ("GMX", 14.2), ("SNX", 0.72),
-    ("COMP", 46.0), ("EGLD", 14.6), ("PYTH", 0.13), ("JTO", 1.9), ("STRK", 0.15), ("ZK", 0.061),
-    ("EIGEN", 1.2), ("ETHFI", 1.05), ("W", 0.081), ("TNSR", 0.19), ("BOME", 0.0019), ("POPCAT", 0.31),
+    ("BTC", 95_000.0),
+    ("ETH", 3_400.0),
+    ("SOL", 190.0),
+    ("XRP", 2.3),
+    ("DOGE", 0.21),
+    ("BNB", 880.0),
+    ("1000PEPE", 0.011),
+    ("SUI", 3.4),
+    ("ADA", 0.72),
+    ("LINK", 18.5),
+    ("AVAX", 24.0),
+    ("WIF", 1.1),
+    ("TRX", 0.29),
+    ("LTC", 98.0),
+    ("ENA", 0.55),
+    ("BCH", 480.0),
+    ("HYPE", 28.0),
+    ("TRUMP", 9.5),
+    ("WLD", 1.4),
+    ("DOT", 4.2),
+    ("NEAR", 2.9),
+    ("APT", 5.8),
+    ("ARB", 0.41),
+    ("OP", 0.72),
+    ("TON", 3.1),
+    ("1000SHIB", 0.0125),
+    ("FIL", 2.7),
+    ("ETC", 19.0),
+    ("UNI", 8.9),
+    ("AAVE", 260.0),
+    ("INJ", 14.0),
+    ("TIA", 2.6),
+    ("SEI", 0.28),
+    ("ONDO", 0.88),
+    ("FET", 0.62),
+    ("RENDER", 3.9),
+    ("TAO", 380.0),
+    ("1000BONK", 0.019),
+    ("ORDI", 8.1),
+    ("JUP", 0.52),
+    ("PENDLE", 4.1),
+    ("LDO", 1.05),
+    ("CRV", 0.68),
+    ("ATOM", 4.6),
+    ("XLM", 0.31),
+    ("HBAR", 0.19),
+    ("ICP", 5.2),
+    ("STX", 0.71),
+    ("IMX", 0.55),
+    ("RUNE", 1.35),
+    ("KAS", 0.082),
+    ("AR", 6.9),
+    ("VET", 0.024),
+    ("ALGO", 0.21),
+    ("1000FLOKI", 0.091),
+    ("GALA", 0.016),
+    ("SAND", 0.27),
+    ("MANA", 0.29),
+    ("AXS", 2.4),
+    ("APE", 0.58),
+    ("DYDX", 0.61),
+    ("GMX", 14.2),
+    ("SNX", 0.72),
+    ("COMP", 46.0),
+    ("EGLD", 14.6),
+    ("PYTH", 0.13),
+    ("JTO", 1.9),
+    ("STRK", 0.15),
+    ("ZK", 0.061),
+    ("EIGEN", 1.2),
+    ("ETHFI", 1.05),
+    ("W", 0.081),
+    ("TNSR", 0.19),
+    ("BOME", 0.0019),
+    ("POPCAT", 0.31),
     ("NEIRO", 0.00041),
-    ("GOAT", 0.11), ("PNUT", 0.21), ("VIRTUAL", 1.6), ("MOVE", 0.13), ("PENGU", 0.021), ("KAITO", 1.3),
-    ("BERA", 2.6), ("IP", 5.4), ("LAYER", 0.61), ("S", 0.47), ("ZEC", 420.0), ("XMR", 330.0), ("NEO", 5.9),
-    ("QTUM", 2.3), ("ZIL", 0.0121), ("IOTA", 0.17), ("ONT", 0.13), ("KAVA", 0.36), ("CHZ", 0.038),
-    ("ENJ", 0.067), ("1INCH", 0.23), ("BAT", 0.16), ("ZRX", 0.22), ("YFI", 5_200.0), ("SUSHI", 0.66),
-    ("KSM", 14.9), ("BLUR", 0.071), ("CFX", 0.13), ("MANTA", 0.19), ("ALT", 0.026), ("MEW", 0.0031),
-    ("1000SATS", 0.000041), ("NOT", 0.0017), ("ACT", 0.046), ("USUAL", 0.061), ("BIO", 0.081), ("ME", 0.71),
-    ("1000RATS", 0.041), ("MASK", 1.1), ("ROSE", 0.021), ("CELO", 0.31), ("ANKR", 0.014), ("GRT", 0.081),
+    ("GOAT", 0.11),
+    ("PNUT", 0.21),
+    ("VIRTUAL", 1.6),
+    ("MOVE", 0.13),
+    ("PENGU", 0.021),
+    ("KAITO", 1.3),
+    ("BERA", 2.6),
+    ("IP", 5.4),
+    ("LAYER", 0.61),
+    ("S", 0.47),
+    ("ZEC", 420.0),
+    ("XMR", 330.0),
+    ("NEO", 5.9),
+    ("QTUM", 2.3),
+    ("ZIL", 0.0121),
+    ("IOTA", 0.17),
+    ("ONT", 0.13),
+    ("KAVA", 0.36),
+    ("CHZ", 0.038),
+    ("ENJ", 0.067),
+    ("1INCH", 0.23),
+    ("BAT", 0.16),
+    ("ZRX", 0.22),
+    ("YFI", 5_200.0),
+    ("SUSHI", 0.66),
+    ("KSM", 14.9),
+    ("BLUR", 0.071),
+    ("CFX", 0.13),
+    ("MANTA", 0.19),
+    ("ALT", 0.026),
+    ("MEW", 0.0031),
+    ("1000SATS", 0.000041),
+    ("NOT", 0.0017),
+    ("ACT", 0.046),
+    ("USUAL", 0.061),
+    ("BIO", 0.081),
+    ("ME", 0.71),
+    ("1000RATS", 0.041),
+    ("MASK", 1.1),
+    ("ROSE", 0.021),
+    ("CELO", 0.31),
+    ("ANKR", 0.014),
+    ("GRT", 0.081),
 )
 _SYLLABLES: tuple[str, ...] = (
-    "ZA", "KO", "RI", "NE", "VA", "LU", "MI", "TO", "XE", "QU", "DRA", "FLO", "GRI", "PLA", "STO", "BRO",
-    "CY", "NO", "VEX", "ZOR", "KAI", "LYN", "MOR", "SOL", "TRI", "OX", "AR", "EL", "UM", "IN", "ON", "AX",
+    "ZA",
+    "KO",
+    "RI",
+    "NE",
+    "VA",
+    "LU",
+    "MI",
+    "TO",
+    "XE",
+    "QU",
+    "DRA",
+    "FLO",
+    "GRI",
+    "PLA",
+    "STO",
+    "BRO",
+    "CY",
+    "NO",
+    "VEX",
+    "ZOR",
+    "KAI",
+    "LYN",
+    "MOR",
+    "SOL",
+    "TRI",
+    "OX",
+    "AR",
+    "EL",
+    "UM",
+    "IN",
+    "ON",
+    "AX",
 )
 _SUFFIXES: tuple[str, ...] = ("", "", "", "", "", "X", "AI", "FI", "IO", "NET", "DAO", "BIT", "COIN", "PAD")
 
@@ -170,7 +299,7 @@ class _State:
     summaries: dict[int, tuple] = field(default_factory=dict)
     minute_rec: _MinuteRecord | None = None
     # interval -> (candle open, current minute, aggregate of the closed minutes of that candle)
-    agg_cache: dict[str, tuple[int, int, tuple]] = field(default_factory=dict)
+    agg_cache: dict[str, tuple[int, int, tuple | None]] = field(default_factory=dict)
     last_surge_ms: int = -(10**15)
 
     @property
@@ -240,7 +369,7 @@ def _qty_decimals(price: float) -> int:
 
 def _dec_str(decimals: int) -> str:
     """``3 -> "0.001"``, ``0 -> "1"``: Binance's string form of a tick or step size."""
-    return "1" if decimals == 0 else f"{10.0 ** -decimals:.{decimals}f}"
+    return "1" if decimals == 0 else f"{10.0**-decimals:.{decimals}f}"
 
 
 def _interp(knots: list[tuple[int, int]], off: int) -> float:
@@ -340,16 +469,15 @@ class Market:
         self._exchange_symbols = [self._symbol_entry(s) for s in order]
         # Liquid symbols are the candidates for periodic surges: a demo must see them pass the 4h filter.
         # (thin symbols never: a surge needs a busy minute)
-        by_liquidity = sorted((s for s in specs if s.tradable and not s.trade_gap_ms),
-                              key=lambda s: -s.minute_quote)
+        by_liquidity = sorted(
+            (s for s in specs if s.tradable and not s.trade_gap_ms), key=lambda s: -s.minute_quote
+        )
         self._surge_candidates = [s.symbol for s in by_liquidity if s.minute_quote * WINDOW_MINUTES >= 12e6]
         if not self._surge_candidates:
             self._surge_candidates = [s.symbol for s in by_liquidity[:10]]
         self._surge_interval_ms = None if not surge_interval_s else max(1, int(surge_interval_s * 1000))
         self._surge_index = 1
-        self._next_surge_ms = (
-            self.start_ms + self._surge_interval_ms if self._surge_interval_ms else 1 << 62
-        )
+        self._next_surge_ms = self.start_ms + self._surge_interval_ms if self._surge_interval_ms else 1 << 62
         #: (time ms, symbol) of every surge applied, injected or periodic: for tests and demos
         self.surges: list[tuple[int, str]] = []
 
@@ -476,8 +604,9 @@ class Market:
         first = max(start_ms, st.spec.listing_ms) // MINUTE_MS
         minute = now_ms // MINUTE_MS
         agg = self._agg_range(st, first, minute) if first < minute else None
-        return self._make_kline(st, "1d", first * MINUTE_MS, now_ms, _combine(agg, self._partial(st, now_ms)),
-                                False)
+        return self._make_kline(
+            st, "1d", first * MINUTE_MS, now_ms, _combine(agg, self._partial(st, now_ms)), False
+        )
 
     # ------------------------------------------------------------------ overrides
 
@@ -531,7 +660,12 @@ class Market:
             rng = random.Random(f"surge-sim-arrange:{self.seed}:{now}")
             for symbol in self._tradable:
                 self._arrange_one(
-                    self._states[symbol], now, symbol in wanted, rng, min_change_pct, max_change_pct,
+                    self._states[symbol],
+                    now,
+                    symbol in wanted,
+                    rng,
+                    min_change_pct,
+                    max_change_pct,
                     min_quote_volume,
                 )
 
@@ -556,15 +690,18 @@ class Market:
             if 2 <= len(name) <= 10 and name not in taken:
                 taken.add(name)
                 bases.append((name, 10 ** rng.uniform(-4.2, 2.6)))
-        generated = bases[len(_REAL_BASES):]
+        generated = bases[len(_REAL_BASES) :]
         rng.shuffle(generated)  # liquidity rank of generated names is random
-        bases[len(_REAL_BASES):] = generated
-        specs = [self._spec(rng, base, price, rank + 1, "USDT", "PERPETUAL", "TRADING")
-                 for rank, (base, price) in enumerate(bases)]
+        bases[len(_REAL_BASES) :] = generated
+        specs = [
+            self._spec(rng, base, price, rank + 1, "USDT", "PERPETUAL", "TRADING")
+            for rank, (base, price) in enumerate(bases)
+        ]
         return specs + self._decoys(rng, n)
 
-    def _thin_out(self, specs: list[_Spec], share: float, forced: set[str],
-                  gap_s: float | None) -> list[_Spec]:
+    def _thin_out(
+        self, specs: list[_Spec], share: float, forced: set[str], gap_s: float | None
+    ) -> list[_Spec]:
         """Mark the thin symbols: a seeded ``share`` of the tradable ones outside the most liquid
         ``THIN_SPARED``, plus ``forced``; each gets a seeded mean gap between trades (or ``gap_s``)."""
         names = {s.symbol for s in specs}
@@ -586,9 +723,19 @@ class Market:
             out.append(spec)
         return out
 
-    def _spec(self, rng: random.Random, base: str, price: float, rank: int, quote: str, contract: str,
-              status: str, symbol: str | None = None, delivery_ms: int = PERPETUAL_DELIVERY_MS) -> _Spec:
-        daily_quote = 18e9 * rank ** -1.25 * math.exp(rng.gauss(0.0, 0.25))
+    def _spec(
+        self,
+        rng: random.Random,
+        base: str,
+        price: float,
+        rank: int,
+        quote: str,
+        contract: str,
+        status: str,
+        symbol: str | None = None,
+        delivery_ms: int = PERPETUAL_DELIVERY_MS,
+    ) -> _Spec:
+        daily_quote = 18e9 * rank**-1.25 * math.exp(rng.gauss(0.0, 0.25))
         listing = self.history_start_ms
         onboard = listing - rng.randrange(30, 2000) * DAY_MS
         if rank > 40 and rng.random() < 0.04:  # a few recent listings with a shorter history
@@ -597,12 +744,23 @@ class Market:
         name = symbol or f"{base}{quote}"
         pd, qd = _price_decimals(price), _qty_decimals(price)
         return _Spec(
-            symbol=name, base=base, quote=quote, status=status, contract_type=contract, price=price,
-            pd=pd, qd=qd, p_scale=10**pd, q_scale=10**qd, minute_quote=daily_quote / 1440.0,
+            symbol=name,
+            base=base,
+            quote=quote,
+            status=status,
+            contract_type=contract,
+            price=price,
+            pd=pd,
+            qd=qd,
+            p_scale=10**pd,
+            q_scale=10**qd,
+            minute_quote=daily_quote / 1440.0,
             sigma=(0.009 if rank <= 2 else 0.012 + 0.016 * rng.random()),
-            trade_size=max(150.0, 4000.0 * rank ** -0.35 * (0.7 + 0.6 * rng.random())),
+            trade_size=max(150.0, 4000.0 * rank**-0.35 * (0.7 + 0.6 * rng.random())),
             min_notional=100.0 if base == "BTC" else 20.0 if base == "ETH" else 5.0,
-            listing_ms=listing, onboard_ms=onboard, delivery_ms=delivery_ms,
+            listing_ms=listing,
+            onboard_ms=onboard,
+            delivery_ms=delivery_ms,
             key=zlib.crc32(name.encode()) ^ (self.seed * 0x9E3779B1 & 0xFFFFFFFF),
             tradable=status == "TRADING" and contract == "PERPETUAL" and quote == "USDT",
         )
@@ -665,18 +823,37 @@ class Market:
             "marketTakeBound": "0.05",
             "maxMoveOrderLimit": 10000,
             "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": _fmt_plain(s.price * 1000),
-                 "tickSize": tick},
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": tick,
+                    "maxPrice": _fmt_plain(s.price * 1000),
+                    "tickSize": tick,
+                },
                 {"filterType": "LOT_SIZE", "minQty": step, "maxQty": _fmt_plain(max_qty), "stepSize": step},
-                {"filterType": "MARKET_LOT_SIZE", "minQty": step,
-                 "maxQty": _fmt_plain(max(1.0, max_qty / 10)), "stepSize": step},
+                {
+                    "filterType": "MARKET_LOT_SIZE",
+                    "minQty": step,
+                    "maxQty": _fmt_plain(max(1.0, max_qty / 10)),
+                    "stepSize": step,
+                },
                 {"filterType": "MAX_NUM_ORDERS", "limit": 200},  # MAX_NUM_ALGO_ORDERS: gone 2025-12-29
                 {"filterType": "MIN_NOTIONAL", "notional": _fmt_plain(s.min_notional)},
-                {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
-                 "multiplierDecimal": "4"},
+                {
+                    "filterType": "PERCENT_PRICE",
+                    "multiplierUp": "1.0500",
+                    "multiplierDown": "0.9500",
+                    "multiplierDecimal": "4",
+                },
             ],
-            "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
-                           "TRAILING_STOP_MARKET"],
+            "orderTypes": [
+                "LIMIT",
+                "MARKET",
+                "STOP",
+                "STOP_MARKET",
+                "TAKE_PROFIT",
+                "TAKE_PROFIT_MARKET",
+                "TRAILING_STOP_MARKET",
+            ],
             "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
             "permissionSets": ["GRID", "COPY"],
         }
@@ -755,8 +932,15 @@ class Market:
         b = _KNOT_HI[0] + (h >> 16) * (_KNOT_HI[1] - _KNOT_HI[0]) // 0x10000
         return a, b, bool(h & 0x80)
 
-    def _base_knots(self, key: int, minute: int, o: int, h: int, l: int,  # noqa: E741
-                    c: int) -> list[tuple[int, int]]:
+    def _base_knots(
+        self,
+        key: int,
+        minute: int,
+        o: int,
+        h: int,
+        l: int,  # noqa: E741
+        c: int,
+    ) -> list[tuple[int, int]]:
         a, b, high_first = self._inner_knots(key, minute)
         first, second = (h, l) if high_first else (l, h)
         return [(0, o), (a, first), (b, second), (MINUTE_MS, c)]
@@ -781,11 +965,13 @@ class Market:
         o.extend(c[:-1])
         wick = sig * 0.5
         h = array("q", [t + int(t * wick * z + 0.5) for t, z in zip(map(max, o, c), wick_hi, strict=True)])
-        low = array("q", [max(1, t - int(t * wick * z + 0.5))
-                          for t, z in zip(map(min, o, c), wick_lo, strict=True)])
+        low = array(
+            "q", [max(1, t - int(t * wick * z + 0.5)) for t, z in zip(map(min, o, c), wick_lo, strict=True)]
+        )
         mq = spec.minute_quote / 1.48
-        raw = [mq * z * (1.0 + 0.6 * abs(cc - oo) / (oo * sig))
-               for oo, cc, z in zip(o, c, noise, strict=True)]
+        raw = [
+            mq * z * (1.0 + 0.6 * abs(cc - oo) / (oo * sig)) for oo, cc, z in zip(o, c, noise, strict=True)
+        ]
         prices = None
         if st.ramps:
             prices = (o, h, low, c)
@@ -798,8 +984,19 @@ class Market:
             self._thin_window(st, k, prices, o, h, low, c, v, q, n)
         return _Window(o=o, h=h, l=low, c=c, v=v, q=q, n=n, base=prices)
 
-    def _thin_window(self, st: _State, k: int, base: tuple[array, array, array, array], o: array, h: array,
-                     low: array, c: array, v: array, q: array, n: array) -> None:
+    def _thin_window(
+        self,
+        st: _State,
+        k: int,
+        base: tuple[array, array, array, array],
+        o: array,
+        h: array,
+        low: array,
+        c: array,
+        v: array,
+        q: array,
+        n: array,
+    ) -> None:
         """Turn a window of busy minutes into a thin symbol's (in place): each minute keeps only its
         seeded trades (and lumps), each at the busy path's price at its instant (modifiers included,
         so a surge's step shows at its lump); a minute without any is flat at the previous close."""
@@ -826,8 +1023,10 @@ class Market:
             knots = self._base_knots(key, minute, bo[j], bh[j], bl[j], bc[j])
             if st.ramps:
                 knots = self._modified_knots(st, minute, knots)
-            prices = [int(_interp(knots, off) + 0.5) for off in sorted([*offs, *(x[0] - t0 - j * MINUTE_MS
-                                                                                   for x in mine)])]
+            prices = [
+                int(_interp(knots, off) + 0.5)
+                for off in sorted([*offs, *(x[0] - t0 - j * MINUTE_MS for x in mine)])
+            ]
             o[j], h[j], low[j], c[j] = prices[0], max(prices), min(prices), prices[-1]
             lv = sum(x[1] for x in mine)
             lq = sum(x[2] for x in mine)
@@ -840,8 +1039,9 @@ class Market:
             v[j], q[j], n[j] = bv + lv, bq + lq, trades + ln
             prev = c[j]
 
-    def _volumes(self, st: _State, k: int, o: array, h: array, low: array, c: array,
-                 raw: list[float]) -> tuple[array, array, array]:
+    def _volumes(
+        self, st: _State, k: int, o: array, h: array, low: array, c: array, raw: list[float]
+    ) -> tuple[array, array, array]:
         """Minute volumes (steps), quote volumes (1e-4 USDT) and trades from raw USDT amounts."""
         spec = st.spec
         scale = st.vol_scale.get(k, 1.0) * spec.q_scale
@@ -871,8 +1071,7 @@ class Market:
                 total += delta * (t - ta) / (tb - ta)
         return total
 
-    def _modified_knots(self, st: _State, minute: int,
-                        base: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    def _modified_knots(self, st: _State, minute: int, base: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The minute's knots with the price modifiers applied (a step becomes two knots)."""
         t0 = minute * MINUTE_MS
         offsets = {off for off, _ in base}
@@ -934,9 +1133,12 @@ class Market:
         t0 = minute * MINUTE_MS
         lumps = [(t - t0, dv, dq, dn) for t, dv, dq, dn in st.lumps if t0 <= t < t0 + MINUTE_MS]
         rec = _MinuteRecord(
-            minute=minute, knots=knots,
-            v=w.v[j] - sum(x[1] for x in lumps), q=w.q[j] - sum(x[2] for x in lumps),
-            n=w.n[j] - sum(x[3] for x in lumps), lumps=lumps,
+            minute=minute,
+            knots=knots,
+            v=w.v[j] - sum(x[1] for x in lumps),
+            q=w.q[j] - sum(x[2] for x in lumps),
+            n=w.n[j] - sum(x[3] for x in lumps),
+            lumps=lumps,
         )
         if st.spec.trade_gap_ms:
             self._thin_record(st, rec, w, k, j)
@@ -954,8 +1156,10 @@ class Market:
             rec.prev_close = self._window(st, k - 1).c[-1]
         else:
             rec.prev_close = w.o[0]
-        events = sorted([(off, 0, i) for i, off in enumerate(offs)]
-                        + [(lump[0], 1, i) for i, lump in enumerate(rec.lumps)])
+        events = sorted(
+            [(off, 0, i) for i, off in enumerate(offs)]
+            + [(lump[0], 1, i) for i, lump in enumerate(rec.lumps)]
+        )
         if not events:
             rec.trades = []
             return
@@ -1035,20 +1239,37 @@ class Market:
                 if hi - lo == 1:
                     part = (w.o[lo], w.h[lo], w.l[lo], w.c[lo], w.v[lo], w.q[lo], w.n[lo])
                 else:
-                    part = (w.o[lo], max(w.h[lo:hi]), min(w.l[lo:hi]), w.c[hi - 1], sum(w.v[lo:hi]),
-                            sum(w.q[lo:hi]), sum(w.n[lo:hi]))
+                    part = (
+                        w.o[lo],
+                        max(w.h[lo:hi]),
+                        min(w.l[lo:hi]),
+                        w.c[hi - 1],
+                        sum(w.v[lo:hi]),
+                        sum(w.q[lo:hi]),
+                        sum(w.n[lo:hi]),
+                    )
             res = _combine(res, part)
             k += 1
         return res
 
-    def _make_kline(self, st: _State, interval: str, open_ms: int, close_ms: int, agg: tuple,
-                    closed: bool) -> Kline:
+    def _make_kline(
+        self, st: _State, interval: str, open_ms: int, close_ms: int, agg: tuple, closed: bool
+    ) -> Kline:
         spec = st.spec
         ps, qs = spec.p_scale, spec.q_scale
         return Kline(
-            symbol=spec.symbol, interval=interval, open_time=open_ms, close_time=close_ms,
-            open=agg[0] / ps, high=agg[1] / ps, low=agg[2] / ps, close=agg[3] / ps, volume=agg[4] / qs,
-            quote_volume=agg[5] / QUOTE_SCALE, trades=agg[6], closed=closed,
+            symbol=spec.symbol,
+            interval=interval,
+            open_time=open_ms,
+            close_time=close_ms,
+            open=agg[0] / ps,
+            high=agg[1] / ps,
+            low=agg[2] / ps,
+            close=agg[3] / ps,
+            volume=agg[4] / qs,
+            quote_volume=agg[5] / QUOTE_SCALE,
+            trades=agg[6],
+            closed=closed,
         )
 
     def _current(self, st: _State, interval: str, now_ms: int) -> Kline:
@@ -1076,6 +1297,8 @@ class Market:
             return self._current(st, interval, now_ms)
         first = max(open_ms, st.spec.listing_ms) // MINUTE_MS
         agg = self._agg_range(st, first, end // MINUTE_MS)
+        if agg is None:  # a closed candle wholly before the listing: the callers never ask for one
+            raise ValueError(f"{st.spec.symbol} has no {interval} candle opening at {open_ms}")
         return self._make_kline(st, interval, open_ms, end - 1, agg, True)
 
     def _quote_usdt(self, st: _State, k: int) -> float:
@@ -1089,8 +1312,9 @@ class Market:
             st.ramps.append((t_from, t_to, delta))
             self._invalidate(st, t_from)
 
-    def _inject(self, st: _State, t: int, change_pct: float, volume_multiple: float,
-                min_quote_volume: float) -> None:
+    def _inject(
+        self, st: _State, t: int, change_pct: float, volume_multiple: float, min_quote_volume: float
+    ) -> None:
         """Step the price level at ``t`` and add the surge's volume as one lump at ``t``.
 
         The lump is ``volume_multiple`` times the mean volume of the previous 20 minutes (what the
@@ -1126,8 +1350,9 @@ class Market:
         st.last_surge_ms = t
         self.surges.append((t, spec.symbol))
 
-    def _arrange_one(self, st: _State, now: int, passes: bool, rng: random.Random, lo: float, hi: float,
-                     min_qv: float) -> None:
+    def _arrange_one(
+        self, st: _State, now: int, passes: bool, rng: random.Random, lo: float, hi: float, min_qv: float
+    ) -> None:
         k = now // WINDOW_MS
         w_open = k * WINDOW_MS
         margin = min(1.0, (hi - lo) / 4.0)

@@ -126,8 +126,12 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         n = next(self._conn_ids)
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                                  name=f"surge-sim-rest-conn-{n}", daemon=True)
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"surge-sim-rest-conn-{n}",
+            daemon=True,
+        )
         with self._conns_lock:
             self._conns[request] = thread
         self.owner._count_connection()
@@ -165,24 +169,26 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 120  # idle keep-alive connections are closed after this many seconds
     server: _Server
+    #: the base class's pending header lines (it sets it in send_header; typeshed does not declare it)
+    _headers_buffer: list[bytes]
 
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log: tests and the CLI keep their own output."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:  # http.server's naming
         self.server.owner._handle(self, "GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.server.owner._handle(self, "POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self.server.owner._handle(self, "PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self.server.owner._handle(self, "DELETE")
 
     def send_all(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -250,8 +256,12 @@ class RestServer:
         self._thread: threading.Thread | None = None
         self._info_cache: bytes | None = None
         #: the signed side (keys, orders, algo orders, positions); see surge.sim.account
-        self.account = Account(lambda s, now: market.current_kline(s, "1m", now).close, market.now_ms,
-                               market.exchange_symbols(), wall=wall_clock)
+        self.account = Account(
+            lambda s, now: market.current_kline(s, "1m", now).close,
+            market.now_ms,
+            market.exchange_symbols(),
+            wall=wall_clock,
+        )
         #: how often the housekeeping thread lets protective (algo) orders trigger between requests
         self.account_tick_s = 0.1
         self._account_thread: threading.Thread | None = None
@@ -268,11 +278,13 @@ class RestServer:
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="surge-sim-rest", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="surge-sim-rest", daemon=True
+        )
         self._thread.start()
-        self._account_thread = threading.Thread(target=self._account_loop, name="surge-sim-rest-account",
-                                                daemon=True)
+        self._account_thread = threading.Thread(
+            target=self._account_loop, name="surge-sim-rest-account", daemon=True
+        )
         self._account_thread.start()
         return self
 
@@ -381,11 +393,21 @@ class RestServer:
         """A surge on ``symbol`` now (see :meth:`Market.inject_surge`)."""
         self.market.inject_surge(symbol, change_pct, volume_multiple)
 
-    def arrange_4h(self, passing: Iterable[str], *, min_change_pct: float = -5.0,
-                   max_change_pct: float = 10.0, min_quote_volume: float = 5e6) -> None:
+    def arrange_4h(
+        self,
+        passing: Iterable[str],
+        *,
+        min_change_pct: float = -5.0,
+        max_change_pct: float = 10.0,
+        min_quote_volume: float = 5e6,
+    ) -> None:
         """Exactly ``passing`` satisfies the 4h rule now (see :meth:`Market.arrange_4h`)."""
-        self.market.arrange_4h(passing, min_change_pct=min_change_pct, max_change_pct=max_change_pct,
-                               min_quote_volume=min_quote_volume)
+        self.market.arrange_4h(
+            passing,
+            min_change_pct=min_change_pct,
+            max_change_pct=max_change_pct,
+            min_quote_volume=min_quote_volume,
+        )
 
     def _push(self, count: int, fault: _Fault) -> None:
         if count < 0:
@@ -500,8 +522,9 @@ class RestServer:
         except ApiError as exc:
             return exc.status, _dumps({"code": exc.code, "msg": exc.msg}), self._weight_headers(ip)
 
-    def _signed(self, h: _Handler, method: str, path: str, query: str, body: bytes, ip: str,
-                arrival: float) -> Response:
+    def _signed(
+        self, h: _Handler, method: str, path: str, query: str, body: bytes, ip: str, arrival: float
+    ) -> Response:
         """A signed (USER_DATA / TRADE) request: limiter, faults, latency, authentication, the account.
 
         An order placement with a scripted delay is executed first and answered late, so the client
@@ -520,8 +543,8 @@ class RestServer:
         except AccountError as exc:
             return exc.status, _dumps({"code": exc.code, "msg": exc.msg}), self._weight_headers(ip)
         except Exception:  # noqa: BLE001 - answer as Binance does rather than drop the connection
-            body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
-            return 500, _dumps(body), self._weight_headers(ip)
+            unknown = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            return 500, _dumps(unknown), self._weight_headers(ip)
         headers = self._weight_headers(ip)
         if method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
             # the account's order count (every key, every process), as of this placement
@@ -628,16 +651,26 @@ class RestServer:
             return None
 
     def _too_many(self, st: _IpState, now_ms: float, until_ms: float, ip: str) -> Response:
-        body = _dumps({"code": -1003, "msg": f"Too many requests; current limit of IP({ip}) is "
-                       f"{self.weight_limit} requests per minute. Please use the websocket for live updates "
-                       "to avoid polling the API."})
+        body = _dumps(
+            {
+                "code": -1003,
+                "msg": f"Too many requests; current limit of IP({ip}) is "
+                f"{self.weight_limit} requests per minute. Please use the websocket for live updates "
+                "to avoid polling the API.",
+            }
+        )
         headers = self._weight_headers_locked(st)
         headers["Retry-After"] = str(max(1, math.ceil((until_ms - now_ms) / 1000.0)))
         return 429, body, headers
 
     def _ban_response(self, st: _IpState, now_ms: float, ip: str) -> Response:
-        body = _dumps({"code": -1003, "msg": f"Way too many requests; IP({ip}) banned until "
-                       f"{int(st.ban_until_ms)}. Please use the websocket for live updates to avoid bans."})
+        body = _dumps(
+            {
+                "code": -1003,
+                "msg": f"Way too many requests; IP({ip}) banned until "
+                f"{int(st.ban_until_ms)}. Please use the websocket for live updates to avoid bans.",
+            }
+        )
         headers = self._weight_headers_locked(st)
         headers["Retry-After"] = str(max(1, math.ceil((st.ban_until_ms - now_ms) / 1000.0)))
         return 418, body, headers
@@ -707,8 +740,12 @@ class RestServer:
             "serverTime": self.market.now_ms(),
             "futuresType": "U_MARGINED",
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": self.weight_limit},
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": self.weight_limit,
+                },
                 {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": ORDERS_LIMIT_1M},
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
             ],
@@ -736,8 +773,12 @@ class RestServer:
         extra = [k for k in params if k not in allowed]
         if extra:
             read = len(params) - len(extra)
-            raise ApiError(400, -1104, f"Not all sent parameters were read; read '{read}' "
-                           f"parameter(s) but was sent '{len(params)}'.")
+            raise ApiError(
+                400,
+                -1104,
+                f"Not all sent parameters were read; read '{read}' "
+                f"parameter(s) but was sent '{len(params)}'.",
+            )
 
     @staticmethod
     def _int_param(params: dict[str, str], name: str) -> int | None:
@@ -767,8 +808,7 @@ class RestServer:
             raise ApiError(400, -1023, "Start time is greater than end time.")
         assert symbol is not None
         now = self.market.now_ms()
-        rows = self.market.klines(symbol, interval, start_ms=start, end_ms=end,
-                                  limit=limit, now_ms=now)
+        rows = self.market.klines(symbol, interval, start_ms=start, end_ms=end, limit=limit, now_ms=now)
         pd, qd = self.market.decimals(symbol)
         return _dumps([kline_to_rest_row(k, pd, qd) for k in rows])
 
@@ -785,7 +825,7 @@ class RestServer:
             "priceChangePercent": fmt(change / day.open * 100.0 if day.open else 0.0, 3),
             "weightedAvgPrice": fmt(avg, pd),
             "lastPrice": fmt(day.close, pd),
-            "lastQty": fmt(10.0 ** -qd * 7, qd),
+            "lastQty": fmt(10.0**-qd * 7, qd),
             "openPrice": fmt(day.open, pd),
             "highPrice": fmt(day.high, pd),
             "lowPrice": fmt(day.low, pd),
@@ -836,11 +876,15 @@ class RestServer:
             try:
                 extra = json.loads(body)
                 if isinstance(extra, dict):
-                    args.update({k: str(v) if not isinstance(v, list) else ",".join(map(str, v))
-                                 for k, v in extra.items()})
+                    args.update(
+                        {
+                            k: str(v) if not isinstance(v, list) else ",".join(map(str, v))
+                            for k, v in extra.items()
+                        }
+                    )
             except ValueError:
                 return 400, _dumps({"error": "body must be a JSON object"}), {}
-        name = path[len("/_sim/"):].strip("/")
+        name = path[len("/_sim/") :].strip("/")
         try:
             if name.startswith("ws/"):
                 result = self._ws_control(name[3:], args)
@@ -858,14 +902,16 @@ class RestServer:
     def _controls(self) -> dict[str, Callable[[dict[str, str]], Any]]:
         m = self.market
         return {
-            "stats": lambda a: self.stats() | ({"arrivals": self.arrivals()} if _flag(a.get("arrivals"))
-                                               else {}),
+            "stats": lambda a: (
+                self.stats() | ({"arrivals": self.arrivals()} if _flag(a.get("arrivals")) else {})
+            ),
             "arrivals": lambda a: self.arrivals(),
             "retry_windows": lambda a: self.retry_windows(),
             "reset": lambda a: self.reset_stats(),
             "latency": lambda a: self.set_latency(float(a["ms"])),
-            "fail": lambda a: self.fail_next(int(a.get("count", 1)), int(a.get("status", 429)),
-                                             float(a.get("retry_after", 1))),
+            "fail": lambda a: self.fail_next(
+                int(a.get("count", 1)), int(a.get("status", 429)), float(a.get("retry_after", 1))
+            ),
             "error": self._error_control,
             "malformed": lambda a: self.malformed_next(int(a.get("count", 1))),
             "answer_next": lambda a: self.answer_next(a["kind"], int(a.get("count", 1))),
@@ -876,8 +922,9 @@ class RestServer:
             "ban": lambda a: setattr(self, "ban_s", float(a["seconds"])),
             "freeze": lambda a: m.freeze(int(a["at_ms"]) if a.get("at_ms") else None),
             "unfreeze": lambda a: m.unfreeze(),
-            "surge": lambda a: m.inject_surge(a["symbol"], float(a.get("change_pct", 5.0)),
-                                              float(a.get("volume_multiple", 10.0))),
+            "surge": lambda a: m.inject_surge(
+                a["symbol"], float(a.get("change_pct", 5.0)), float(a.get("volume_multiple", 10.0))
+            ),
             "arrange_4h": lambda a: m.arrange_4h(
                 [s for s in a.get("passing", "").split(",") if s],
                 min_change_pct=float(a.get("min_change_pct", -5.0)),
@@ -886,18 +933,22 @@ class RestServer:
             ),
             "tradable": lambda a: m.tradable_symbols(),
             "account": lambda a: self.account.snapshot(),
-            "account/delay_next_order": lambda a: self.account.delay_next_order(float(a["seconds"]),
-                                                                                int(a.get("count", 1))),
-            "account/reject_next_order": lambda a: self.account.reject_next_order(int(a["code"]),
-                                                                                  int(a.get("count", 1))),
+            "account/delay_next_order": lambda a: self.account.delay_next_order(
+                float(a["seconds"]), int(a.get("count", 1))
+            ),
+            "account/reject_next_order": lambda a: self.account.reject_next_order(
+                int(a["code"]), int(a.get("count", 1))
+            ),
             "account/balance": lambda a: self.account.set_balance(a["amount"]),
             "account/cancel_algo": lambda a: self.account.cancel_algo(a["clientAlgoId"]),
             "account/clear_faults": lambda a: self.account.clear_faults(),
             "account/answer_next_order": lambda a: self.account.answer_next_order(
-                a["kind"], int(a.get("count", 1)), _bool_arg(a.get("executed", "true"))),
+                a["kind"], int(a.get("count", 1)), _bool_arg(a.get("executed", "true"))
+            ),
             "account/avg_price_mode": lambda a: self.account.set_avg_price_mode(a["mode"]),
-            "account/position_risk_next": lambda a: self.account.position_risk_next(a["kind"],
-                                                                                    int(a.get("count", 1))),
+            "account/position_risk_next": lambda a: self.account.position_risk_next(
+                a["kind"], int(a.get("count", 1))
+            ),
             "account/dual_side": lambda a: self.account.set_dual_side(_bool_arg(a["enabled"])),
             "account/triggering_hold": lambda a: self.account.set_triggering_hold_s(float(a["seconds"])),
             "market": lambda a: m.stats(),

@@ -48,8 +48,12 @@ class Simulator:
         self.market = market or Market(n_symbols, seed, surge_interval_s=surge_interval_s)
         self.rest = RestServer(self.market, host=host, port=port, latency_ms=latency_ms)
         self.ws = WsServer(
-            self.market, host=host, port=ws_port, ping_interval_s=ping_interval_s,
-            connection_lifetime_s=connection_lifetime_s, **ws_options,
+            self.market,
+            host=host,
+            port=ws_port,
+            ping_interval_s=ping_interval_s,
+            connection_lifetime_s=connection_lifetime_s,
+            **ws_options,
         )
         self.rest.ws_controls = self.ws  # /_sim/ws/... over HTTP reaches the WebSocket server's controls
         self.host = host
@@ -87,8 +91,9 @@ class Simulator:
     def __enter__(self) -> Simulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def stats(self) -> dict[str, Any]:

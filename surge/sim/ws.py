@@ -83,8 +83,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Disconnect reasons counted in ``stats()["disconnects"]``.
-REASONS = ("rate_limit", "pong_timeout", "lifetime", "dropped", "slow_consumer", "too_many_streams",
-           "invalid_stream", "client", "server_stop")
+REASONS = (
+    "rate_limit",
+    "pong_timeout",
+    "lifetime",
+    "dropped",
+    "slow_consumer",
+    "too_many_streams",
+    "invalid_stream",
+    "client",
+    "server_stop",
+)
 #: ``push_mode`` values: Binance's "every 250 ms if existing" (only a candle that changed, never one
 #: without a trade), or every subscribed stream at every tick (benchmarks of the client's throughput).
 PUSH_MODES = ("on_change", "every_tick")
@@ -154,8 +163,19 @@ def parse_ws_path(path: str) -> Route | None:
 class _Stream:
     """One kline stream shared by every connection subscribed to it."""
 
-    __slots__ = ("name", "symbol", "interval", "decimals", "live", "tpl", "closing", "refreshed", "refs",
-                 "failed", "version")
+    __slots__ = (
+        "name",
+        "symbol",
+        "interval",
+        "decimals",
+        "live",
+        "tpl",
+        "closing",
+        "refreshed",
+        "refs",
+        "failed",
+        "version",
+    )
 
     def __init__(self, name: str, symbol: str, interval: str, decimals: tuple[int, int], live: bool) -> None:
         self.name = name
@@ -174,10 +194,35 @@ class _Stream:
 class _Conn:
     """Server-side state of one client connection."""
 
-    __slots__ = ("id", "ws", "path", "combined", "routed", "url_streams", "subs", "messages_in",
-                 "messages_out", "pongs", "opened_at", "opened_loop", "incoming", "max_in_window",
-                 "stall_until", "awaiting_since", "next_ping", "close_reason", "closing", "closed",
-                 "firehose_task", "tasks", "sent_open", "sent_ver", "closed_sent", "sub_ms", "refusal")
+    __slots__ = (
+        "id",
+        "ws",
+        "path",
+        "combined",
+        "routed",
+        "url_streams",
+        "subs",
+        "messages_in",
+        "messages_out",
+        "pongs",
+        "opened_at",
+        "opened_loop",
+        "incoming",
+        "max_in_window",
+        "stall_until",
+        "awaiting_since",
+        "next_ping",
+        "close_reason",
+        "closing",
+        "closed",
+        "firehose_task",
+        "tasks",
+        "sent_open",
+        "sent_ver",
+        "closed_sent",
+        "sub_ms",
+        "refusal",
+    )
 
     def __init__(self, conn_id: int, ws: ServerConnection, path: str, route: Route) -> None:
         self.id = conn_id
@@ -415,7 +460,7 @@ class WsServer:
                 create_connection=_SimConnection,
                 server_header=None,
             )
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it in the caller
             self._start_error = exc
             self._ready.set()
             return
@@ -454,7 +499,7 @@ class WsServer:
             if fut.set_running_or_notify_cancel():
                 try:
                     fut.set_result(fn(*args))
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - re-raised by fut.result() in the caller
                     fut.set_exception(exc)
 
         loop.call_soon_threadsafe(run)
@@ -719,7 +764,7 @@ class WsServer:
     async def _close_task(self, conn: _Conn, code: int, text: str) -> None:
         try:
             await asyncio.wait_for(conn.ws.close(code, text), 3.0)
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - a failed close ends in an abort anyway
             pass
         finally:
             if not conn.closed:
@@ -813,8 +858,11 @@ class WsServer:
             if method not in METHODS:
                 token = json.dumps(method)
                 column = text.find(token) + len(token) if isinstance(method, str) else len(text)
-                raise RequestError(2, f"Invalid request: unknown variant `{method}`, expected one of "
-                                      f"{_METHODS_TEXT} at line 1 column {column}")
+                raise RequestError(
+                    2,
+                    f"Invalid request: unknown variant `{method}`, expected one of "
+                    f"{_METHODS_TEXT} at line 1 column {column}",
+                )
             if not id_ok:
                 raise RequestError(2, "Invalid request: request ID must be an unsigned integer")
             result = self._dispatch(conn, method, req)
@@ -1009,8 +1057,11 @@ class WsServer:
             closing = stream.closing
             if closing is not None:
                 final = closing.kline
-                if (final.trades and closed_sent.get(name, -1) < final.open_time
-                        and sub_ms.get(name, 0) <= final.close_time):
+                if (
+                    final.trades
+                    and closed_sent.get(name, -1) < final.open_time
+                    and sub_ms.get(name, 0) <= final.close_time
+                ):
                     closed_sent[name] = final.open_time
                     append((closing.combined if combined else closing.raw).frame(self._event_time()))
             if sent_ver.get(name) != stream.version:
@@ -1055,7 +1106,7 @@ class WsServer:
                 stream.closing = kline_templates(stream.name, closed, *stream.decimals)
             stream.tpl = kline_templates(stream.name, kline, *stream.decimals)
             stream.version += 1
-        except Exception as exc:  # e.g. a symbol not listed yet: silent until it is, like Binance
+        except Exception as exc:  # noqa: BLE001 - e.g. a symbol not listed yet: silent until it is, like Binance
             if not stream.failed:
                 stream.failed = True
                 log.warning("WsServer: no kline for %s yet: %s", stream.name, exc)
@@ -1063,7 +1114,8 @@ class WsServer:
     def _start_firehose(self, conn: _Conn) -> None:
         if conn.firehose_task is None or conn.firehose_task.done():
             conn.firehose_task = asyncio.get_running_loop().create_task(
-                self._firehose_loop(conn), name=f"surge-sim-ws-firehose-{conn.id}")
+                self._firehose_loop(conn), name=f"surge-sim-ws-firehose-{conn.id}"
+            )
 
     async def _firehose_loop(self, conn: _Conn) -> None:
         """Benchmark mode: write batches of events back to back, pausing only for socket backpressure."""
@@ -1079,14 +1131,13 @@ class WsServer:
         index = 0
         while self._firehose and not conn.closing:
             streams = [s.tpl for s in conn.subs.values() if s.tpl is not None]
-            if (not streams or self._stalled(conn, loop.time())
-                    or (self._require_route and not conn.routed)):
+            if not streams or self._stalled(conn, loop.time()) or (self._require_route and not conn.routed):
                 await asyncio.sleep(0.01)
                 continue
             offset = self._offset_ms
             templates = [t.combined if conn.combined else t.raw for t in streams]
             count = len(templates)
-            frames = []
+            frames: list[bytes] = []
             append = frames.append
             for _ in range(_FIREHOSE_BATCH):
                 index += 1

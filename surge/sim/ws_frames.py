@@ -2,8 +2,9 @@
 
 Why this module exists: the simulator must push well over 150,000 kline events per second to one
 connection, and every event must carry its own event time ``E`` taken when it is sent. Building a
-dict and calling ``json.dumps`` per event costs ~10 µs; a frame here is one bytes ``%``-format of a
-prefix, the ``E`` digits and a suffix (~0.2 µs). The JSON comes from :func:`wire.kline_to_event`, so
+dict and calling ``json.dumps`` per event is far too slow for that; a frame here is one bytes
+``%``-format of a prefix, the ``E`` digits and a suffix (``scripts/bench_sim.py`` measures the
+rate it reaches). The JSON comes from :func:`wire.kline_to_event`, so
 the bytes are exactly what the bot's parser is tested against; only the ``E`` slot is cut out.
 
 A frame is a complete, unmasked server-to-client WebSocket text frame (RFC 6455 header + payload),

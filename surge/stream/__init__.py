@@ -4,6 +4,7 @@
 outage so the owner can backfill closed candles over REST.
 """
 
-from surge.stream.multiplex import DEFAULT_WS_URL, MultiplexedKlineManager, StreamGap, StreamTuning
+from surge.stream.multiplex import DEFAULT_WS_URL, MultiplexedKlineManager, StreamGap
+from surge.stream.tuning import StreamTuning
 
 __all__ = ["DEFAULT_WS_URL", "MultiplexedKlineManager", "StreamGap", "StreamTuning"]

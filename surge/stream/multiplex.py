@@ -1,6 +1,6 @@
 """MultiplexedKlineManager: many kline streams over few WebSocket connections, bounded threads.
 
-Why it looks like this (the seed's failures, each ruled out here):
+Why it looks like this (the failures of the program surge replaced, each ruled out here):
 
 * ``subscribe_kline`` / ``unsubscribe_kline`` only record the wish under a lock and wake the one
   resubscriber thread (:class:`~surge.stream.single_flight.SingleFlight`): no thread per call, no
@@ -25,21 +25,34 @@ whatever the call pattern. ``stop()`` joins all of them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from surge.exchange import wire
 from surge.models import Kline
 from surge.stream import planner
-from surge.stream.connection import Connection, Handover
+from surge.stream.connection import Connection
+from surge.stream.counters import StreamCounters
+from surge.stream.handover import Handover
+from surge.stream.retries import Retries, RetryGroup
 from surge.stream.single_flight import SingleFlight
 from surge.stream.throttle import SlidingWindow
+from surge.stream.tuning import StreamTuning
+
+__all__ = [
+    "DEFAULT_WS_URL",
+    "MAX_STREAMS_PER_CONNECTION",
+    "MultiplexedKlineManager",
+    "StreamGap",
+    "StreamTuning",
+]
 
 DEFAULT_WS_URL = "wss://fstream.binance.com/market"
 MAX_STREAMS_PER_CONNECTION = 1024  # Binance's per-connection limit
@@ -62,52 +75,6 @@ class StreamGap:
     reason: str
 
 
-@dataclass
-class StreamTuning:
-    """Knobs with production defaults; tests shrink the timeouts (passed as ``**tuning``)."""
-
-    debounce_s: float = 0.02  # a burst of calls settles for this long before one pass applies it
-    max_debounce_s: float = 0.2  # ... but never delays a change longer than this
-    housekeeping_s: float = 0.5  # resubscriber wakes at least this often (timeouts, rotation, retries)
-    max_msgs_per_s: int = 5  # outgoing messages per connection per sliding second (Binance: 10)
-    max_streams_per_message: int = 200
-    reply_timeout_s: float = 10.0  # a request without a reply by then is re-sent
-    retry_delay_s: float = 1.0  # first delay after a refused request (doubles per failure)
-    retry_max_s: float = 60.0
-    connect_timeout_s: float = 4.0  # TCP + TLS connect; below stop()'s default 5 s so stop stays bounded
-    # confirmed streams and no data for this long: never any since the confirmation -> replace (the
-    # unrouted case); quiet after delivering -> probe with LIST_SUBSCRIPTIONS (Binance pushes a stream
-    # only when its candle changed: thin symbols are quiet for minutes on a healthy connection)
-    silence_timeout_s: float = 10.0
-    probe_timeout_s: float = 5.0  # a probe without an answer by then -> replace
-    tick_s: float = 0.5  # recv timeout: how often an idle connection checks stop/silence
-    max_connection_age_s: float = 23 * 3600.0  # rotate before Binance's 24 h cut
-    handover_settle_s: float = 1.0  # after the replacement is confirmed, overlap at most this long
-    backoff_base_s: float = 0.5  # full-jitter exponential backoff: uniform(0, base * 2**n) ...
-    # ... capped here: a stream is back within 15 s of the exchange coming back (with 60 s it took
-    # 30 s on average after a long outage, every surge of that half minute missed); the manager-wide
-    # attempt cap below, not this, keeps a long outage under Binance's per-IP connection limit
-    backoff_max_s: float = 15.0
-    stable_after_s: float = 30.0  # a session that delivered data or lasted this long resets backoff
-    max_connect_attempts: int = 250  # manager-wide, per attempts_window_s (Binance: ~300 / 5 min / IP)
-    attempts_window_s: float = 300.0
-    recv_bufsize: int = 256 * 1024
-    sslopt: dict[str, Any] | None = None  # passed to websocket-client for wss:// (CA bundle, proxies' CAs)
-
-
-@dataclass
-class _RetryGroup:
-    """Streams whose request was refused or timed out, re-sent together after ``not_before``.
-
-    A refused batch is split in halves so one bad stream is isolated in log2(n) rounds instead of
-    failing its 199 neighbours forever.
-    """
-
-    streams: tuple[str, ...]
-    not_before: float
-    failures: int
-
-
 class MultiplexedKlineManager:
     """Kline streams multiplexed over WebSocket connections (see the module docstring)."""
 
@@ -118,20 +85,19 @@ class MultiplexedKlineManager:
         *,
         ws_url: str | None = None,
         streams_per_connection: int = 200,
+        on_gap: Callable[[StreamGap], Any] | None = None,
+        batch_callback: Callable[[list[Kline]], Any] | None = None,
         **tuning: Any,
     ) -> None:
+        """``on_gap`` takes each :class:`StreamGap` as it happens (else :meth:`gaps` collects them).
+        With ``batch_callback`` each received chunk's klines arrive as one list instead of through
+        ``callback`` one by one (same klines, same order per stream): a consumer behind a queue saves
+        a queue hop and a wake-up per event. ``tuning``: :class:`StreamTuning` fields."""
         if not 1 <= streams_per_connection <= MAX_STREAMS_PER_CONNECTION:
             raise ValueError(f"streams_per_connection must be 1..{MAX_STREAMS_PER_CONNECTION}")
-        self._on_gap_cb: Callable[[StreamGap], Any] | None = tuning.pop("on_gap", None)
-        # Optional: receive each received chunk's klines as one list instead of ``callback`` per
-        # kline (same klines, same order per stream). A consumer behind a queue saves a queue hop
-        # and a wake-up per event; ``callback`` is then not called for klines.
-        self._batch_callback: Callable[[list[Kline]], Any] | None = tuning.pop("batch_callback", None)
-        known = {f.name for f in fields(StreamTuning)}
-        unknown = sorted(set(tuning) - known)
-        if unknown:
-            raise TypeError(f"unknown tuning option(s): {', '.join(unknown)}")
-        self.tuning = StreamTuning(**tuning)
+        self._on_gap_cb = on_gap
+        self._batch_callback = batch_callback
+        self.tuning = StreamTuning.from_options(tuning)
         self.log = logger or log
         self._callback = callback
         base = (ws_url or DEFAULT_WS_URL).rstrip("/")
@@ -145,7 +111,7 @@ class MultiplexedKlineManager:
         self._retiring: dict[int, Connection] = {}  # old connection id -> old connection
         self._successor: dict[int, Connection] = {}  # old connection id -> its replacement
         self._closing: list[Connection] = []
-        self._retry: dict[int, list[_RetryGroup]] = {}
+        self._retries = Retries(self.tuning.retry_delay_s, self.tuning.retry_max_s)
         self._conn_ids = itertools.count()
         self._req_ids = itertools.count(1)
         t = self.tuning
@@ -154,7 +120,6 @@ class MultiplexedKlineManager:
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._gaps: deque[StreamGap] = deque(maxlen=1024)
-        self._started_at = 0.0
         self._routed = threading.Event()  # some connection received stream data: the URL is routed
 
         self.resubscribes = 0  # resubscriber passes that changed something
@@ -162,10 +127,7 @@ class MultiplexedKlineManager:
         self.rotations = 0
         self.gap_count = 0
         self.resubscriber_errors = 0
-        self._retired_stats = {"messages": 0, "events": 0, "dropped_frames": 0, "unwanted": 0,
-                               "callback_errors": 0, "reconnects": 0, "duplicates": 0, "requests_sent": 0,
-                               "failed_replies": 0, "pongs": 0, "attempts": 0, "probes": 0,
-                               "probes_unanswered": 0}
+        self._retired = StreamCounters()  # of connections closed and joined
 
     # ----------------------------------------------------------------- public API
 
@@ -174,7 +136,6 @@ class MultiplexedKlineManager:
         with self._lock:
             if self._worker is not None:
                 return
-            self._started_at = time.monotonic()
             self._worker = threading.Thread(target=self._work, name="surge-ws-resub", daemon=True)
         self._worker.start()
         self._flight.request()
@@ -185,11 +146,9 @@ class MultiplexedKlineManager:
         with self._lock:
             self._wanted.add(name)
             conn = self._owner.get(name)
-            if conn is not None and name in conn.assigned:
-                conn.deliver.add(name)  # still subscribed on the server: deliver again at once
-                prev = conn.predecessor
-                if prev is not None and name in prev.assigned:
-                    prev.deliver.add(name)
+            # still subscribed on the server: deliver again at once
+            if conn is not None and conn.streams.resume(name) and conn.predecessor is not None:
+                conn.predecessor.streams.resume(name)
         self._flight.request()
 
     def unsubscribe_kline(self, symbol: str, interval: str) -> None:
@@ -199,9 +158,9 @@ class MultiplexedKlineManager:
             self._wanted.discard(name)
             conn = self._owner.get(name)
             if conn is not None:
-                conn.deliver.discard(name)
+                conn.streams.mute(name)
                 if conn.predecessor is not None:
-                    conn.predecessor.deliver.discard(name)
+                    conn.predecessor.streams.mute(name)
         self._flight.request()
 
     def subscriptions(self) -> set[str]:
@@ -211,77 +170,43 @@ class MultiplexedKlineManager:
 
     def gaps(self) -> list[StreamGap]:
         """Drain the gaps reported since the last call; with ``on_gap`` they go to it instead."""
-        out = []
-        while True:
-            try:
+        out: list[StreamGap] = []
+        with contextlib.suppress(IndexError):  # popleft until empty: safe against a concurrent append
+            while True:
                 out.append(self._gaps.popleft())
-            except IndexError:
-                return out
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Counters for the heartbeat and for people: contract keys first, then detail."""
         now = time.monotonic()
         with self._lock:
             conns = list(self._slots.values()) + list(self._retiring.values())
-            closing = list(self._closing)
+            every = conns + self._closing
             wanted = len(self._wanted)
             worker = self._worker
-            flowing = len(set().union(*(c.server for c in conns))) if conns else 0
-        every = conns + closing
-        totals = dict(self._retired_stats)
+            flowing = len(set().union(*(c.streams.server for c in conns)))
+        total = self._retired.copy()
         for c in every:
-            for key in totals:
-                totals[key] += getattr(c, key)
+            total.add(c.counters)
         last_rx = max((c.last_event_rx for c in every), default=0.0)
         # data or an answered probe: on a feed of thin symbols (Binance pushes only on change) data can
         # be minutes old on healthy connections, so an outage check should look at this one
-        last_alive = max((max(c.last_event_rx, c.probe_answered_at) for c in every), default=0.0)
+        last_alive = max((c.last_alive for c in every), default=0.0)
         threads = sum(1 for c in every if c.alive) + (1 if worker is not None and worker.is_alive() else 0)
-        per_conn = [
-            {
-                "name": c.name,
-                "connected": c.connected,
-                "retiring": c.retiring,
-                "streams": len(c.assigned),
-                "confirmed": len(c.server),
-                "pending_requests": len(c.inflight),
-                "messages": c.messages,
-                "events": c.events,
-                "last_message_age_s": round(now - c.last_rx, 3) if c.last_rx else None,
-                "age_s": round(c.age_s(now), 1),
-                "reconnects": c.reconnects,
-                "probes": c.probes,
-                "dropped_frames": c.dropped_frames,
-                "unwanted": c.unwanted,
-                "callback_errors": c.callback_errors,
-                "max_msgs_per_s": c.limiter.peak,
-            }
-            for c in conns
-        ]
         return {
             "connections": sum(1 for c in conns if c.connected),
             "streams": flowing,
             "threads": threads,
             "resubscribes": self.resubscribes,
-            "reconnects": totals["reconnects"],
-            "messages": totals["messages"],
+            "reconnects": total.reconnects,
+            "messages": total.messages,
             "wanted": wanted,
-            "events": totals["events"],
-            "dropped_frames": totals["dropped_frames"],
-            "unwanted_events": totals["unwanted"],
-            "duplicates_dropped": totals["duplicates"],
-            "callback_errors": totals["callback_errors"],
-            "requests_sent": totals["requests_sent"],
-            "failed_replies": totals["failed_replies"],
-            "pongs": totals["pongs"],
-            "probes": totals["probes"],  # quiet connections asked LIST_SUBSCRIPTIONS
-            "probes_unanswered": totals["probes_unanswered"],  # ... and replaced for not answering
-            "connect_attempts": totals["attempts"],
+            **total.detail(),
             "rotations": self.rotations,
             "gaps": self.gap_count,
             "last_message_age_s": round(now - last_rx, 3) if last_rx else None,
             "last_alive_age_s": round(now - last_alive, 3) if last_alive else None,
-            "per_connection": per_conn,
+            "per_connection": [_connection_stats(c, now) for c in conns],
         }
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -336,14 +261,13 @@ class MultiplexedKlineManager:
         with self._lock:
             if self._stopping:
                 return t.housekeeping_s
-            p = planner.plan(self._wanted, [(c.id, c.assigned) for c in self._slots.values()],
-                             self.capacity)
+            p = planner.plan(
+                self._wanted, [(c.id, c.streams.assigned) for c in self._slots.values()], self.capacity
+            )
             for cid, streams in p.remove.items():
                 conn = self._slots[cid]
+                conn.streams.release(streams)
                 for s in streams:
-                    conn.assigned.discard(s)
-                    conn.deliver.discard(s)
-                    conn.down.pop(s, None)
                     if self._owner.get(s) is conn:
                         del self._owner[s]
             for cid, streams in p.add.items():
@@ -355,12 +279,12 @@ class MultiplexedKlineManager:
                 to_start.append(conn)
             for cid in p.close:
                 conn = self._slots.pop(cid)
-                self._retry.pop(cid, None)
+                self._retries.forget(cid)
                 self._closing.append(conn)
                 to_close.append(conn)
         changed = not p.empty
         for conn in to_start:
-            self.log.info("stream manager: opening %s for %d streams", conn.name, len(conn.assigned))
+            self.log.info("stream manager: opening %s for %d streams", conn.name, len(conn.streams.assigned))
             conn.start()
         for conn in to_close:
             self.log.info("stream manager: closing empty %s", conn.name)
@@ -379,8 +303,7 @@ class MultiplexedKlineManager:
         return max(wait, 0.005)
 
     def _assign(self, conn: Connection, streams: list[str]) -> None:
-        conn.assigned.update(streams)
-        conn.deliver.update(streams)
+        conn.streams.assign(streams)
         for s in streams:
             self._owner[s] = conn
 
@@ -406,64 +329,23 @@ class MultiplexedKlineManager:
         if not conn.connected:
             return 0, t.housekeeping_s
         now = time.monotonic()
-        batches: list[tuple[str, tuple[str, ...], int]] = []
-        wait = t.housekeeping_s
         with self._lock:
-            busy: set[str] = set()
-            for req in conn.inflight.values():
-                busy.update(req.streams)
-            self._collect_failures(conn, now)
-            groups = self._retry.get(conn.id, [])
-            blocked: set[str] = set()
-            due: list[_RetryGroup] = []
-            for g in groups:
-                if g.not_before <= now:
-                    due.append(g)
-                else:
-                    wait = min(wait, g.not_before - now)
-                blocked.update(g.streams)
-            unsub = sorted(conn.server - conn.assigned - busy)
-            sub = sorted(conn.assigned - conn.server - busy - blocked)
-            step = t.max_streams_per_message
-            for i in range(0, len(unsub), step):
-                batches.append(("UNSUBSCRIBE", tuple(unsub[i : i + step]), 0))
-            for g in due:
-                streams = tuple(s for s in g.streams if s in conn.assigned and s not in conn.server
-                                and s not in busy)
-                groups.remove(g)
-                if streams:
-                    batches.append(("SUBSCRIBE", streams, g.failures))
-            for i in range(0, len(sub), step):
-                batches.append(("SUBSCRIBE", tuple(sub[i : i + step]), 0))
+            to_sub, to_unsub = conn.streams.out_of_sync()
+            self._retries.add_failed(conn.id, conn.streams.take_failed(), now)
+            due, blocked, retry_wait = self._retries.take_due(conn.id, now)
+        wait = min(t.housekeeping_s, retry_wait)
         sent = 0
-        for method, streams, failures in batches:
+        for method, streams, failures in _batches(to_sub, to_unsub, due, blocked, t.max_streams_per_message):
             req_id = next(self._req_ids)
             if not conn.send_request(req_id, method, streams, failures):
                 if failures:  # keep the retry group for the next pass
                     with self._lock:
-                        self._retry.setdefault(conn.id, []).append(_RetryGroup(streams, now, failures))
+                        self._retries.keep(conn.id, RetryGroup(streams, now, failures))
                 wait = min(wait, max(conn.limiter.wait_time(), 0.01))
                 break
             sent += 1
             self.log.debug("%s: %s %d streams (id=%d)", conn.name, method, len(streams), req_id)
         return sent, wait
-
-    def _collect_failures(self, conn: Connection, now: float) -> None:
-        """Turn refused / timed-out requests reported by ``conn`` into retry groups (lock held)."""
-        t = self.tuning
-        groups = self._retry.setdefault(conn.id, [])
-        while conn.failed:
-            req = conn.failed.popleft()
-            failures = req.failures + 1
-            if req.method != "SUBSCRIBE":
-                continue  # an UNSUBSCRIBE is simply re-derived from server - assigned next pass
-            delay = min(t.retry_max_s, t.retry_delay_s * 2 ** (failures - 1))
-            if len(req.streams) > 1:
-                half = len(req.streams) // 2
-                for part in (req.streams[:half], req.streams[half:]):
-                    groups.append(_RetryGroup(part, now + t.retry_delay_s, failures))
-            else:
-                groups.append(_RetryGroup(req.streams, now + delay, failures))
 
     # ----------------------------------------------------------------- housekeeping
 
@@ -485,79 +367,81 @@ class MultiplexedKlineManager:
                 return
             old = max(due, key=lambda c: c.age_s(now))
             new = self._new_connection()
-            new.assigned.update(old.assigned)
-            new.deliver.update(old.deliver)
-            new.handover = Handover(old=old)
+            new.streams.inherit(old.streams)
+            new.handover = Handover(old.id, old.last_e)
             new.predecessor = old
             old.retiring = True
-            self._slots = {(new.id if cid == old.id else cid): (new if c is old else c)
-                           for cid, c in self._slots.items()}
-            if old.id in self._retry:
-                self._retry[new.id] = self._retry.pop(old.id)
-            for s in new.assigned:
+            self._slots = {
+                (new.id if cid == old.id else cid): (new if c is old else c) for cid, c in self._slots.items()
+            }
+            self._retries.move(old.id, new.id)
+            for s in new.streams.assigned:
                 self._owner[s] = new
             self._retiring[old.id] = old
             self._successor[old.id] = new
             old.handover = new.handover
             self.rotations += 1
-        self.log.info("stream manager: rotating %s (age %.0fs) to %s with %d streams",
-                      old.name, old.age_s(now), new.name, len(new.assigned))
+        self.log.info(
+            "stream manager: rotating %s (age %.0fs) to %s with %d streams",
+            old.name,
+            old.age_s(now),
+            new.name,
+            len(new.streams.assigned),
+        )
         new.start()
 
     def _progress_rotations(self) -> None:
         """Close the old connection once its replacement is confirmed and delivering."""
-        t = self.tuning
-        now = time.monotonic()
-        done: list[tuple[Connection, Connection]] = []
         with self._lock:
             items = [(old, self._successor[oid]) for oid, old in self._retiring.items()]
         for old, new in items:
-            h = new.handover
-            if h is None:
+            if new.handover is None:
                 continue
             if not old.alive:
-                done.append((old, new))
-                continue
-            if old.stopping:
-                continue
-            with self._lock:
-                confirmed = new.connected and new.assigned <= new.server
-                seen = all(s in new.last_e for s in new.deliver)
-            settled = confirmed and (seen or now - new._confirmed_at >= t.handover_settle_s)
-            if settled and (h.old_acked or now - h.started > t.handover_settle_s * 5):
-                h.old_acked = True
-                self.log.info("stream manager: %s confirmed, closing %s", new.name, old.name)
-                old.stop()
-        for old, new in done:
-            if not old.join(0.0):
-                continue
-            h = new.handover
-            assert h is not None
-            now_ms = int(time.time() * 1000)
-            gap: dict[int, list[str]] = {}
-            with self._lock:
-                lost = dict(old.down)
-                old.down.clear()
-                self._retiring.pop(old.id, None)
-                self._successor.pop(old.id, None)
-                if not h.old_acked:
-                    # The old connection died before the new one took over (which drops everything
-                    # until then): a real gap. Streams the new one already carries end it now; the
-                    # rest end when their SUBSCRIBE is confirmed, like any reconnect.
-                    for s, since in lost.items():
-                        if s not in new.assigned:
-                            continue
-                        if s in new.server:
-                            gap.setdefault(since, []).append(s)
-                        else:
-                            new.down.setdefault(s, since)
+                if old.join(0.0):
+                    self._finish_rotation(old, new, new.handover)
+            elif not old.stopping:
+                self._close_if_settled(old, new, new.handover)
+
+    def _close_if_settled(self, old: Connection, new: Connection, h: Handover) -> None:
+        """Stop ``old`` once ``new`` carries everything and delivered (or the overlap ran long enough)."""
+        t = self.tuning
+        now = time.monotonic()
+        with self._lock:
+            confirmed = new.connected and new.streams.fully_confirmed()
+            seen = all(s in new.last_e for s in new.streams.deliver)
+        settled = confirmed and (seen or now - new.confirmed_at >= t.handover_settle_s)
+        if settled and (h.old_acked or now - h.started > t.handover_settle_s * 5):
             h.old_acked = True
-            new.handover = None
-            new.predecessor = None
-            for since, streams in gap.items():
-                self._emit_gap(new, frozenset(streams), since, now_ms, "rotation")
-            self._fold_stats(old)
-            self._flight.request()
+            self.log.info("stream manager: %s confirmed, closing %s", new.name, old.name)
+            old.stop()
+
+    def _finish_rotation(self, old: Connection, new: Connection, h: Handover) -> None:
+        """``old`` has ended: forget it, and report what it lost if it died before ``new`` took over."""
+        now_ms = int(time.time() * 1000)
+        gap: dict[int, list[str]] = {}
+        with self._lock:
+            lost = old.streams.take_down()
+            self._retiring.pop(old.id, None)
+            self._successor.pop(old.id, None)
+            if not h.old_acked:
+                # The old connection died before the new one took over (which drops everything
+                # until then): a real gap. Streams the new one already carries end it now; the
+                # rest end when their SUBSCRIBE is confirmed, like any reconnect.
+                for s, since in lost.items():
+                    if s not in new.streams.assigned:
+                        continue
+                    if s in new.streams.server:
+                        gap.setdefault(since, []).append(s)
+                    else:
+                        new.streams.mark_down(s, since)
+        h.old_acked = True
+        new.handover = None
+        new.predecessor = None
+        for since, streams in gap.items():
+            self._emit_gap(new, frozenset(streams), since, now_ms, "rotation")
+        self._fold_stats(old)
+        self._flight.request()
 
     def _reap_closing(self) -> None:
         with self._lock:
@@ -570,21 +454,68 @@ class MultiplexedKlineManager:
                 self._fold_stats(conn)
 
     def _fold_stats(self, conn: Connection) -> None:
-        for key in self._retired_stats:
-            self._retired_stats[key] += getattr(conn, key)
+        self._retired.add(conn.counters)
 
-    def _emit_gap(self, conn: Connection, streams: frozenset[str], start_ms: int, end_ms: int,
-                  reason: str) -> None:
+    def _emit_gap(
+        self, conn: Connection, streams: frozenset[str], start_ms: int, end_ms: int, reason: str
+    ) -> None:
         gap = StreamGap(streams, start_ms, end_ms, conn.name, reason)
+        down_s = (end_ms - start_ms) / 1000.0
+        self.log.info(
+            "stream manager: %s: %d streams were down for %.1fs (%s)", conn.name, len(streams), down_s, reason
+        )
         if self._on_gap_cb is None:
             # kept for gaps() only when no callback takes them: nobody would drain them, and 1,024
             # frozensets of up to 200 streams (~7 KB each) grew the bot by one per reconnect for days
             self._gaps.append(gap)
         self.gap_count += 1
-        self.log.info("stream manager: %s: %d streams were down for %.1fs (%s)",
-                      conn.name, len(streams), (end_ms - start_ms) / 1000.0, reason)
         if self._on_gap_cb is not None:
             try:
                 self._on_gap_cb(gap)
-            except Exception:
+            except Exception:  # the owner's bug must not end the connection thread reporting it (logged)
                 self.log.exception("stream manager: on_gap callback raised")
+
+
+def _connection_stats(c: Connection, now: float) -> dict[str, Any]:
+    """One connection's line in ``stats()["per_connection"]``."""
+    counters = c.counters
+    return {
+        "name": c.name,
+        "connected": c.connected,
+        "retiring": c.retiring,
+        "streams": len(c.streams.assigned),
+        "confirmed": len(c.streams.server),
+        "pending_requests": len(c.streams.inflight),
+        "messages": counters.messages,
+        "events": counters.events,
+        "last_message_age_s": round(now - c.last_rx, 3) if c.last_rx else None,
+        "age_s": round(c.age_s(now), 1),
+        "reconnects": counters.reconnects,
+        "probes": counters.probes,
+        "dropped_frames": counters.dropped_frames,
+        "unwanted": counters.unwanted,
+        "callback_errors": counters.callback_errors,
+        "max_msgs_per_s": c.limiter.peak,
+    }
+
+
+def _batches(
+    to_sub: set[str], to_unsub: set[str], due: list[RetryGroup], blocked: set[str], step: int
+) -> list[tuple[str, tuple[str, ...], int]]:
+    """The requests of one sync, in sending order: (method, streams, earlier failures).
+
+    UNSUBSCRIBE first (frees the server's slots), then retries that are due (as their own groups,
+    so a bad stream stays isolated), then new SUBSCRIBEs of streams no retry is waiting for.
+    """
+    batches: list[tuple[str, tuple[str, ...], int]] = []
+    unsub = sorted(to_unsub)
+    for i in range(0, len(unsub), step):
+        batches.append(("UNSUBSCRIBE", tuple(unsub[i : i + step]), 0))
+    for g in due:
+        streams = tuple(s for s in g.streams if s in to_sub)
+        if streams:
+            batches.append(("SUBSCRIBE", streams, g.failures))
+    sub = sorted(to_sub - blocked)
+    for i in range(0, len(sub), step):
+        batches.append(("SUBSCRIBE", tuple(sub[i : i + step]), 0))
+    return batches

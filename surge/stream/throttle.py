@@ -28,6 +28,8 @@ class SlidingWindow:
         self._lock = threading.Lock()
         #: Highest number of events seen in one window (for stats and tests).
         self.peak = 0
+        #: Threads blocked in :meth:`acquire` right now (a budget spent shows here, not as attempts).
+        self.waiting = 0
 
     def _expire(self, now: float) -> None:
         stamps = self._stamps
@@ -64,11 +66,19 @@ class SlidingWindow:
 
     def acquire(self, stop: threading.Event) -> bool:
         """Block until a slot is free (True) or ``stop`` is set (False)."""
-        while not stop.is_set():
-            if self.try_acquire():
-                return True
-            stop.wait(max(self.wait_time(), 0.005))
-        return False
+        if self.try_acquire():
+            return True
+        with self._lock:
+            self.waiting += 1
+        try:
+            while not stop.is_set():
+                stop.wait(max(self.wait_time(), 0.005))
+                if self.try_acquire():
+                    return True
+            return False
+        finally:
+            with self._lock:
+                self.waiting -= 1
 
     def count(self) -> int:
         """Events in the current window."""

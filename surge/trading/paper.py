@@ -132,5 +132,7 @@ class PaperDesk:
         if self._unsaved:
             logging.getLogger(__name__).error(
                 "%d paper close(s) could not be recorded (%s): they resume open at the next start",
-                len(self._unsaved), ", ".join(p.key for p in self._unsaved))
+                len(self._unsaved),
+                ", ".join(p.key for p in self._unsaved),
+            )
         return []

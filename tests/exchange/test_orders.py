@@ -108,10 +108,16 @@ def test_ceil_and_formatting_have_no_float_artefacts() -> None:
     assert fmt_decimal(Decimal("100.000")) == "100" and fmt_decimal(Decimal("-0")) == "0"
 
 
-def rules(tick: str = "0.01", step: str = "0.001", min_qty: str = "0.001", min_notional: str = "20",
-          max_qty: str = "1000") -> SymbolRules:
-    return SymbolRules("ETHUSDT", Decimal(tick), Decimal(step), Decimal(min_qty), Decimal(max_qty),
-                       Decimal(min_notional))
+def rules(
+    tick: str = "0.01",
+    step: str = "0.001",
+    min_qty: str = "0.001",
+    min_notional: str = "20",
+    max_qty: str = "1000",
+) -> SymbolRules:
+    return SymbolRules(
+        "ETHUSDT", Decimal(tick), Decimal(step), Decimal(min_qty), Decimal(max_qty), Decimal(min_notional)
+    )
 
 
 def test_size_order_within_the_filters() -> None:
@@ -129,8 +135,9 @@ def test_size_order_within_the_filters() -> None:
         (100, 0.0, rules(), "no usable price"),
     ],
 )
-def test_size_too_small_or_large_gives_a_reason(budget: float, price: float, r: SymbolRules,
-                                                words: str) -> None:
+def test_size_too_small_or_large_gives_a_reason(
+    budget: float, price: float, r: SymbolRules, words: str
+) -> None:
     d = size_order(r, budget, price)
     assert not d.ok and words in (d.reason or "")
 
@@ -166,12 +173,14 @@ def test_position_risk_reads_v3_in_its_shape(sim: Simulator, rest: BinanceRest) 
     before = rest.limiter.total_weight
     assert signed.position_risk(SYMBOL) == [] and signed.position_risk() == []
     signed.new_order(SYMBOL, "BUY", "1", client_order_id="v3-entry")
-    [row] = signed.position_risk(SYMBOL)
-    assert row["symbol"] == SYMBOL and row["positionAmt"] == "1.000" and row["positionSide"] == "BOTH"
-    assert {"initialMargin", "maintMargin", "marginAsset", "adl"} <= set(row)
-    assert not {"leverage", "marginType", "maxNotionalValue"} & set(row)
+    [raw] = signed.request("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL})  # the wire shape
+    assert {"initialMargin", "maintMargin", "marginAsset", "adl"} <= set(raw)
+    assert not {"leverage", "marginType", "maxNotionalValue"} & set(raw)
     assert sim.rest.stats()["by_path"] == {"/fapi/v3/positionRisk": 3, "/fapi/v1/order": 1}
     assert rest.limiter.total_weight - before == 3 * 5
+    [row] = signed.position_risk(SYMBOL)  # the typed answer
+    assert row.symbol == SYMBOL and row.position_amt == Decimal("1.000") and row.position_side == "BOTH"
+    assert row.leverage is None and row.entry_price > 0
 
 
 def test_order_budget_follows_the_accounts_order_count(sim: Simulator, rest: BinanceRest) -> None:
@@ -180,8 +189,9 @@ def test_order_budget_follows_the_accounts_order_count(sim: Simulator, rest: Bin
     next order's answer, and our budget takes them, as X-MBX-USED-WEIGHT-1M does for weight."""
     rest.order_limiter.limits = ((10.0, 30), (60.0, 1200))  # budget 27 a 10 s window (margin 0.1)
     # the exchange's windows are fixed (10 s, 1 min): start early in both, so none ends mid-test
-    wait_for(lambda: time.time() % 10 < 4 and time.time() % 60 < 54, 20.0, "the start of a 10 s window",
-             poll=0.05)
+    wait_for(
+        lambda: time.time() % 10 < 4 and time.time() % 60 < 54, 20.0, "the start of a 10 s window", poll=0.05
+    )
     ours = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
     with BinanceRest(sim.rest_url, read_timeout=2.0) as other_rest:
         other = SignedRest(other_rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
@@ -189,8 +199,17 @@ def test_order_budget_follows_the_accounts_order_count(sim: Simulator, rest: Bin
             other.new_order(SYMBOL, "BUY" if i % 2 == 0 else "SELL", "0.1", client_order_id=f"other-{i}")
         assert other_rest.order_limiter.in_window(10.0) == 12
     for i in range(10):  # straight on the account: the web UI, another API key of the same account
-        sim.rest.account.handle("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
-                                                           "quantity": "0.1", "newClientOrderId": f"ui-{i}"})
+        sim.rest.account.handle(
+            "POST",
+            "/fapi/v1/order",
+            {
+                "symbol": SYMBOL,
+                "side": "BUY",
+                "type": "MARKET",
+                "quantity": "0.1",
+                "newClientOrderId": f"ui-{i}",
+            },
+        )
     assert rest.order_limiter.in_window(10.0) == 0
     ours.new_order(SYMBOL, "SELL", "0.1", client_order_id="ours-1", reduce_only=True)
     lim = rest.order_limiter
@@ -220,7 +239,7 @@ def test_clock_drift_resyncs_and_retries_once(sim: Simulator, rest: BinanceRest)
     signed.sync_time()
     assert abs(signed.offset_ms or 0) < 1000
     clock.drift_s = -20.0  # the machine's clock falls 20 s behind: timestamps now look stale
-    assert signed.balance()[0]["asset"] == "USDT"
+    assert signed.balance()[0].asset == "USDT"
     assert signed.timestamp_retries == 1 and signed.resyncs == 2
     assert sim.rest.account.snapshot()["timestamp_failures"] == 1
     assert 19_000 < (signed.offset_ms or 0) < 21_000
@@ -243,28 +262,31 @@ def test_second_1021_after_the_resync_is_an_error(sim: Simulator, rest: BinanceR
     assert info.value.code == -1021 and signed.timestamp_retries == 1
 
 
-def test_lost_order_answer_is_order_status_unknown_never_a_blind_resend(sim: Simulator,
-                                                                       rest: BinanceRest) -> None:
+def test_lost_order_answer_is_order_status_unknown_never_a_blind_resend(
+    sim: Simulator, rest: BinanceRest
+) -> None:
     signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
     sim.rest.account.delay_next_order(3.0)
     with pytest.raises(OrderStatusUnknown) as info:
         signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="lost-1")
     assert info.value.recv_window_ms == 5000 and info.value.sent_at_ms > 0
     assert "signature" not in str(info.value)
-    assert signed.get_order(SYMBOL, client_order_id="lost-1")["status"] == "FILLED"
+    assert signed.get_order(SYMBOL, client_order_id="lost-1").status == "FILLED"
     assert sim.rest.account.snapshot()["client_order_counts"] == {"lost-1": 1}
 
 
 def test_conditional_type_on_order_endpoint_raises_4120(sim: Simulator, rest: BinanceRest) -> None:
     signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET))
     with pytest.raises(ExchangeError) as info:
-        signed.new_order(SYMBOL, "SELL", Decimal("1"), client_order_id="c1", order_type="STOP_MARKET",
-                         stopPrice="1")
+        signed.new_order(
+            SYMBOL, "SELL", Decimal("1"), client_order_id="c1", order_type="STOP_MARKET", stopPrice="1"
+        )
     assert info.value.code == -4120
 
 
-def test_no_secret_or_signature_in_debug_logs(sim: Simulator, rest: BinanceRest,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_or_signature_in_debug_logs(
+    sim: Simulator, rest: BinanceRest, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     clock = DriftingClock()
     good = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), clock=clock)
@@ -294,8 +316,9 @@ def client(rest: BinanceRest, **kw: Any) -> SignedRest:
 
 @pytest.mark.parametrize("executed", [True, False], ids=["executed", "not-executed"])
 @pytest.mark.parametrize("kind", UNKNOWN_KINDS)
-def test_status_unknown_answer_to_an_order_is_order_status_unknown(sim: Simulator, rest: BinanceRest,
-                                                                   kind: str, executed: bool) -> None:
+def test_status_unknown_answer_to_an_order_is_order_status_unknown(
+    sim: Simulator, rest: BinanceRest, kind: str, executed: bool
+) -> None:
     signed = client(rest)
     sim.rest.account.answer_next_order(kind, executed=executed)
     with pytest.raises(OrderStatusUnknown) as info:
@@ -304,7 +327,7 @@ def test_status_unknown_answer_to_an_order_is_order_status_unknown(sim: Simulato
     assert "signature" not in str(info.value) and DEFAULT_API_KEY not in str(info.value)
     found = signed.get_order(SYMBOL, client_order_id="unk-1")
     if executed:
-        assert found is not None and found["status"] == "FILLED"
+        assert found is not None and found.status == "FILLED"
     else:
         assert found is None
     assert len(sim.rest.account.received) == (1 if executed else 0)
@@ -312,29 +335,38 @@ def test_status_unknown_answer_to_an_order_is_order_status_unknown(sim: Simulato
 
 
 @pytest.mark.parametrize("kind", UNKNOWN_KINDS)
-def test_status_unknown_answer_to_an_algo_order_is_order_status_unknown(sim: Simulator, rest: BinanceRest,
-                                                                        kind: str) -> None:
+def test_status_unknown_answer_to_an_algo_order_is_order_status_unknown(
+    sim: Simulator, rest: BinanceRest, kind: str
+) -> None:
     signed = client(rest)
     signed.new_order(SYMBOL, "BUY", Decimal("2"), client_order_id="e-1")
-    mark = Decimal(signed.position_risk(SYMBOL)[0]["markPrice"])
+    mark = signed.position_risk(SYMBOL)[0].mark_price
     account = sim.rest.account
     for cid, executed, below in (("sl-1", True, "0.9"), ("sl-2", False, "0.8")):
         account.answer_next_order(kind, executed=executed)
         with pytest.raises(OrderStatusUnknown):
-            signed.new_algo_order(SYMBOL, "SELL", "STOP_MARKET", round_price(mark * Decimal(below), "0.001"),
-                                  client_algo_id=cid, quantity=Decimal("1"), reduce_only=True)
+            signed.new_algo_order(
+                SYMBOL,
+                "SELL",
+                "STOP_MARKET",
+                round_price(mark * Decimal(below), "0.001"),
+                client_algo_id=cid,
+                quantity=Decimal("1"),
+                reduce_only=True,
+            )
     found = signed.get_algo_order(client_algo_id="sl-1")
-    assert found is not None and found["algoStatus"] == "NEW"
+    assert found is not None and found.algo_status == "NEW"
     assert signed.get_algo_order(client_algo_id="sl-2") is None
 
 
 @pytest.mark.parametrize("kind", UNKNOWN_KINDS)
-def test_reads_retry_status_unknown_answers_then_give_up_as_unavailable(sim: Simulator, rest: BinanceRest,
-                                                                        kind: str) -> None:
+def test_reads_retry_status_unknown_answers_then_give_up_as_unavailable(
+    sim: Simulator, rest: BinanceRest, kind: str
+) -> None:
     sleeps: list[float] = []
     signed = client(rest, max_attempts=3, sleep=sleeps.append)
     sim.rest.answer_next(kind, count=2)
-    assert signed.balance()[0]["asset"] == "USDT"
+    assert signed.balance()[0].asset == "USDT"
     assert len(sleeps) == 2 and sim.rest.stats()["by_path"]["/fapi/v2/balance"] == 3
     sim.rest.answer_next(kind, count=3)
     with pytest.raises(ExchangeUnavailable) as info:
@@ -347,7 +379,7 @@ def test_garbled_position_risk_is_read_again(sim: Simulator, rest: BinanceRest) 
     signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="e-1")
     sim.rest.account.position_risk_next("garbled")
     [row] = signed.position_risk(SYMBOL)
-    assert row["positionAmt"] == "1.000"
+    assert row.position_amt == Decimal("1.000")
 
 
 def test_state_setting_posts_are_retried_not_order_status_unknown(sim: Simulator, rest: BinanceRest) -> None:
@@ -362,15 +394,22 @@ def test_state_setting_posts_are_retried_not_order_status_unknown(sim: Simulator
 def test_cancel_success_bodies_with_a_code_stay_successes(sim: Simulator, rest: BinanceRest) -> None:
     signed = client(rest, sleep=lambda s: None)
     signed.new_order(SYMBOL, "BUY", Decimal("1"), client_order_id="e-1")
-    mark = Decimal(signed.position_risk(SYMBOL)[0]["markPrice"])
+    mark = signed.position_risk(SYMBOL)[0].mark_price
     for cid in ("sl-1", "sl-2", "sl-3"):
-        signed.new_algo_order(SYMBOL, "SELL", "STOP_MARKET", round_price(mark * Decimal("0.9"), "0.001"),
-                              client_algo_id=cid, quantity=Decimal("1"), reduce_only=True)
+        signed.new_algo_order(
+            SYMBOL,
+            "SELL",
+            "STOP_MARKET",
+            round_price(mark * Decimal("0.9"), "0.001"),
+            client_algo_id=cid,
+            quantity=Decimal("1"),
+            reduce_only=True,
+        )
     body = signed.request("DELETE", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-1"})
     assert body["code"] == "200" and body["clientAlgoId"] == "sl-1"  # "code" as a string: a success
     sim.rest.answer_next("-1006")  # a cancel is idempotent: retried
     assert signed.cancel_algo_order(client_algo_id="sl-2") is True
-    assert signed.cancel_all_algo_orders(SYMBOL)["code"] == 200
+    assert signed.request("DELETE", "/fapi/v1/algoOpenOrders", {"symbol": SYMBOL})["code"] == 200
     assert signed.open_algo_orders(SYMBOL) == []
 
 

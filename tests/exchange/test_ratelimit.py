@@ -35,7 +35,6 @@ class FakeClock:
             self.t += dt
 
 
-
 @pytest.mark.parametrize(
     ("limit", "weight"),
     [(1, 1), (6, 1), (99, 1), (100, 2), (499, 2), (500, 5), (1000, 5), (1001, 10), (1500, 10), (None, 5)],
@@ -66,16 +65,21 @@ def test_budget_has_safety_margin_and_follows_exchange_info() -> None:
     lim = WeightLimiter(safety_margin=0.1)
     assert lim.budget == 2160
     lim.configure_from_exchange_info(
-        {"rateLimits": [
-            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1000},
-        ]}
+        {
+            "rateLimits": [
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1000},
+            ]
+        }
     )
     assert lim.limit == 1000 and lim.budget == 900 and lim.window_s == 60.0
     lim.configure_from_exchange_info({"rateLimits": "junk"})  # ignored, not a crash
     lim.configure_from_exchange_info(  # not a per-minute limit: ignored rather than misread
-        {"rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 10,
-                         "limit": 50}]}
+        {
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 10, "limit": 50}
+            ]
+        }
     )
     assert lim.limit == 1000
     with pytest.raises(ValueError):
@@ -131,8 +135,10 @@ def test_429_closes_the_gate_for_every_thread_until_retry_after() -> None:
     lim.observe(429, {"Retry-After": "5"})
     assert lim.gate_open_in == 5.0 and lim.rate_limited == 1
     released = []
-    threads = [threading.Thread(target=lambda i=i: (lim.acquire(1), released.append(i)), daemon=True)
-               for i in range(3)]
+    threads = [
+        threading.Thread(target=lambda i=i: (lim.acquire(1), released.append(i)), daemon=True)
+        for i in range(3)
+    ]
     for t in threads:
         t.start()
     wait_until(lambda: lim.waiting == 3)  # every thread is blocked on the gate
@@ -230,11 +236,15 @@ def test_order_limiter_reads_exchange_info() -> None:
     from surge.exchange.ratelimit import OrderRateLimiter
 
     lim = OrderRateLimiter()
-    lim.configure_from_exchange_info({"rateLimits": [
-        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
-        {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
-    ]})
+    lim.configure_from_exchange_info(
+        {
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            ]
+        }
+    )
     assert lim.limits == ((10.0, 300), (60.0, 1200))
     lim.configure_from_exchange_info({"rateLimits": [{"rateLimitType": "ORDERS", "limit": "x"}]})
     assert lim.limits == ((10.0, 300), (60.0, 1200))  # nothing usable: unchanged

@@ -23,7 +23,6 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-
 def make(sim: Simulator, **kw: object) -> BinanceRest:
     kw.setdefault("backoff_initial_s", 0.02)
     kw.setdefault("backoff_max_s", 0.1)
@@ -79,6 +78,7 @@ def test_session_pool_keeps_connections_alive_and_bounded(clean: Simulator) -> N
     clean.rest.set_latency(5)
     sym = clean.market.tradable_symbols()[0]
     with make(clean, pool_size=2) as rest:
+
         def work() -> None:
             for _ in range(10):
                 rest.klines(sym, "4h", limit=2)
@@ -128,8 +128,10 @@ def test_read_timeout_retried(clean: Simulator) -> None:
 
 def test_read_timeout_every_attempt_is_unavailable(clean: Simulator) -> None:
     clean.rest.stall_next(2, 1.5)
-    with make(clean, read_timeout=0.2, max_attempts=2) as rest, \
-            pytest.raises(ExchangeUnavailable, match="read timeout"):
+    with (
+        make(clean, read_timeout=0.2, max_attempts=2) as rest,
+        pytest.raises(ExchangeUnavailable, match="read timeout"),
+    ):
         rest.server_time()
 
 
@@ -140,7 +142,7 @@ def test_429_waits_for_retry_after_then_resends(clean: Simulator) -> None:
         assert rest.server_time() > 0
         assert time.monotonic() - t >= 0.95
         assert rest.limiter.rate_limited == 1
-    (start, until, status), = clean.rest.retry_windows()
+    ((start, until, status),) = clean.rest.retry_windows()
     arrivals = [a for a, _, _ in clean.rest.arrivals()]
     assert status == 429 and len(arrivals) == 2 and arrivals[1] >= until
 

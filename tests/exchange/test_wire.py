@@ -322,32 +322,57 @@ def test_the_largest_sane_values_still_pass() -> None:
 
 
 def test_exchange_info_keeps_only_what_surge_reads() -> None:
-    """The hourly exchangeInfo is decoded lean (issue 14): the fields of the universe, the trading rules
+    """The hourly exchangeInfo is decoded lean: the fields of the universe, the trading rules
     and the limits, nothing else built; a body of another shape comes back as it is."""
     from surge.exchange.wire import loads_exchange_info
 
-    body = json.dumps({
-        "timezone": "UTC", "serverTime": 1,
-        "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "limit": 2400}],
-        "assets": [{"asset": "USDT"}],
-        "symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL",
-                     "quoteAsset": "USDT", "baseAsset": "BTC", "orderTypes": ["LIMIT"] * 50,
-                     "liquidationFee": "0.0125",
-                     "filters": [{"filterType": "PRICE_FILTER", "tickSize": "0.10", "minPrice": "556.80"},
-                                 {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001",
-                                  "maxQty": "1000"}]}],
-    }).encode()
+    body = json.dumps(
+        {
+            "timezone": "UTC",
+            "serverTime": 1,
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "limit": 2400}],
+            "assets": [{"asset": "USDT"}],
+            "symbols": [
+                {
+                    "symbol": "BTCUSDT",
+                    "status": "TRADING",
+                    "contractType": "PERPETUAL",
+                    "quoteAsset": "USDT",
+                    "baseAsset": "BTC",
+                    "orderTypes": ["LIMIT"] * 50,
+                    "liquidationFee": "0.0125",
+                    "filters": [
+                        {"filterType": "PRICE_FILTER", "tickSize": "0.10", "minPrice": "556.80"},
+                        {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001", "maxQty": "1000"},
+                    ],
+                }
+            ],
+        }
+    ).encode()
     info = loads_exchange_info(body)
     assert set(info) == {"serverTime", "rateLimits", "symbols"}
     (sym,) = info["symbols"]
-    assert sym == {"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL",
-                   "quoteAsset": "USDT", "baseAsset": "BTC",
-                   "filters": [{"filterType": "PRICE_FILTER", "tickSize": "0.10"},
-                               {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001",
-                                "maxQty": "1000"}]}
+    assert sym == {
+        "symbol": "BTCUSDT",
+        "status": "TRADING",
+        "contractType": "PERPETUAL",
+        "quoteAsset": "USDT",
+        "baseAsset": "BTC",
+        "filters": [
+            {"filterType": "PRICE_FILTER", "tickSize": "0.10"},
+            {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001", "maxQty": "1000"},
+        ],
+    }
     listing = loads_exchange_info(body, filters=False)  # the hourly universe refresh: no trading rules
-    assert listing["symbols"] == [{"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL",
-                                   "quoteAsset": "USDT", "baseAsset": "BTC"}]
+    assert listing["symbols"] == [
+        {
+            "symbol": "BTCUSDT",
+            "status": "TRADING",
+            "contractType": "PERPETUAL",
+            "quoteAsset": "USDT",
+            "baseAsset": "BTC",
+        }
+    ]
     assert listing["rateLimits"] == info["rateLimits"] and listing["serverTime"] == 1
     assert loads_exchange_info(b'{"symbols": "odd"}') == {"symbols": "odd"}  # the caller says what is wrong
     with pytest.raises(WireError):

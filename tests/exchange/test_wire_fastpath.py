@@ -16,14 +16,30 @@ from surge.exchange.wire import WireError
 from surge.models import Kline
 
 BASE = wire.kline_to_event(
-    Kline("BTCUSDT", "1m", 1_700_000_000_000, 1_700_000_059_999, 43000.1, 43100.5, 42950.2, 43050.7,
-          1234.567, 53123456.7891, 4567, False),
+    Kline(
+        "BTCUSDT",
+        "1m",
+        1_700_000_000_000,
+        1_700_000_059_999,
+        43000.1,
+        43100.5,
+        42950.2,
+        43050.7,
+        1234.567,
+        53123456.7891,
+        4567,
+        False,
+    ),
     1_700_000_012_345,
 )
 ODD_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 10**20), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["", "1.5", "nan", "inf", "-inf", "1e999", "abc", " 2 ", "1m", "4h", "7m", "kline"]),
-    st.binary(max_size=4), st.lists(st.integers(), max_size=2),
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=2), st.integers()),
 )
 K_KEYS = ["t", "T", "s", "i", "o", "c", "h", "l", "v", "n", "x", "q"]
@@ -77,8 +93,9 @@ def _slow_frame(payload: bytes) -> Any:
     drop=st.lists(st.sampled_from(["e", "E", "k"] + ["k." + k for k in K_KEYS]), max_size=2),
     stream=st.one_of(st.just("btcusdt@kline_1m"), ODD_VALUES),
 )
-def test_frame_decoder_accepts_only_what_the_slow_path_accepts(top: dict, kv: dict, drop: list[str],
-                                                                stream: Any) -> None:
+def test_frame_decoder_accepts_only_what_the_slow_path_accepts(
+    top: dict, kv: dict, drop: list[str], stream: Any
+) -> None:
     data = _mutated(top, kv, drop)
     try:
         payload = json.dumps({"stream": stream, "data": data}, allow_nan=True).encode()
@@ -102,9 +119,20 @@ def test_frame_decoder_takes_a_binance_frame_and_refuses_the_rest() -> None:
     stream, k = wire.combined_kline_frame(frame(BASE))  # type: ignore[misc]
     assert stream == "btcusdt@kline_1m" and k == wire.kline_from_event(BASE)
     assert k.close == 43050.7 and k.event_time == 1_700_000_012_345
-    refused = [b"", b"{", b'{"result":null,"id":1}', b"\xff", b"[]", frame(changed("E", "1")),
-               frame(changed("i", "7m")), frame(changed("c", "nan")), frame(changed("x", "false")),
-               frame(changed("e", "trade")), frame(changed("t", 1.5)), frame(changed("o", 43000.1))]
+    refused = [
+        b"",
+        b"{",
+        b'{"result":null,"id":1}',
+        b"\xff",
+        b"[]",
+        frame(changed("E", "1")),
+        frame(changed("i", "7m")),
+        frame(changed("c", "nan")),
+        frame(changed("x", "false")),
+        frame(changed("e", "trade")),
+        frame(changed("t", 1.5)),
+        frame(changed("o", 43000.1)),
+    ]
     for bad in refused:
         assert wire.combined_kline_frame(bad) is None, bad
 

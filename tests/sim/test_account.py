@@ -26,7 +26,6 @@ def sim(small_sim: Simulator) -> Simulator:
     return small_sim
 
 
-
 class Client:
     """A minimal hand-rolled signed client: every knob a test needs to get something wrong."""
 
@@ -37,8 +36,17 @@ class Client:
     def now(self) -> int:
         return self.sim.market.now_ms()
 
-    def call(self, method: str, path: str, params: dict[str, Any] | None = None, *, in_body: bool = False,
-             ts_shift_ms: int = 0, secret: str | None = None, timeout: float = 5.0) -> requests.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        in_body: bool = False,
+        ts_shift_ms: int = 0,
+        secret: str | None = None,
+        timeout: float = 5.0,
+    ) -> requests.Response:
         p = dict(params or {})
         p["timestamp"] = self.now() + ts_shift_ms
         text = urlencode(p)
@@ -47,8 +55,9 @@ class Client:
         url = self.sim.rest_url + path
         if in_body:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            return self.http.request(method, url, data=f"{text}&signature={sig}", headers=headers,
-                                     timeout=timeout)
+            return self.http.request(
+                method, url, data=f"{text}&signature={sig}", headers=headers, timeout=timeout
+            )
         return self.http.request(method, f"{url}?{text}&signature={sig}", headers=headers, timeout=timeout)
 
     def ok(self, method: str, path: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -56,20 +65,33 @@ class Client:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def err(self, method: str, path: str, params: dict[str, Any] | None = None,
-            **kw: Any) -> tuple[int, int, str]:
+    def err(
+        self, method: str, path: str, params: dict[str, Any] | None = None, **kw: Any
+    ) -> tuple[int, int, str]:
         r = self.call(method, path, params, **kw)
         body = r.json()
         return r.status_code, body["code"], body["msg"]
 
     def price(self) -> float:
-        return float(self.http.get(f"{self.sim.rest_url}/fapi/v1/ticker/price", params={"symbol": SYMBOL})
-                     .json()["price"])
+        return float(
+            self.http.get(f"{self.sim.rest_url}/fapi/v1/ticker/price", params={"symbol": SYMBOL}).json()[
+                "price"
+            ]
+        )
 
     def buy(self, qty: str, cid: str = "b1") -> Any:
-        return self.ok("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
-                                                   "quantity": qty, "newClientOrderId": cid,
-                                                   "newOrderRespType": "RESULT"})
+        return self.ok(
+            "POST",
+            "/fapi/v1/order",
+            {
+                "symbol": SYMBOL,
+                "side": "BUY",
+                "type": "MARKET",
+                "quantity": qty,
+                "newClientOrderId": cid,
+                "newOrderRespType": "RESULT",
+            },
+        )
 
 
 def test_signature_in_query_in_body_and_split_between_both(sim: Simulator) -> None:
@@ -80,9 +102,12 @@ def test_signature_in_query_in_body_and_split_between_both(sim: Simulator) -> No
     query = urlencode({"symbol": SYMBOL})
     body = urlencode({"leverage": 5, "timestamp": c.now()})
     sig = hmac.new(DEFAULT_API_SECRET.encode(), (query + body).encode(), hashlib.sha256).hexdigest()
-    r = c.http.post(f"{sim.rest_url}/fapi/v1/leverage?{query}", data=f"{body}&signature={sig}",
-                    headers={"X-MBX-APIKEY": DEFAULT_API_KEY,
-                             "Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    r = c.http.post(
+        f"{sim.rest_url}/fapi/v1/leverage?{query}",
+        data=f"{body}&signature={sig}",
+        headers={"X-MBX-APIKEY": DEFAULT_API_KEY, "Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    )
     assert r.status_code == 200 and r.json()["leverage"] == 5
     assert sim.rest.account.snapshot()["leverage"] == {SYMBOL: 5}
 
@@ -99,8 +124,12 @@ def test_authentication_errors_as_binance(sim: Simulator) -> None:
     assert Client(sim, key=None).err("GET", "/fapi/v2/balance") == (401, -2014, "API-key format invalid.")
     status, code, _ = Client(sim, key="x" * 64).err("GET", "/fapi/v2/balance")
     assert (status, code) == (401, -2015)
-    r = c.http.get(f"{sim.rest_url}/fapi/v2/balance", params={"timestamp": c.now()},
-                   headers={"X-MBX-APIKEY": DEFAULT_API_KEY}, timeout=5)
+    r = c.http.get(
+        f"{sim.rest_url}/fapi/v2/balance",
+        params={"timestamp": c.now()},
+        headers={"X-MBX-APIKEY": DEFAULT_API_KEY},
+        timeout=5,
+    )
     assert r.status_code == 400 and r.json()["code"] == -1102  # signature missing
     snap = sim.rest.account.snapshot()
     assert snap["signature_failures"] == 1 and snap["timestamp_failures"] == 2
@@ -109,11 +138,15 @@ def test_authentication_errors_as_binance(sim: Simulator) -> None:
 def test_conditional_types_refused_on_order_endpoint_with_4120(sim: Simulator) -> None:
     c = Client(sim)
     for otype in ("STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"):
-        status, code, msg = c.err("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": otype,
-                                                            "quantity": "1", "stopPrice": "100"})
+        status, code, msg = c.err(
+            "POST",
+            "/fapi/v1/order",
+            {"symbol": SYMBOL, "side": "SELL", "type": otype, "quantity": "1", "stopPrice": "100"},
+        )
         assert (status, code) == (400, -4120)
-        assert msg == ("Order type not supported for this endpoint. Please use the Algo Order API "
-                       "endpoints instead.")
+        assert msg == (
+            "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+        )
     assert sim.rest.account.snapshot()["orders"] == 0
 
 
@@ -126,8 +159,11 @@ def test_market_order_fills_at_the_simulated_price_and_is_queryable(sim: Simulat
     by_cid = c.ok("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "entry-1"})
     by_id = c.ok("GET", "/fapi/v1/order", {"symbol": SYMBOL, "orderId": order["orderId"]})
     assert by_cid == by_id and by_cid["status"] == "FILLED"
-    assert c.err("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "nope"}) == \
-        (400, -2013, "Order does not exist.")
+    assert c.err("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "nope"}) == (
+        400,
+        -2013,
+        "Order does not exist.",
+    )
     risk = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
     assert risk[0]["positionAmt"] == "0.500" and risk[0]["entryPrice"] == order["avgPrice"]
     assert c.ok("GET", "/fapi/v1/openOrders") == []
@@ -147,8 +183,11 @@ def test_precision_notional_and_margin_checks(sim: Simulator) -> None:
     assert c.err("POST", "/fapi/v1/order", base | {"quantity": "0.0005"})[:2] == (400, -1111)
     assert c.err("POST", "/fapi/v1/order", base | {"quantity": "0.001"})[:2] == (400, -4164)  # ~0.2 USDT
     sim.rest.account.set_balance("1")
-    assert c.err("POST", "/fapi/v1/order", base | {"quantity": "1"}) == (400, -2019,
-                                                                         "Margin is insufficient.")
+    assert c.err("POST", "/fapi/v1/order", base | {"quantity": "1"}) == (
+        400,
+        -2019,
+        "Margin is insufficient.",
+    )
     sim.rest.account.set_balance("10000")
     sim.rest.account.reject_next_order(-4164)
     assert c.err("POST", "/fapi/v1/order", base | {"quantity": "1"})[1] == -4164
@@ -161,16 +200,32 @@ def test_algo_order_lifecycle_and_weights(sim: Simulator) -> None:
     c = Client(sim)
     c.buy("1")
     px = c.price()
-    algo = {"algoType": "CONDITIONAL", "symbol": SYMBOL, "side": "SELL", "type": "STOP_MARKET",
-            "triggerPrice": f"{px * 0.9:.3f}", "quantity": "1", "reduceOnly": "true", "clientAlgoId": "sl-1"}
+    algo = {
+        "algoType": "CONDITIONAL",
+        "symbol": SYMBOL,
+        "side": "SELL",
+        "type": "STOP_MARKET",
+        "triggerPrice": f"{px * 0.9:.3f}",
+        "quantity": "1",
+        "reduceOnly": "true",
+        "clientAlgoId": "sl-1",
+    }
     placed = c.ok("POST", "/fapi/v1/algoOrder", algo)
     assert placed["algoStatus"] == "NEW" and placed["clientAlgoId"] == "sl-1"
     assert placed["algoType"] == "CONDITIONAL" and placed["orderType"] == "STOP_MARKET"
     assert c.err("POST", "/fapi/v1/algoOrder", algo)[1] == -4116  # the id is open
-    assert c.err("POST", "/fapi/v1/algoOrder", algo | {"clientAlgoId": "sl-2",
-                                                       "triggerPrice": f"{px * 0.9:.5f}1"})[1] == -1111
-    assert c.err("POST", "/fapi/v1/algoOrder", algo | {"clientAlgoId": "sl-3",
-                                                       "triggerPrice": f"{px * 1.1:.3f}"})[1] == -2021
+    assert (
+        c.err(
+            "POST", "/fapi/v1/algoOrder", algo | {"clientAlgoId": "sl-2", "triggerPrice": f"{px * 0.9:.5f}1"}
+        )[1]
+        == -1111
+    )
+    assert (
+        c.err(
+            "POST", "/fapi/v1/algoOrder", algo | {"clientAlgoId": "sl-3", "triggerPrice": f"{px * 1.1:.3f}"}
+        )[1]
+        == -2021
+    )
     tp = algo | {"type": "TAKE_PROFIT_MARKET", "triggerPrice": f"{px * 1.1:.3f}", "clientAlgoId": "tp-1"}
     c.ok("POST", "/fapi/v1/algoOrder", tp)
     assert c.ok("GET", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-1"})["algoId"] == placed["algoId"]
@@ -193,9 +248,20 @@ def test_protective_order_triggers_when_the_price_crosses_it(sim: Simulator) -> 
     c = Client(sim)
     c.buy("1")
     px = c.price()
-    c.ok("POST", "/fapi/v1/algoOrder", {"algoType": "CONDITIONAL", "symbol": SYMBOL, "side": "SELL",
-                                        "type": "STOP_MARKET", "triggerPrice": f"{px * 0.97:.3f}",
-                                        "quantity": "1", "reduceOnly": "true", "clientAlgoId": "sl-9"})
+    c.ok(
+        "POST",
+        "/fapi/v1/algoOrder",
+        {
+            "algoType": "CONDITIONAL",
+            "symbol": SYMBOL,
+            "side": "SELL",
+            "type": "STOP_MARKET",
+            "triggerPrice": f"{px * 0.97:.3f}",
+            "quantity": "1",
+            "reduceOnly": "true",
+            "clientAlgoId": "sl-9",
+        },
+    )
     sim.market.inject_surge(SYMBOL, -6.0, 1.0)
     # no request needed: the simulator's housekeeping thread fires it
     wait_for(lambda: sim.rest.account.position(SYMBOL).amount == 0)
@@ -209,8 +275,18 @@ def test_order_accepted_then_answered_too_late(sim: Simulator) -> None:
     c = Client(sim)
     sim.rest.account.delay_next_order(3.0)
     with pytest.raises(requests.ReadTimeout):
-        c.call("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "1",
-                                          "newClientOrderId": "late-1"}, timeout=0.5)
+        c.call(
+            "POST",
+            "/fapi/v1/order",
+            {
+                "symbol": SYMBOL,
+                "side": "BUY",
+                "type": "MARKET",
+                "quantity": "1",
+                "newClientOrderId": "late-1",
+            },
+            timeout=0.5,
+        )
     # the exchange has it although the client saw a timeout
     found = c.ok("GET", "/fapi/v1/order", {"symbol": SYMBOL, "origClientOrderId": "late-1"})
     assert found["status"] == "FILLED"
@@ -223,8 +299,12 @@ def test_account_controls_over_http(sim: Simulator) -> None:
     snap = requests.get(f"{sim.rest_url}/_sim/account", timeout=5).json()["result"]
     assert snap["positions"][SYMBOL]["amount"] == "1" and snap["client_order_counts"] == {"h-1": 1}
     assert requests.get(f"{sim.rest_url}/_sim/account/reject_next_order?code=-2019", timeout=5).ok
-    assert c.err("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
-                                            "quantity": "1"})[1] == -2019
+    assert (
+        c.err("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "1"})[
+            1
+        ]
+        == -2019
+    )
     assert requests.get(f"{sim.rest_url}/_sim/account/balance?amount=123", timeout=5).ok
     assert c.ok("GET", "/fapi/v2/balance")[0]["balance"].startswith("123")
 
@@ -235,8 +315,13 @@ MSG_1007 = "Timeout waiting for response from backend server. Send status unknow
 UNKNOWN = {  # kind -> (HTTP status, Binance error body or None for a truncated 200)
     "503": (503, {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}),
     "408": (408, {"code": -1007, "msg": MSG_1007}),
-    "-1006": (400, {"code": -1006, "msg": "An unexpected response was received from the message bus. "
-                                          "Execution status unknown."}),
+    "-1006": (
+        400,
+        {
+            "code": -1006,
+            "msg": "An unexpected response was received from the message bus. Execution status unknown.",
+        },
+    ),
     "-1007": (400, {"code": -1007, "msg": MSG_1007}),
     "garbled": (200, None),
     "error200": (200, {"code": -1007, "msg": MSG_1007}),
@@ -244,14 +329,28 @@ UNKNOWN = {  # kind -> (HTTP status, Binance error body or None for a truncated 
 
 
 def order(cid: str, qty: str = "1") -> dict[str, Any]:
-    return {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": qty, "newClientOrderId": cid,
-            "newOrderRespType": "RESULT"}
+    return {
+        "symbol": SYMBOL,
+        "side": "BUY",
+        "type": "MARKET",
+        "quantity": qty,
+        "newClientOrderId": cid,
+        "newOrderRespType": "RESULT",
+    }
 
 
 def stop_loss(cid: str, trigger: float, **extra: Any) -> dict[str, Any]:
-    return {"algoType": "CONDITIONAL", "symbol": SYMBOL, "side": "SELL", "type": "STOP_MARKET",
-            "triggerPrice": f"{trigger:.3f}", "quantity": "1", "reduceOnly": "true", "clientAlgoId": cid,
-            **extra}
+    return {
+        "algoType": "CONDITIONAL",
+        "symbol": SYMBOL,
+        "side": "SELL",
+        "type": "STOP_MARKET",
+        "triggerPrice": f"{trigger:.3f}",
+        "quantity": "1",
+        "reduceOnly": "true",
+        "clientAlgoId": cid,
+        **extra,
+    }
 
 
 def assert_answer(r: requests.Response, kind: str) -> None:
@@ -345,13 +444,46 @@ def test_position_risk_faults(sim: Simulator, path: str) -> None:
 
 #: the fields of a positionRisk v3 row (Binance "Position Information V3"); v2's leverage, marginType,
 #: maxNotionalValue and isAutoAddMargin are gone
-V3_FIELDS = {"symbol", "positionSide", "positionAmt", "entryPrice", "breakEvenPrice", "markPrice",
-             "unRealizedProfit", "liquidationPrice", "isolatedMargin", "notional", "marginAsset",
-             "isolatedWallet", "initialMargin", "maintMargin", "positionInitialMargin",
-             "openOrderInitialMargin", "adl", "bidNotional", "askNotional", "updateTime"}
-V2_FIELDS = {"symbol", "positionAmt", "entryPrice", "breakEvenPrice", "markPrice", "unRealizedProfit",
-             "liquidationPrice", "leverage", "maxNotionalValue", "marginType", "isolatedMargin",
-             "isAutoAddMargin", "positionSide", "notional", "isolatedWallet", "updateTime"}
+V3_FIELDS = {
+    "symbol",
+    "positionSide",
+    "positionAmt",
+    "entryPrice",
+    "breakEvenPrice",
+    "markPrice",
+    "unRealizedProfit",
+    "liquidationPrice",
+    "isolatedMargin",
+    "notional",
+    "marginAsset",
+    "isolatedWallet",
+    "initialMargin",
+    "maintMargin",
+    "positionInitialMargin",
+    "openOrderInitialMargin",
+    "adl",
+    "bidNotional",
+    "askNotional",
+    "updateTime",
+}
+V2_FIELDS = {
+    "symbol",
+    "positionAmt",
+    "entryPrice",
+    "breakEvenPrice",
+    "markPrice",
+    "unRealizedProfit",
+    "liquidationPrice",
+    "leverage",
+    "maxNotionalValue",
+    "marginType",
+    "isolatedMargin",
+    "isAutoAddMargin",
+    "positionSide",
+    "notional",
+    "isolatedWallet",
+    "updateTime",
+}
 
 
 def test_position_risk_v2_and_v3_each_in_their_own_shape(sim: Simulator) -> None:
@@ -375,8 +507,11 @@ def test_position_risk_v2_and_v3_each_in_their_own_shape(sim: Simulator) -> None
     assert [r["symbol"] for r in c.ok("GET", "/fapi/v3/positionRisk")] == [SYMBOL]
     [row2] = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
     assert set(row2) == V2_FIELDS and row2["positionAmt"] == "2.000"
-    c.ok("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": "2",
-                                    "reduceOnly": "true"})
+    c.ok(
+        "POST",
+        "/fapi/v1/order",
+        {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": "2", "reduceOnly": "true"},
+    )
     assert c.ok("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL}) == []  # flat again: no row
     assert c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})[0]["positionAmt"] == "0.000"
 
@@ -420,11 +555,19 @@ def test_hedge_mode_endpoints_orders_and_rows(sim: Simulator) -> None:
     assert int(r.headers["X-MBX-USED-WEIGHT-1M"]) - before == 30
     # one-way mode: LONG / SHORT do not fit
     assert c.err("POST", "/fapi/v1/order", order("w-1") | {"positionSide": "LONG"}) == (
-        400, -4061, "Order's position side does not match user's setting.")
+        400,
+        -4061,
+        "Order's position side does not match user's setting.",
+    )
     assert c.err("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "false"}) == (
-        400, -4059, "No need to change position side.")
-    assert c.ok("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "true"}) == {"code": 200,
-                                                                                         "msg": "success"}
+        400,
+        -4059,
+        "No need to change position side.",
+    )
+    assert c.ok("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "true"}) == {
+        "code": 200,
+        "msg": "success",
+    }
     assert account.dual_side and c.ok("GET", "/fapi/v1/positionSide/dual") == {"dualSidePosition": True}
     px = c.price()
     for extra in ({}, {"positionSide": "BOTH"}):
@@ -439,7 +582,10 @@ def test_hedge_mode_endpoints_orders_and_rows(sim: Simulator) -> None:
     rows = c.ok("GET", "/fapi/v2/positionRisk", {"symbol": SYMBOL})
     assert [(r["positionSide"], r["positionAmt"]) for r in rows] == [("LONG", "2.000"), ("SHORT", "0.000")]
     assert c.err("POST", "/fapi/v1/positionSide/dual", {"dualSidePosition": "false"}) == (
-        400, -4068, "Position side cannot be changed if there exists position.")
+        400,
+        -4068,
+        "Position side cannot be changed if there exists position.",
+    )
     account.set_dual_side(False)
     c.ok("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": "5"})
     account.set_dual_side(True)
@@ -458,6 +604,7 @@ def test_triggering_algo_order_is_held_listed_and_not_cancellable(sim: Simulator
     c.ok("POST", "/fapi/v1/algoOrder", stop_loss("sl-t", px * 0.97))
     account.set_triggering_hold_s(3.0)
     sim.market.inject_surge(SYMBOL, -6.0, 1.0)
+
     def algo() -> dict[str, Any]:
         return c.ok("GET", "/fapi/v1/algoOrder", {"clientAlgoId": "sl-t"})
 

@@ -33,8 +33,15 @@ def rows(m: Market, klines: list[Kline]) -> list[list]:
 
 
 def aggregate(parts: list[Kline]) -> tuple:
-    return (parts[0].open, max(k.high for k in parts), min(k.low for k in parts), parts[-1].close,
-            sum(k.volume for k in parts), sum(k.quote_volume for k in parts), sum(k.trades for k in parts))
+    return (
+        parts[0].open,
+        max(k.high for k in parts),
+        min(k.low for k in parts),
+        parts[-1].close,
+        sum(k.volume for k in parts),
+        sum(k.quote_volume for k in parts),
+        sum(k.trades for k in parts),
+    )
 
 
 def assert_aggregate(m: Market, whole: Kline, parts: list[Kline]) -> None:
@@ -54,8 +61,9 @@ def surge_rule(m: Market, symbol: str, now: int) -> tuple[float, float, float]:
     return cur.change_pct, cur.volume / mean, cur.quote_volume
 
 
-def four_hour_rule(m: Market, symbol: str, now: int, lo: float = -5.0, hi: float = 10.0,
-                   min_qv: float = 5e6) -> bool:
+def four_hour_rule(
+    m: Market, symbol: str, now: int, lo: float = -5.0, hi: float = 10.0, min_qv: float = 5e6
+) -> bool:
     prev, cur = m.klines(symbol, "4h", limit=2, now_ms=now)
     assert prev.closed and not cur.closed
     return lo <= cur.change_pct <= hi and prev.quote_volume >= min_qv
@@ -81,8 +89,11 @@ def test_universe_names_and_decoys(market: Market) -> None:
     assert all(s.isalnum() and s.endswith("USDT") and s.isupper() for s in tradable)
     assert {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"} <= set(tradable)
     entries = market.exchange_symbols()
-    kept = sorted(e["symbol"] for e in entries if (e["status"], e["contractType"], e["quoteAsset"])
-                  == ("TRADING", "PERPETUAL", "USDT"))
+    kept = sorted(
+        e["symbol"]
+        for e in entries
+        if (e["status"], e["contractType"], e["quoteAsset"]) == ("TRADING", "PERPETUAL", "USDT")
+    )
     assert kept == tradable
     decoys = [e for e in entries if e["symbol"] not in set(tradable)]
     assert {e["status"] for e in decoys} >= {"SETTLING", "PENDING_TRADING"}
@@ -108,7 +119,7 @@ def test_prices_liquidity_and_filters_are_realistic(market: Market) -> None:
         filters = {f["filterType"]: f for f in by_name[sym]["filters"]}
         assert set(filters) >= {"PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "MIN_NOTIONAL"}
         tick, step = float(filters["PRICE_FILTER"]["tickSize"]), float(filters["LOT_SIZE"]["stepSize"])
-        assert tick == pytest.approx(10.0 ** -pd) and step == pytest.approx(10.0 ** -qd)
+        assert tick == pytest.approx(10.0**-pd) and step == pytest.approx(10.0**-qd)
         assert 1e-6 <= tick / closes[sym] <= 2e-4  # tick about 1e-4..1e-5 of the price, as on Binance
         for k in market.klines(sym, "1m", limit=50, now_ms=now):
             for price in (k.open, k.high, k.low, k.close):
@@ -125,8 +136,9 @@ def test_4h_candle_is_the_aggregate_of_its_240_minutes(market: Market, symbol: s
     now = market.now_ms()
     closed_4h = market.klines(symbol, "4h", limit=3, now_ms=now)[:2]
     for whole in closed_4h:
-        minutes = market.klines(symbol, "1m", start_ms=whole.open_time, end_ms=whole.close_time, limit=1500,
-                                now_ms=now)
+        minutes = market.klines(
+            symbol, "1m", start_ms=whole.open_time, end_ms=whole.close_time, limit=1500, now_ms=now
+        )
         assert len(minutes) == 240 and all(k.closed for k in minutes)
         assert_aggregate(market, whole, minutes)
     # the 4h candle in progress: the closed minutes so far plus the partial minute, to the last digit
@@ -142,18 +154,31 @@ def test_every_interval_aggregates_its_parts(market: Market) -> None:
     now = market.now_ms()
     sym = "ETHUSDT"
     day = market.klines(sym, "1d", limit=2, now_ms=now)[0]
-    assert_aggregate(market, day, market.klines(sym, "4h", start_ms=day.open_time, end_ms=day.close_time,
-                                                limit=10, now_ms=now))
-    for interval, part, n in (("1h", "15m", 4), ("15m", "5m", 3), ("2h", "1h", 2), ("8h", "4h", 2),
-                              ("12h", "4h", 3), ("3m", "1m", 3)):
+    assert_aggregate(
+        market,
+        day,
+        market.klines(sym, "4h", start_ms=day.open_time, end_ms=day.close_time, limit=10, now_ms=now),
+    )
+    for interval, part, n in (
+        ("1h", "15m", 4),
+        ("15m", "5m", 3),
+        ("2h", "1h", 2),
+        ("8h", "4h", 2),
+        ("12h", "4h", 3),
+        ("3m", "1m", 3),
+    ):
         whole = market.klines(sym, interval, limit=3, now_ms=now)[0]
-        parts = market.klines(sym, part, start_ms=whole.open_time, end_ms=whole.close_time, limit=50,
-                              now_ms=now)
+        parts = market.klines(
+            sym, part, start_ms=whole.open_time, end_ms=whole.close_time, limit=50, now_ms=now
+        )
         assert len(parts) == n
         assert_aggregate(market, whole, parts)
     six = market.klines(sym, "6h", limit=3, now_ms=now)[0]  # 6h straddles 4h windows
-    assert_aggregate(market, six, market.klines(sym, "1h", start_ms=six.open_time, end_ms=six.close_time,
-                                                limit=10, now_ms=now))
+    assert_aggregate(
+        market,
+        six,
+        market.klines(sym, "1h", start_ms=six.open_time, end_ms=six.close_time, limit=10, now_ms=now),
+    )
 
 
 def test_partial_minute_only_grows_and_ends_as_the_closed_minute() -> None:
@@ -197,8 +222,9 @@ def test_klines_start_end_limit_semantics(market: Market) -> None:
     assert [k.open_time for k in ks] == [latest[i].open_time for i in range(11, 16)]
     ks = market.klines("ETHUSDT", "1m", end_ms=latest[20].open_time + 59_000, limit=3, now_ms=now)
     assert [k.open_time for k in ks] == [latest[i].open_time for i in (18, 19, 20)]
-    ks = market.klines("ETHUSDT", "1m", start_ms=latest[0].open_time, end_ms=latest[3].open_time, limit=99,
-                       now_ms=now)
+    ks = market.klines(
+        "ETHUSDT", "1m", start_ms=latest[0].open_time, end_ms=latest[3].open_time, limit=99, now_ms=now
+    )
     assert len(ks) == 4
     assert market.klines("ETHUSDT", "1m", start_ms=now + 5 * MIN, limit=5, now_ms=now) == []
     assert ks[0] == latest[0]
@@ -270,7 +296,8 @@ def test_injected_surge_satisfies_the_surge_rule_and_the_price_stays_up() -> Non
     assert m.surges == [(now, "DOTUSDT")]
     # the past is untouched, the next minute opens at the new level
     assert m.kline_at("DOTUSDT", "1m", before.open_time - MIN, now) == fixed().kline_at(
-        "DOTUSDT", "1m", before.open_time - MIN, now)
+        "DOTUSDT", "1m", before.open_time - MIN, now
+    )
     nxt = m.kline_at("DOTUSDT", "1m", before.open_time + MIN, before.open_time + 2 * MIN)
     assert nxt.open == pytest.approx(before.close * 1.05, rel=3e-3)
     # and the 4h candle still aggregates its minutes, surge included
@@ -324,8 +351,11 @@ def test_arrange_keeps_candles_consistent() -> None:
     m.arrange_4h(["SOLUSDT"])
     for sym in ("SOLUSDT", "BTCUSDT"):
         prev, cur = m.klines(sym, "4h", limit=2, now_ms=now)
-        assert_aggregate(m, prev, m.klines(sym, "1m", start_ms=prev.open_time, end_ms=prev.close_time,
-                                           limit=300, now_ms=now))
+        assert_aggregate(
+            m,
+            prev,
+            m.klines(sym, "1m", start_ms=prev.open_time, end_ms=prev.close_time, limit=300, now_ms=now),
+        )
         assert_aggregate(m, cur, m.klines(sym, "1m", start_ms=cur.open_time, limit=300, now_ms=now))
 
 
@@ -381,8 +411,9 @@ def test_determinism_holds_across_processes() -> None:
         "print(hashlib.sha1(text.encode()).hexdigest())\n"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True
+    ).stdout.strip()
     m = Market(seed=4, clock=lambda: T0)
     now = m.now_ms() + 45_000
     rows = [m.klines(s, "4h", limit=3, now_ms=now) for s in m.tradable_symbols()[::50]]
@@ -454,7 +485,14 @@ def test_a_thin_candle_changes_only_at_its_trades() -> None:
         assert first.open == first.close == prev.close and first.volume == 0
     last = seen[-1]
     got = (last.open, last.high, last.low, last.close, last.volume, last.quote_volume, last.trades)
-    assert got == (closed.open, closed.high, closed.low, closed.close, closed.volume, closed.quote_volume,
-                   closed.trades)
+    assert got == (
+        closed.open,
+        closed.high,
+        closed.low,
+        closed.close,
+        closed.volume,
+        closed.quote_volume,
+        closed.trades,
+    )
     trades = [k.trades for k in seen]
     assert trades == sorted(trades)

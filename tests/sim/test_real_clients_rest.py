@@ -25,8 +25,12 @@ def sim_threads(ignore: set[threading.Thread] | frozenset = frozenset()) -> list
 
 
 def wait_no_sim_threads(ignore: set[threading.Thread]) -> None:
-    wait_for(lambda: sim_threads(ignore) == [], 5, "every simulator thread to end",
-             detail=lambda: f"still alive: {sim_threads(ignore)}")
+    wait_for(
+        lambda: sim_threads(ignore) == [],
+        5,
+        "every simulator thread to end",
+        detail=lambda: f"still alive: {sim_threads(ignore)}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,11 @@ def fresh(sim: Simulator) -> Simulator:
 def test_connector_exchange_info_klines_and_ticker(fresh: Simulator) -> None:
     client = UMFutures(base_url=fresh.rest_url, timeout=10)
     info = client.exchange_info()
-    usdt_perps = sorted(s["symbol"] for s in info["symbols"] if s["status"] == "TRADING"
-                        and s["contractType"] == "PERPETUAL" and s["quoteAsset"] == "USDT")
+    usdt_perps = sorted(
+        s["symbol"]
+        for s in info["symbols"]
+        if s["status"] == "TRADING" and s["contractType"] == "PERPETUAL" and s["quoteAsset"] == "USDT"
+    )
     assert usdt_perps == fresh.market.tradable_symbols() and len(usdt_perps) == 120
     rows = client.klines("BTCUSDT", "4h", limit=6)
     assert len(rows) == 6 and all(len(r) == 12 for r in rows)

@@ -46,14 +46,20 @@ class Inbox:
             return list(self.messages)
 
     def wait(self, pred: Callable[[list[Any]], Any], timeout: float = 10.0) -> Any:
-        return wait_for(lambda: pred(self.snapshot()), timeout, "the messages", poll=0.02,
-                        detail=lambda: f"last messages: {self.snapshot()[-3:]}")
+        return wait_for(
+            lambda: pred(self.snapshot()),
+            timeout,
+            "the messages",
+            poll=0.02,
+            detail=lambda: f"last messages: {self.snapshot()[-3:]}",
+        )
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[WsServer]:
-    srv = WsServer(Market(seed=5, surge_interval_s=None), ping_interval_s=0.3, pong_timeout_s=1.5,
-                   push_interval_s=0.25)
+    srv = WsServer(
+        Market(seed=5, surge_interval_s=None), ping_interval_s=0.3, pong_timeout_s=1.5, push_interval_s=0.25
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -62,7 +68,10 @@ def server() -> Iterator[WsServer]:
 
 def start_client(url: str, inbox: Inbox, combined: bool) -> Any:
     return um_ws.UMFuturesWebsocketClient(
-        stream_url=url, on_message=inbox.on_message, on_error=inbox.on_error, is_combined=combined,
+        stream_url=url,
+        on_message=inbox.on_message,
+        on_error=inbox.on_error,
+        is_combined=combined,
     )
 
 
@@ -92,8 +101,9 @@ def test_connector_combined_route_receives_klines(server: WsServer) -> None:
         client.kline(symbol="btcusdt", interval="1m")
         client.kline(symbol="ETHUSDT", interval="4h")  # the connector lower-cases the symbol
         both = {"btcusdt@kline_1m", "ethusdt@kline_4h"}
-        got = inbox.wait(lambda msgs: len(k := klines_of(msgs, True)) >= 6 and {s for s, _ in k} == both \
-                         and k)
+        got = inbox.wait(
+            lambda msgs: len(k := klines_of(msgs, True)) >= 6 and {s for s, _ in k} == both and k
+        )
         acks = [m for m in inbox.snapshot() if isinstance(m, dict) and "result" in m]
         assert len(acks) == 2 and all(a["result"] is None and a["id"] > 10**12 for a in acks)
         for stream, kline in got:
@@ -102,14 +112,18 @@ def test_connector_combined_route_receives_klines(server: WsServer) -> None:
             # an update that lands on a minute boundary is the candle's final, closed one
             assert kline.closed == (kline.event_time > kline.close_time), kline
         client.list_subscribe()
-        listed = inbox.wait(lambda msgs: [m for m in msgs if isinstance(m, dict)
-                                          and isinstance(m.get("result"), list)])
+        listed = inbox.wait(
+            lambda msgs: [m for m in msgs if isinstance(m, dict) and isinstance(m.get("result"), list)]
+        )
         assert sorted(listed[0]["result"]) == ["btcusdt@kline_1m", "ethusdt@kline_4h"]
         unsubscribe = um_ws.UMFuturesWebsocketClient.ACTION_UNSUBSCRIBE
         client.kline(symbol="ethusdt", interval="4h", action=unsubscribe)
         inbox.wait(lambda msgs: len([m for m in msgs if isinstance(m, dict) and "result" in m]) >= 4)
-        inbox.wait(lambda _m: [c for c in server.stats()["connections"]
-                               if c["subscriptions"] == ["btcusdt@kline_1m"]])
+        inbox.wait(
+            lambda _m: [
+                c for c in server.stats()["connections"] if c["subscriptions"] == ["btcusdt@kline_1m"]
+            ]
+        )
     finally:
         stop_client(client)
     assert not inbox.errors
@@ -140,9 +154,14 @@ def test_connector_pongs_keep_the_connection(server: WsServer) -> None:
         client.kline(symbol="btcusdt", interval="1m")
         # without counted pongs it would be closed 0.3 + 1.5 s after opening
         # this client's connection (the module's server may still hold an earlier test's one)
-        mine = inbox.wait(lambda _m: [c for c in server.stats()["connections"]
-                                      if c["opened_at"] >= opened and time.time() - c["opened_at"] > 2.5],
-                          timeout=15)
+        mine = inbox.wait(
+            lambda _m: [
+                c
+                for c in server.stats()["connections"]
+                if c["opened_at"] >= opened and time.time() - c["opened_at"] > 2.5
+            ],
+            timeout=15,
+        )
         assert mine[0]["pongs_received"] >= 4
         assert server.stats()["disconnects"]["pong_timeout"] == before
         count = len(inbox.snapshot())

@@ -38,7 +38,6 @@ def rest_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("surge-sim-rest")]
 
 
-
 @pytest.fixture(scope="module")
 def market() -> Market:
     return Market(seed=21, surge_interval_s=None, clock=lambda: T0)
@@ -88,21 +87,40 @@ def test_exchange_info_shape(server: RestServer, http: requests.Session, market:
     assert limits[("REQUEST_WEIGHT", "MINUTE", 1)] == 2400 and ("ORDERS", "MINUTE", 1) in limits
     by_name = {s["symbol"]: s for s in info["symbols"]}
     btc = by_name["BTCUSDT"]
-    for key in ("pair", "contractType", "deliveryDate", "onboardDate", "status", "baseAsset", "quoteAsset",
-                "marginAsset", "pricePrecision", "quantityPrecision", "filters", "orderTypes", "timeInForce"):
+    for key in (
+        "pair",
+        "contractType",
+        "deliveryDate",
+        "onboardDate",
+        "status",
+        "baseAsset",
+        "quoteAsset",
+        "marginAsset",
+        "pricePrecision",
+        "quantityPrecision",
+        "filters",
+        "orderTypes",
+        "timeInForce",
+    ):
         assert key in btc
     filters = {f["filterType"]: f for f in btc["filters"]}
     assert filters["PRICE_FILTER"]["tickSize"] == "0.1" and filters["LOT_SIZE"]["stepSize"] == "0.001"
     assert "MARKET_LOT_SIZE" in filters and float(filters["MIN_NOTIONAL"]["notional"]) > 0
-    kept = sorted(s["symbol"] for s in info["symbols"]
-                  if (s["status"], s["contractType"], s["quoteAsset"]) == ("TRADING", "PERPETUAL", "USDT"))
+    kept = sorted(
+        s["symbol"]
+        for s in info["symbols"]
+        if (s["status"], s["contractType"], s["quoteAsset"]) == ("TRADING", "PERPETUAL", "USDT")
+    )
     assert kept == market.tradable_symbols() and len(info["symbols"]) > len(kept)
 
 
-@pytest.mark.parametrize(("limit", "weight"), [(None, 5), (1, 1), (99, 1), (100, 2), (499, 2), (500, 5),
-                                                (1000, 5), (1001, 10), (1500, 10)])
-def test_klines_rows_and_weight_by_limit(server: RestServer, http: requests.Session, market: Market,
-                                         limit: int | None, weight: int) -> None:
+@pytest.mark.parametrize(
+    ("limit", "weight"),
+    [(None, 5), (1, 1), (99, 1), (100, 2), (499, 2), (500, 5), (1000, 5), (1001, 10), (1500, 10)],
+)
+def test_klines_rows_and_weight_by_limit(
+    server: RestServer, http: requests.Session, market: Market, limit: int | None, weight: int
+) -> None:
     params = {"symbol": "ETHUSDT", "interval": "1m"} | ({"limit": limit} if limit else {})
     r = get(http, server, "/fapi/v1/klines", **params)
     assert r.status_code == 200
@@ -154,11 +172,19 @@ def test_exchange_info_has_no_max_num_algo_orders_filter(server: RestServer, htt
 def test_klines_time_range(server: RestServer, http: requests.Session, market: Market) -> None:
     now = market.now_ms()
     cur = now // H4 * H4
-    rows = get(http, server, "/fapi/v1/klines", symbol="SOLUSDT", interval="4h", startTime=cur - 3 * H4 + 1,
-               endTime=cur - 1).json()
+    rows = get(
+        http,
+        server,
+        "/fapi/v1/klines",
+        symbol="SOLUSDT",
+        interval="4h",
+        startTime=cur - 3 * H4 + 1,
+        endTime=cur - 1,
+    ).json()
     assert [r[0] for r in rows] == [cur - 2 * H4, cur - H4]
-    rows = get(http, server, "/fapi/v1/klines", symbol="SOLUSDT", interval="4h", endTime=cur - 1,
-               limit=2).json()
+    rows = get(
+        http, server, "/fapi/v1/klines", symbol="SOLUSDT", interval="4h", endTime=cur - 1, limit=2
+    ).json()
     assert [r[0] for r in rows] == [cur - 2 * H4, cur - H4]
     listing = market.listing_ms("SOLUSDT")
     r = get(http, server, "/fapi/v1/klines", symbol="SOLUSDT", interval="1h", endTime=listing - 1)
@@ -170,19 +196,23 @@ def test_klines_time_range(server: RestServer, http: requests.Session, market: M
     assert [r[4] for r in rows] == [f"{k.close:.{market.decimals('SOLUSDT')[0]}f}" for k in direct]
 
 
-@pytest.mark.parametrize(("params", "code"), [
-    ({"symbol": "NOPEUSDT", "interval": "1m"}, -1121),
-    ({"symbol": "BTCUSDT", "interval": "7m"}, -1120),
-    ({"interval": "1m"}, -1102),
-    ({"symbol": "BTCUSDT"}, -1102),
-    ({"symbol": "BTCUSDT", "interval": "1m", "limit": "ten"}, -1100),
-    ({"symbol": "BTCUSDT", "interval": "1m", "startTime": "-5"}, -1100),
-    ({"symbol": "BTCUSDT", "interval": "1m", "startTime": 10, "endTime": 5}, -1023),
-    ({"symbol": "BTCUSDT", "interval": "1m", "limit": 0}, -1130),
-    ({"symbol": "BTCUSDT", "interval": "1m", "foo": "bar"}, -1104),
-])
-def test_klines_errors_are_binance_errors(server: RestServer, http: requests.Session, params: dict,
-                                          code: int) -> None:
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"symbol": "NOPEUSDT", "interval": "1m"}, -1121),
+        ({"symbol": "BTCUSDT", "interval": "7m"}, -1120),
+        ({"interval": "1m"}, -1102),
+        ({"symbol": "BTCUSDT"}, -1102),
+        ({"symbol": "BTCUSDT", "interval": "1m", "limit": "ten"}, -1100),
+        ({"symbol": "BTCUSDT", "interval": "1m", "startTime": "-5"}, -1100),
+        ({"symbol": "BTCUSDT", "interval": "1m", "startTime": 10, "endTime": 5}, -1023),
+        ({"symbol": "BTCUSDT", "interval": "1m", "limit": 0}, -1130),
+        ({"symbol": "BTCUSDT", "interval": "1m", "foo": "bar"}, -1104),
+    ],
+)
+def test_klines_errors_are_binance_errors(
+    server: RestServer, http: requests.Session, params: dict, code: int
+) -> None:
     r = get(http, server, "/fapi/v1/klines", **params)
     assert r.status_code == 400
     body = r.json()
@@ -215,9 +245,23 @@ def check_tickers(server: RestServer, http: requests.Session, market: Market) ->
     r = get(http, server, "/fapi/v1/ticker/24hr", symbol="BTCUSDT")
     t = r.json()
     assert r.headers["X-MBX-USED-WEIGHT-1M"] == "1"
-    for key in ("priceChange", "priceChangePercent", "weightedAvgPrice", "lastPrice", "lastQty",
-                "openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime", "closeTime",
-                "firstId", "lastId", "count"):
+    for key in (
+        "priceChange",
+        "priceChangePercent",
+        "weightedAvgPrice",
+        "lastPrice",
+        "lastQty",
+        "openPrice",
+        "highPrice",
+        "lowPrice",
+        "volume",
+        "quoteVolume",
+        "openTime",
+        "closeTime",
+        "firstId",
+        "lastId",
+        "count",
+    ):
         assert key in t
     last = market.current_kline("BTCUSDT", "1m", now).close
     assert float(t["lastPrice"]) == last and t["closeTime"] == now and t["openTime"] == (now - 86_400_000)
@@ -260,8 +304,9 @@ def test_weight_limit_429_then_418_when_ignored(market: Market, wall: Wall, http
         assert stats["by_status"] == {"200": 11, "429": 3, "418": 2}
 
 
-def test_a_client_that_honours_retry_after_is_never_banned(market: Market, wall: Wall,
-                                                           http: requests.Session) -> None:
+def test_a_client_that_honours_retry_after_is_never_banned(
+    market: Market, wall: Wall, http: requests.Session
+) -> None:
     with RestServer(market, wall_clock=wall, weight_limit=5, ban_grace=0) as srv:
         for _ in range(30):
             r = get(http, srv, "/fapi/v1/time")
@@ -314,17 +359,31 @@ def test_5xx_malformed_and_stall(server: RestServer, http: requests.Session) -> 
 def signed(http: requests.Session, srv: RestServer, method: str, path: str, **params) -> requests.Response:
     """A signed request by hand (the market's clock is the server's: the timestamp is always fresh)."""
     text = urlencode({**params, "timestamp": srv.market.now_ms()})
-    return http.request(method, f"{srv.url}{path}?{text}&signature={sign(DEFAULT_API_SECRET, text)}",
-                        headers={"X-MBX-APIKEY": DEFAULT_API_KEY}, timeout=10)
+    return http.request(
+        method,
+        f"{srv.url}{path}?{text}&signature={sign(DEFAULT_API_SECRET, text)}",
+        headers={"X-MBX-APIKEY": DEFAULT_API_KEY},
+        timeout=10,
+    )
 
 
-def test_error_for_is_a_timed_spell_on_public_and_signed_requests(server: RestServer, http: requests.Session,
-                                                                  wall: Wall) -> None:
+def test_error_for_is_a_timed_spell_on_public_and_signed_requests(
+    server: RestServer, http: requests.Session, wall: Wall
+) -> None:
     server.error_for(61)
     r = get(http, server, "/fapi/v1/time")
     assert r.status_code == 503 and r.json()["code"] == -1001
-    r = signed(http, server, "POST", "/fapi/v1/order", symbol="SOLUSDT", side="BUY", type="MARKET",
-               quantity="1", newClientOrderId="spell-1")
+    r = signed(
+        http,
+        server,
+        "POST",
+        "/fapi/v1/order",
+        symbol="SOLUSDT",
+        side="BUY",
+        type="MARKET",
+        quantity="1",
+        newClientOrderId="spell-1",
+    )
     assert r.status_code == 503 and server.account.received == []  # answered before it was executed
     wall.t += 60
     assert get(http, server, "/fapi/v1/ping").status_code == 503
@@ -346,10 +405,17 @@ def test_error_for_is_a_timed_spell_on_public_and_signed_requests(server: RestSe
         server.error_for(5, 404)
 
 
-def test_answer_next_gives_status_unknown_answers_on_any_request(server: RestServer,
-                                                                 http: requests.Session) -> None:
-    expected = {"503": (503, -1001), "408": (408, -1007), "-1006": (400, -1006), "-1007": (400, -1007),
-                "garbled": (200, None), "error200": (200, -1007)}
+def test_answer_next_gives_status_unknown_answers_on_any_request(
+    server: RestServer, http: requests.Session
+) -> None:
+    expected = {
+        "503": (503, -1001),
+        "408": (408, -1007),
+        "-1006": (400, -1006),
+        "-1007": (400, -1007),
+        "garbled": (200, None),
+        "error200": (200, -1007),
+    }
     for kind, (status, code) in expected.items():
         server.answer_next(kind)
         r = get(http, server, "/fapi/v1/time")
@@ -363,8 +429,17 @@ def test_answer_next_gives_status_unknown_answers_on_any_request(server: RestSer
     r = http.post(server.url + "/_sim/answer_next", params={"kind": "408", "count": 2}, timeout=10)
     assert r.ok
     assert signed(http, server, "GET", "/fapi/v2/balance").status_code == 408
-    r = signed(http, server, "POST", "/fapi/v1/order", symbol="SOLUSDT", side="BUY", type="MARKET",
-               quantity="1", newClientOrderId="u-1")
+    r = signed(
+        http,
+        server,
+        "POST",
+        "/fapi/v1/order",
+        symbol="SOLUSDT",
+        side="BUY",
+        type="MARKET",
+        quantity="1",
+        newClientOrderId="u-1",
+    )
     assert r.status_code == 408 and server.account.received == []
     assert http.post(server.url + "/_sim/answer_next", params={"kind": "x"}, timeout=10).status_code == 400
 
@@ -407,8 +482,9 @@ def test_stop_joins_every_thread_even_with_open_and_stalled_connections(market: 
     idle = requests.Session()
     assert idle.get(srv.url + "/fapi/v1/ping", timeout=5).status_code == 200  # keep-alive, left open
     srv.stall_next(1, 60)
-    stalled = threading.Thread(target=lambda: requests.get(srv.url + "/fapi/v1/ping", timeout=30),
-                               name="test-stalled-client")
+    stalled = threading.Thread(
+        target=lambda: requests.get(srv.url + "/fapi/v1/ping", timeout=30), name="test-stalled-client"
+    )
     stalled.start()
     wait_for(lambda: srv.stats()["in_flight"] == 1)
     assert any(name.startswith("surge-sim-rest-conn-") for name in rest_threads())
@@ -423,8 +499,9 @@ def test_stop_joins_every_thread_even_with_open_and_stalled_connections(market: 
 # --------------------------------------------------------------------------- rules computed from REST
 
 
-def four_hour_passes(http: requests.Session, srv: RestServer, symbol: str, lo: float, hi: float,
-                     min_qv: float) -> bool:
+def four_hour_passes(
+    http: requests.Session, srv: RestServer, symbol: str, lo: float, hi: float, min_qv: float
+) -> bool:
     """The contract's 4h rule, computed here from REST rows only (independent of the market model)."""
     rows = get(http, srv, "/fapi/v1/klines", symbol=symbol, interval="4h", limit=2).json()
     prev, cur = rows
@@ -440,8 +517,12 @@ def test_arrange_4h_over_http_gives_exactly_the_chosen_set(wall: Wall, http: req
         r = http.post(srv.url + "/_sim/arrange_4h", params={"passing": ",".join(wanted)}, timeout=30)
         assert r.status_code == 200 and r.json()["ok"]
         assert [s for s in symbols if four_hour_passes(http, srv, s, -5.0, 10.0, 5e6)] == wanted
-        body = {"passing": ["BTCUSDT", "ETHUSDT"], "min_change_pct": -2, "max_change_pct": 2,
-                "min_quote_volume": 1e7}
+        body = {
+            "passing": ["BTCUSDT", "ETHUSDT"],
+            "min_change_pct": -2,
+            "max_change_pct": 2,
+            "min_quote_volume": 1e7,
+        }
         r = http.post(srv.url + "/_sim/arrange_4h", json=body, timeout=30)
         assert r.status_code == 200
         passed = [s for s in symbols if four_hour_passes(http, srv, s, -2.0, 2.0, 1e7)]

@@ -49,7 +49,6 @@ def server() -> Iterator[WsServer]:
 # --------------------------------------------------------------------------- client helpers
 
 
-
 class Client:
     """websocket-client connection with JSON helpers; answers server pings while reading."""
 
@@ -114,7 +113,7 @@ class Client:
     def close(self) -> None:
         try:
             self.ws.close(timeout=1)
-        except Exception:
+        except Exception:  # noqa: BLE001 - teardown of a client the test may already have broken
             pass
 
 
@@ -142,8 +141,12 @@ def conn_ids(server: WsServer) -> set[int]:
 @pytest.mark.parametrize(
     ("path", "combined", "streams", "routed"),
     [
-        ("/stream?streams=btcusdt@kline_1m/ethusdt@kline_4h", True,
-         ("btcusdt@kline_1m", "ethusdt@kline_4h"), False),
+        (
+            "/stream?streams=btcusdt@kline_1m/ethusdt@kline_4h",
+            True,
+            ("btcusdt@kline_1m", "ethusdt@kline_4h"),
+            False,
+        ),
         ("/stream", True, (), False),
         ("/market/stream", True, (), True),
         ("/market/stream?streams=btcusdt@kline_1m", True, ("btcusdt@kline_1m",), True),
@@ -196,8 +199,9 @@ def test_templates_are_kline_to_event_with_their_own_e() -> None:
         ("/ws", True, False),
     ],
 )
-def test_every_path_form_delivers_klines(server: WsServer, clients: Callable[[str], Client], path: str,
-                                         live: bool, combined: bool) -> None:
+def test_every_path_form_delivers_klines(
+    server: WsServer, clients: Callable[[str], Client], path: str, live: bool, combined: bool
+) -> None:
     c = clients(server.root_url + (path if path.startswith("/market/") else "/market" + path))
     if live:
         assert c.request("SUBSCRIBE", ["btcusdt@kline_1m"]) == {"result": None, "id": 1}
@@ -227,8 +231,14 @@ def test_bad_paths_are_refused_at_handshake(server: WsServer, path: str, status:
     assert info.value.status_code == status
 
 
-@pytest.mark.parametrize("path", ["/stream?streams=btcusdt@kline_7m", "/ws/BTCUSDT@kline_1m",
-                                  "/stream?streams=btcusdt@kline_1m/btcusdt@aggTrade"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/stream?streams=btcusdt@kline_7m",
+        "/ws/BTCUSDT@kline_1m",
+        "/stream?streams=btcusdt@kline_1m/btcusdt@aggTrade",
+    ],
+)
 def test_malformed_stream_in_the_url_closes_after_the_handshake(server: WsServer, path: str) -> None:
     """Binance sends no (undocumented) error text: the connection opens and is closed at once."""
     before = server.stats()["disconnects"]["invalid_stream"]
@@ -268,18 +278,38 @@ ERRORS: list[tuple[str, int | None, int, str]] = [
     ("{not json", None, 3, "Invalid JSON: "),
     ('{"params":[],"id":5}', 5, 2, "Invalid request: missing field `method`"),
     ('{"method":"SUBSCRIBEX","params":[],"id":6}', 6, 2, "Invalid request: unknown variant `SUBSCRIBEX`"),
-    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":"abc"}', None, 2,
-     "Invalid request: request ID must be an unsigned integer"),
-    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":-1}', None, 2,
-     "Invalid request: request ID must be an unsigned integer"),
-    ('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"]}', None, 2,
-     "Invalid request: request ID must be an unsigned integer"),
+    (
+        '{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":"abc"}',
+        None,
+        2,
+        "Invalid request: request ID must be an unsigned integer",
+    ),
+    (
+        '{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":-1}',
+        None,
+        2,
+        "Invalid request: request ID must be an unsigned integer",
+    ),
+    (
+        '{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"]}',
+        None,
+        2,
+        "Invalid request: request ID must be an unsigned integer",
+    ),
     ('{"method":"LIST_SUBSCRIPTIONS","params":["x"],"id":15}', 15, 2, TOO_MANY),
     ('{"method":"SET_PROPERTY","params":["nosuch",true],"id":16}', 16, 0, "Unknown property"),
-    ('{"method":"SET_PROPERTY","params":["combined","yes"],"id":17}', 17, 1,
-     "Invalid value type: expected Boolean"),
-    ('{"method":"SET_PROPERTY","params":[5,true],"id":18}', 18, 2,
-     "Invalid request: property name must be a string"),
+    (
+        '{"method":"SET_PROPERTY","params":["combined","yes"],"id":17}',
+        17,
+        1,
+        "Invalid value type: expected Boolean",
+    ),
+    (
+        '{"method":"SET_PROPERTY","params":[5,true],"id":18}',
+        18,
+        2,
+        "Invalid request: property name must be a string",
+    ),
     ('{"method":"GET_PROPERTY","params":["combined","x"],"id":19}', 19, 2, TOO_MANY),
     ('{"method":"GET_PROPERTY","params":["nosuch"],"id":20}', 20, 0, "Unknown property"),
     ("[1,2]", None, 2, "Invalid request: "),
@@ -298,11 +328,20 @@ def test_error_replies_are_binance_shaped(server: WsServer, clients: Callable[[s
     assert c.request("LIST_SUBSCRIPTIONS")["result"] == []
 
 
-@pytest.mark.parametrize("params", [["btcusdt@kline_7m"], ["BTCUSDT@kline_1m"], ["btcusdt@aggTrade"], [1],
-                                    ["btcusdt@kline_1m", "ethusdt@kline_9m"]])
+@pytest.mark.parametrize(
+    "params",
+    [
+        ["btcusdt@kline_7m"],
+        ["BTCUSDT@kline_1m"],
+        ["btcusdt@aggTrade"],
+        [1],
+        ["btcusdt@kline_1m", "ethusdt@kline_9m"],
+    ],
+)
 @pytest.mark.parametrize("method", ["SUBSCRIBE", "UNSUBSCRIBE"])
-def test_malformed_stream_name_closes_the_connection(server: WsServer, clients: Callable[[str], Client],
-                                                     method: str, params: list[Any]) -> None:
+def test_malformed_stream_name_closes_the_connection(
+    server: WsServer, clients: Callable[[str], Client], method: str, params: list[Any]
+) -> None:
     """No undocumented ``code 2 "invalid stream"`` reply: Binance drops such a connection."""
     before = server.stats()["disconnects"]["invalid_stream"]
     c = clients(server.url + "/stream")
@@ -327,8 +366,9 @@ def test_malformed_stream_name_closes_the_connection(server: WsServer, clients: 
     wait_for(lambda: server.stats()["disconnects"]["invalid_stream"] == before + 1, 5.0, "the close counted")
 
 
-def test_unknown_symbol_is_acknowledged_and_silent(server: WsServer,
-                                                   clients: Callable[[str], Client]) -> None:
+def test_unknown_symbol_is_acknowledged_and_silent(
+    server: WsServer, clients: Callable[[str], Client]
+) -> None:
     """A well-formed stream of a symbol Binance does not list gets ``result: null`` and no event."""
     c = clients(server.url + "/stream")
     assert c.request("SUBSCRIBE", ["nosuchusdt@kline_1m", "btcusdt@kline_1m"]) == {"result": None, "id": 1}
@@ -708,7 +748,7 @@ def test_1062_streams_over_6_connections_arrive_about_4_a_second() -> None:
                 if msg["data"]["E"] > last_e.get(msg["stream"], 0) or msg["stream"] not in last_e:
                     stamps[idx].setdefault(msg["stream"], []).append(msg["data"]["E"])
             c.close()
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
             try:
                 start.abort()

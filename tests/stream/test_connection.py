@@ -25,13 +25,14 @@ import pytest
 from surge.exchange import wire
 from surge.models import Kline
 from surge.stream.connection import Connection, wire_request
-from surge.stream.multiplex import StreamTuning
 from surge.stream.throttle import SlidingWindow
+from surge.stream.tuning import StreamTuning
 from tests.stream.conftest import wait_until
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-KLINE = Kline("BTCUSDT", "1m", 1_700_000_000_000, 1_700_000_059_999, 1.5, 2.0, 1.0, 1.75, 10.0, 17.5, 42,
-              False)
+KLINE = Kline(
+    "BTCUSDT", "1m", 1_700_000_000_000, 1_700_000_059_999, 1.5, 2.0, 1.0, 1.75, 10.0, 17.5, 42, False
+)
 STREAM = "btcusdt@kline_1m"
 
 
@@ -118,15 +119,20 @@ class RawServer:
             req = b""
             while b"\r\n\r\n" not in req:
                 req += sock.recv(4096)
-            key = next(line.split(b":", 1)[1].strip() for line in req.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key"))
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in req.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key")
+            )
             accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            sock.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
             self.script(sock, n)
         except (OSError, ConnectionError):
             pass
-        except BaseException as exc:  # surfaced by the test
+        except BaseException as exc:  # noqa: BLE001 - any failure of the script is surfaced by the test
             self.errors.append(exc)
 
     def close(self) -> None:
@@ -146,14 +152,28 @@ class Harness:
         self.klines: list[Kline] = []
         self.batches: list[list[Kline]] = []
         self.lock = threading.Lock()
-        t = StreamTuning(**{"tick_s": 0.05, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
-                            "silence_timeout_s": 5.0, **tuning})  # type: ignore[arg-type]
-        self.conn = Connection(0, url, lock=self.lock, callback=self.klines.append, wake=lambda: None,
-                               on_gap=lambda *a: None, budget=SlidingWindow(100, 60.0), tuning=t,
-                               logger=logging.getLogger("test.connection"),
-                               batch_callback=self._batch if batch else None)
-        self.conn.assigned.add(STREAM)
-        self.conn.deliver.add(STREAM)
+        t = StreamTuning(
+            **{
+                "tick_s": 0.05,
+                "backoff_base_s": 0.01,
+                "backoff_max_s": 0.05,
+                "silence_timeout_s": 5.0,
+                **tuning,
+            }
+        )  # type: ignore[arg-type]
+        self.conn = Connection(
+            0,
+            url,
+            lock=self.lock,
+            callback=self.klines.append,
+            wake=lambda: None,
+            on_gap=lambda *a: None,
+            budget=SlidingWindow(100, 60.0),
+            tuning=t,
+            logger=logging.getLogger("test.connection"),
+            batch_callback=self._batch if batch else None,
+        )
+        self.conn.streams.assign([STREAM])
         self.conn.start()
 
     def _batch(self, klines: list[Kline]) -> None:
@@ -188,8 +208,13 @@ def test_fragments_large_frames_and_pings(raw: Callable[..., RawServer]) -> None
         msg = event(1)
         half = len(msg) // 2
         big = event(3, pad="x" * 70_000)  # 64-bit length form
-        sock.sendall(frame(msg[:half], fin=False) + frame(b"ping-1", opcode=0x9)  # control inside a message
-                     + frame(msg[half:], opcode=0x0) + frame(event(2)) + frame(big))
+        sock.sendall(
+            frame(msg[:half], fin=False)
+            + frame(b"ping-1", opcode=0x9)  # control inside a message
+            + frame(msg[half:], opcode=0x0)
+            + frame(event(2))
+            + frame(big)
+        )
         opcode, payload = read_client_frame(sock)
         assert opcode == 0xA
         pongs.append(payload)
@@ -202,7 +227,7 @@ def test_fragments_large_frames_and_pings(raw: Callable[..., RawServer]) -> None
         assert [k.event_time for k in h.klines] == [1, 2, 3]
         assert h.klines[0] == Kline(**{**_fields(KLINE), "event_time": 1})
         assert pongs == [b"ping-1"]
-        assert h.conn.pongs == 1 and h.conn.dropped_frames == 0
+        assert h.conn.counters.pongs == 1 and h.conn.counters.dropped_frames == 0
     finally:
         hold.set()
         h.stop()
@@ -227,7 +252,7 @@ def test_frames_larger_than_the_buffer_and_split_across_reads_with_batches(raw: 
         assert [k.event_time for k in h.klines] == list(range(1, 43))
         assert all(type(b) is list and b for b in h.batches)
         assert h.klines[0] == Kline(**{**_fields(KLINE), "event_time": 1})
-        assert h.conn.events == 42 and h.conn.dropped_frames == 0
+        assert h.conn.counters.events == 42 and h.conn.counters.dropped_frames == 0
     finally:
         hold.set()
         h.stop()
@@ -252,7 +277,7 @@ def test_masked_frame_is_a_protocol_error_and_the_connection_is_replaced(raw: Ra
     try:
         wait_until(lambda: srv.accepted >= 2 and len(h.klines) == 2, 10, "a second connection")
         assert [k.event_time for k in h.klines] == [1, 3]
-        assert h.conn.reconnects == 1 and h.conn.dropped_frames >= 1
+        assert h.conn.counters.reconnects == 1 and h.conn.counters.dropped_frames >= 1
     finally:
         hold.set()
         h.stop()
@@ -274,7 +299,7 @@ def test_close_frame_and_eof_lead_to_a_reconnect(raw: Callable[..., RawServer]) 
     h = Harness(srv.url)
     try:
         wait_until(lambda: srv.accepted >= 3 and len(h.klines) == 3, 10, "three connections")
-        assert h.conn.reconnects == 2
+        assert h.conn.counters.reconnects == 2
     finally:
         hold.set()
         h.stop()
@@ -290,9 +315,13 @@ def test_replies_are_matched_by_id_and_garbage_is_counted(raw: Callable[..., Raw
         opcode, payload = read_client_frame(sock)
         req = json.loads(payload)
         got.append(req)
-        sock.sendall(frame(b'{"result":null,"id":999}')  # unknown id: ignored
-                     + frame(b"not json") + frame(b"[1,2]") + frame(b'{"stream":5}')
-                     + frame(json.dumps({"result": None, "id": req["id"]}).encode()))
+        sock.sendall(
+            frame(b'{"result":null,"id":999}')  # unknown id: ignored
+            + frame(b"not json")
+            + frame(b"[1,2]")
+            + frame(b'{"stream":5}')
+            + frame(json.dumps({"result": None, "id": req["id"]}).encode())
+        )
         hold.wait(10)
 
     srv = raw(script)
@@ -300,9 +329,9 @@ def test_replies_are_matched_by_id_and_garbage_is_counted(raw: Callable[..., Raw
     try:
         wait_until(lambda: h.conn.connected, 10, "connected")
         assert h.conn.send_request(7, "SUBSCRIBE", (STREAM,))
-        wait_until(lambda: STREAM in h.conn.server, 10, "confirmation")
+        wait_until(lambda: STREAM in h.conn.streams.server, 10, "confirmation")
         assert got == [{"method": "SUBSCRIBE", "params": [STREAM], "id": 7}]
-        assert h.conn.dropped_frames == 3 and not h.conn.inflight
+        assert h.conn.counters.dropped_frames == 3 and not h.conn.streams.inflight
     finally:
         hold.set()
         h.stop()
@@ -329,8 +358,11 @@ def test_unrouted_connection_that_acknowledges_but_never_sends_is_replaced(raw: 
         h.stop()
 
 
-def _quiet_after_delivering(answer: Callable[[dict[str, object]], list[str] | None],
-                            requests: list[dict[str, object]], hold: threading.Event) -> Script:
+def _quiet_after_delivering(
+    answer: Callable[[dict[str, object]], list[str] | None],
+    requests: list[dict[str, object]],
+    hold: threading.Event,
+) -> Script:
     """Script: the first connection confirms the SUBSCRIBE, delivers two events, then only answers
     LIST_SUBSCRIPTIONS (with ``answer(request)``'s list; None = no answer, the server looks dead)."""
 
@@ -340,8 +372,9 @@ def _quiet_after_delivering(answer: Callable[[dict[str, object]], list[str] | No
             return
         opcode, payload = read_client_frame(sock)
         req = json.loads(payload)
-        sock.sendall(frame(json.dumps({"result": None, "id": req["id"]}).encode()) + frame(event(1))
-                     + frame(event(2)))
+        sock.sendall(
+            frame(json.dumps({"result": None, "id": req["id"]}).encode()) + frame(event(1)) + frame(event(2))
+        )
         while not hold.is_set():
             opcode, payload = read_client_frame(sock)
             if opcode != 0x1:
@@ -355,8 +388,9 @@ def _quiet_after_delivering(answer: Callable[[dict[str, object]], list[str] | No
     return script
 
 
-def test_quiet_connection_after_delivering_is_probed_and_kept(raw: RawFactory,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_quiet_connection_after_delivering_is_probed_and_kept(
+    raw: RawFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     """Binance pushes only when a candle changed: a quiet connection is asked LIST_SUBSCRIPTIONS and,
     answered, kept (probed again after the next quiet spell), never reconnected."""
     requests: list[dict[str, object]] = []
@@ -369,9 +403,13 @@ def test_quiet_connection_after_delivering_is_probed_and_kept(raw: RawFactory,
         assert h.conn.send_request(1, "SUBSCRIBE", (STREAM,))
         wait_until(lambda: len(h.klines) == 2, 10, "two klines")
         wait_until(lambda: len(requests) >= 4 or srv.accepted > 1, 20, "four probes or a reconnect")
-        assert srv.accepted == 1 and len(requests) >= 4 and h.conn.probes >= 4
-        assert h.conn.reconnects == 0 and h.conn.connected
-        assert h.conn.server == {STREAM} and not h.conn.down and h.conn.probes_unanswered == 0
+        assert srv.accepted == 1 and len(requests) >= 4 and h.conn.counters.probes >= 4
+        assert h.conn.counters.reconnects == 0 and h.conn.connected
+        assert (
+            h.conn.streams.server == {STREAM}
+            and not h.conn.streams.down
+            and h.conn.counters.probes_unanswered == 0
+        )
         assert all(r["method"] == "LIST_SUBSCRIPTIONS" and "params" not in r for r in requests)
         assert len({r["id"] for r in requests}) == len(requests)  # a fresh id per probe
         probes = [r for r in caplog.records if "probing with LIST_SUBSCRIPTIONS" in r.getMessage()]
@@ -382,8 +420,9 @@ def test_quiet_connection_after_delivering_is_probed_and_kept(raw: RawFactory,
         h.stop()
 
 
-def test_quiet_connection_whose_probe_is_not_answered_is_replaced(raw: RawFactory,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_quiet_connection_whose_probe_is_not_answered_is_replaced(
+    raw: RawFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     requests: list[dict[str, object]] = []
     hold = threading.Event()
     srv = raw(_quiet_after_delivering(lambda req: None, requests, hold))
@@ -392,7 +431,7 @@ def test_quiet_connection_whose_probe_is_not_answered_is_replaced(raw: RawFactor
         wait_until(lambda: h.conn.connected, 10, "connected")
         assert h.conn.send_request(1, "SUBSCRIBE", (STREAM,))
         wait_until(lambda: srv.accepted >= 2, 10, "a replacement after the unanswered probe")
-        assert h.conn.probes == 1 and h.conn.probes_unanswered == 1
+        assert h.conn.counters.probes == 1 and h.conn.counters.probes_unanswered == 1
         assert [r["method"] for r in requests] == ["LIST_SUBSCRIPTIONS"]
         warned = [r for r in caplog.records if "unanswered" in r.getMessage()]
         assert warned and warned[0].levelno == logging.WARNING
@@ -414,15 +453,16 @@ def test_probe_answer_without_a_stream_resubscribes_it_instead_of_reconnecting(r
     try:
         wait_until(lambda: h.conn.connected, 10, "connected")
         with h.lock:
-            h.conn.assigned.add(other)
-            h.conn.deliver.add(other)
+            h.conn.streams.assign([other])
         woken.clear()
         assert h.conn.send_request(1, "SUBSCRIBE", (STREAM, other))
         wait_until(lambda: len(h.klines) == 2, 10, "two klines")
-        wait_until(lambda: STREAM in h.conn.down, 10, "the dropped stream marked down")
-        assert h.conn.server == {other} and woken.is_set()
-        assert h.conn.down[STREAM] == 2  # since its last event (E=2): the candles after it may be lost
-        assert srv.accepted == 1 and h.conn.reconnects == 0
+        wait_until(lambda: STREAM in h.conn.streams.down, 10, "the dropped stream marked down")
+        assert h.conn.streams.server == {other} and woken.is_set()
+        assert (
+            h.conn.streams.down[STREAM] == 2
+        )  # since its last event (E=2): the candles after it may be lost
+        assert srv.accepted == 1 and h.conn.counters.reconnects == 0
     finally:
         hold.set()
         h.stop()
@@ -430,15 +470,36 @@ def test_probe_answer_without_a_stream_resubscribes_it_instead_of_reconnecting(r
 
 def test_wire_request_is_compact_json() -> None:
     assert json.loads(wire_request("UNSUBSCRIBE", ("a@kline_1m", "b@kline_4h"), 3)) == {
-        "method": "UNSUBSCRIBE", "params": ["a@kline_1m", "b@kline_4h"], "id": 3}
+        "method": "UNSUBSCRIBE",
+        "params": ["a@kline_1m", "b@kline_4h"],
+        "id": 3,
+    }
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command for a certificate")
 def test_wss_reads_frames_through_tls(raw: RawFactory, tmp_path: Path) -> None:
     """Binance is wss://: the recv loop reads the TLS socket websocket-client set up."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     pongs: list[bytes] = []

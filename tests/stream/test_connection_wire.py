@@ -48,9 +48,11 @@ def test_impossible_klines_are_dropped_and_counted_around_good_ones() -> None:
     try:
         wait_until(lambda: h.conn.connected, 10, "connected")
         assert h.conn.send_request(7, "SUBSCRIBE", (STREAM,))
-        wait_until(lambda: len(h.klines) >= 2 and h.conn.dropped_frames >= len(BAD), 10, "frames read")
+        wait_until(
+            lambda: len(h.klines) >= 2 and h.conn.counters.dropped_frames >= len(BAD), 10, "frames read"
+        )
         assert [(k.symbol, k.event_time) for k in h.klines] == [("BTCUSDT", 1), ("BTCUSDT", 8)]
-        assert h.conn.dropped_frames == len(BAD) and h.conn.events == 2
+        assert h.conn.counters.dropped_frames == len(BAD) and h.conn.counters.events == 2
     finally:
         hold.set()
         h.stop()

@@ -1,4 +1,4 @@
-"""Memory under reconnect churn (issue 14): users run the bot for weeks on links that drop, so what
+"""Memory under reconnect churn: users run the bot for weeks on links that drop, so what
 each reconnect leaves behind adds up. The Python-level memory the stream manager holds after a few
 hundred reconnects must be back where it was after the first few, within a small margin."""
 
@@ -31,11 +31,16 @@ def _stream_memory(snapshot: tracemalloc.Snapshot) -> int:
 
 @pytest.mark.slow
 def test_memory_held_by_the_manager_is_flat_over_hundreds_of_reconnects(
-        server: WsServer, make_manager: MakeManager, market: Market) -> None:
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     gaps: list[int] = []
-    mgr = make_manager(got, ws_url=server.url, streams_per_connection=STREAMS_PER_CONNECTION,
-                       on_gap=lambda gap: gaps.append(len(gap.streams)))
+    mgr = make_manager(
+        got,
+        ws_url=server.url,
+        streams_per_connection=STREAMS_PER_CONNECTION,
+        on_gap=lambda gap: gaps.append(len(gap.streams)),
+    )
     wanted = {f"{s.lower()}@kline_{iv}" for s in market.tradable_symbols()[:100] for iv in ("1m", "4h")}
     for name in wanted:
         symbol, interval = name.split("@")
@@ -65,4 +70,3 @@ def test_memory_held_by_the_manager_is_flat_over_hundreds_of_reconnects(
     assert end - start <= MARGIN_BYTES, (
         f"the stream manager holds {(end - start) / 1024:.0f} KiB more after {2 * ROUNDS} reconnects"
     )
-

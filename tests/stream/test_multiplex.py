@@ -52,8 +52,18 @@ def test_api_shape_and_no_threads_before_start() -> None:
     assert mgr.subscriptions() == {"btcusdt@kline_1m"}
     assert threading.active_count() == before  # no thread, no I/O from subscribe
     stats = mgr.stats()
-    for key in ("connections", "streams", "threads", "resubscribes", "reconnects", "messages",
-                "per_connection", "dropped_frames", "callback_errors", "last_message_age_s"):
+    for key in (
+        "connections",
+        "streams",
+        "threads",
+        "resubscribes",
+        "reconnects",
+        "messages",
+        "per_connection",
+        "dropped_frames",
+        "callback_errors",
+        "last_message_age_s",
+    ):
         assert key in stats
     assert stats["threads"] == 0
     assert mgr.stop(1.0)
@@ -89,8 +99,9 @@ class _ThreadSampler:
         return self.peak
 
 
-def test_burst_of_25488_calls_from_8_threads(make_server: MakeServer, make_manager: MakeManager,
-                                              market: Market) -> None:
+def test_burst_of_25488_calls_from_8_threads(
+    make_server: MakeServer, make_manager: MakeManager, market: Market
+) -> None:
     srv = make_server()
     srv.require_market_route(True)  # kline streams only on /market, as Binance since 2026-04-23
     got = Collector()
@@ -138,8 +149,9 @@ def test_burst_of_25488_calls_from_8_threads(make_server: MakeServer, make_manag
 # --------------------------------------------------------------------------- fuzz
 
 
-def test_concurrent_subscribe_unsubscribe_fuzz(server: WsServer, make_manager: MakeManager,
-                                               market: Market) -> None:
+def test_concurrent_subscribe_unsubscribe_fuzz(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     mgr = make_manager(got, ws_url=server.url, streams_per_connection=40)
     mgr.start()
@@ -189,8 +201,11 @@ def test_drop_all_connections_ten_times(server: WsServer, make_manager: MakeMana
     for round_no in range(10):
         assert server.drop_all() == 2
         mark = time.monotonic()
-        wait_until(lambda: server_union(server) == (wanted, len(wanted)), 20,
-                   f"restored subscriptions after drop {round_no + 1}")
+        wait_until(
+            lambda: server_union(server) == (wanted, len(wanted)),
+            20,
+            f"restored subscriptions after drop {round_no + 1}",
+        )
         wait_until(lambda mark=mark: got.since(mark) >= wanted, 20, f"data after drop {round_no + 1}")
         assert len(manager_threads()) <= threads_before
     wait_until(lambda: len(gaps) >= 20, 10, "a gap per connection per drop")
@@ -222,7 +237,8 @@ def test_silent_connection_is_replaced(server: WsServer, make_manager: MakeManag
 
 
 def test_quiet_connection_is_probed_and_kept_and_replaced_only_when_the_probe_goes_unanswered(
-        make_manager: MakeManager) -> None:
+    make_manager: MakeManager,
+) -> None:
     """Binance pushes a stream only when its candle changed: a connection quiet after delivering is
     asked LIST_SUBSCRIPTIONS and kept while it answers; one that does not answer is replaced."""
     quiet_market = Market(40, 3, surge_interval_s=None)  # its own: frozen below
@@ -248,8 +264,13 @@ def test_quiet_connection_is_probed_and_kept_and_replaced_only_when_the_probe_go
         assert server.stall(30.0, conn_id) == 1  # open but mute: the next probe goes unanswered
         wait_until(lambda: mgr.stats()["reconnects"] >= 1, 20, "the replacement of the mute connection")
         assert mgr.stats()["probes_unanswered"] == 1
-        wait_until(lambda: any(set(subs) == wanted for cid, subs in server.stats()["subscriptions"].items()
-                               if cid != conn_id), 20, "the streams on the replacement")
+        wait_until(
+            lambda: any(
+                set(subs) == wanted for cid, subs in server.stats()["subscriptions"].items() if cid != conn_id
+            ),
+            20,
+            "the streams on the replacement",
+        )
         # the replacement never delivers (the market is frozen) but the route is proven: probed, kept
         probes = mgr.stats()["probes"]
         wait_until(lambda: mgr.stats()["probes"] >= probes + 2, 20, "probes of the replacement")
@@ -259,8 +280,9 @@ def test_quiet_connection_is_probed_and_kept_and_replaced_only_when_the_probe_go
         server.stop()
 
 
-def test_malformed_and_unknown_frames_are_counted_and_dropped(server: WsServer, make_manager: MakeManager,
-                                                              market: Market) -> None:
+def test_malformed_and_unknown_frames_are_counted_and_dropped(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     mgr = make_manager(got, ws_url=server.url)
     wanted = _names(market.tradable_symbols()[:5])
@@ -269,16 +291,20 @@ def test_malformed_and_unknown_frames_are_counted_and_dropped(server: WsServer, 
     wait_until(lambda: got.seen() == wanted, 20, "all streams")
     assert server.send_malformed(21) == 21
     assert server.send_unknown_stream(15) == 15
-    wait_until(lambda: mgr.stats()["dropped_frames"] >= 21 and mgr.stats()["unwanted_events"] >= 15, 10,
-               "malformed and unwanted frames counted")
+    wait_until(
+        lambda: mgr.stats()["dropped_frames"] >= 21 and mgr.stats()["unwanted_events"] >= 15,
+        10,
+        "malformed and unwanted frames counted",
+    )
     mark = time.monotonic()
     wait_until(lambda: got.since(mark) >= wanted, 10, "streams still flowing")
     assert got.seen() == wanted
     assert mgr.stats()["reconnects"] == 0
 
 
-def test_raising_callback_is_counted_and_the_stream_survives(server: WsServer, make_manager: MakeManager,
-                                                             market: Market) -> None:
+def test_raising_callback_is_counted_and_the_stream_survives(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     bad = market.tradable_symbols()[0]
 
@@ -310,8 +336,9 @@ def test_pings_are_answered(make_server: MakeServer, make_manager: MakeManager, 
     assert mgr.stats()["pongs"] >= 5 and mgr.stats()["reconnects"] == 0
 
 
-def test_unknown_symbol_is_acknowledged_and_silent(make_server: MakeServer, make_manager: MakeManager,
-                                                   market: Market) -> None:
+def test_unknown_symbol_is_acknowledged_and_silent(
+    make_server: MakeServer, make_manager: MakeManager, market: Market
+) -> None:
     """Binance acknowledges a well-formed stream of a symbol it does not list and sends nothing for it
     (the simulator does the same): the other streams of its batch flow, nothing is retried."""
     srv = make_server()
@@ -340,8 +367,9 @@ def raw_server() -> Iterator[Callable[..., RawServer]]:
         assert not srv.errors, srv.errors
 
 
-def test_refused_subscription_is_retried_and_isolated(raw_server: Callable[..., RawServer],
-                                                      make_manager: MakeManager) -> None:
+def test_refused_subscription_is_retried_and_isolated(
+    raw_server: Callable[..., RawServer], make_manager: MakeManager
+) -> None:
     """A server that answers a SUBSCRIBE batch with an error (the simulator no longer does: Binance
     closes the socket on a malformed name) refuses all of it; halving isolates the bad stream."""
     bad = "nosuchcoinusdt@kline_1m"
@@ -359,13 +387,30 @@ def test_refused_subscription_is_retried_and_isolated(raw_server: Callable[..., 
             req = json.loads(payload)
             asked.append(req["params"])
             if bad in req["params"]:
-                sock.sendall(frame(json.dumps({"error": {"code": 2, "msg": "Invalid request: invalid stream"},
-                                               "id": req["id"]}).encode()))
+                sock.sendall(
+                    frame(
+                        json.dumps(
+                            {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": req["id"]}
+                        ).encode()
+                    )
+                )
                 continue
             out = frame(json.dumps({"result": None, "id": req["id"]}).encode())
             for name in req["params"]:
-                k = Kline(name.split("@")[0].upper(), "1m", 1_700_000_000_000, 1_700_000_059_999, 1.0, 1.0,
-                          1.0, 1.0, 1.0, 1.0, 1, False)
+                k = Kline(
+                    name.split("@")[0].upper(),
+                    "1m",
+                    1_700_000_000_000,
+                    1_700_000_059_999,
+                    1.0,
+                    1.0,
+                    1.0,
+                    1.0,
+                    1.0,
+                    1.0,
+                    1,
+                    False,
+                )
                 e_time += 1
                 out += frame(json.dumps({"stream": name, "data": wire.kline_to_event(k, e_time)}).encode())
             sock.sendall(out)
@@ -381,8 +426,9 @@ def test_refused_subscription_is_retried_and_isolated(raw_server: Callable[..., 
     assert [bad] in asked  # isolated: re-sent on its own
 
 
-def test_rate_of_outgoing_messages_stays_under_the_limit(server: WsServer, make_manager: MakeManager,
-                                                         market: Market) -> None:
+def test_rate_of_outgoing_messages_stays_under_the_limit(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     # 2 streams per message: 30 streams need 15 SUBSCRIBEs on one connection, paced at <= 5/s
     mgr = make_manager(got, ws_url=server.url, max_streams_per_message=2)
@@ -398,18 +444,28 @@ def test_rate_of_outgoing_messages_stays_under_the_limit(server: WsServer, make_
     assert mgr.stats()["reconnects"] == 0
 
 
-def test_connection_attempts_are_capped_across_the_manager(make_server: MakeServer,
-                                                           make_manager: MakeManager) -> None:
+def test_connection_attempts_are_capped_across_the_manager(
+    make_server: MakeServer, make_manager: MakeManager
+) -> None:
     srv = make_server()
     url = srv.url
     srv.stop()  # nothing listens there any more: every attempt fails
-    mgr = make_manager(lambda k: None, ws_url=url, streams_per_connection=1, max_connect_attempts=6,
-                       attempts_window_s=60.0, backoff_base_s=0.01, backoff_max_s=0.02)
+    mgr = make_manager(
+        lambda k: None,
+        ws_url=url,
+        streams_per_connection=1,
+        max_connect_attempts=6,
+        attempts_window_s=60.0,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+    )
     for sym in ("BTCUSDT", "ETHUSDT", "XRPUSDT"):
         mgr.subscribe_kline(sym, "1m")
     mgr.start()
     wait_until(lambda: mgr.stats()["connect_attempts"] >= 6, 10, "six attempts")
-    time.sleep(0.5)  # would be dozens more attempts without the budget
+    # every connection's thread blocked on the spent budget: with the window at 60 s, no seventh
+    # attempt can happen while they wait (without the budget there would be dozens by now)
+    wait_until(lambda: mgr._budget.waiting == 3, 10, "3 connections waiting for the attempt budget")
     stats = mgr.stats()
     assert stats["connect_attempts"] == 6
     assert stats["threads"] == 4  # 3 connections waiting for budget + resubscriber
@@ -421,12 +477,19 @@ def test_connection_attempts_are_capped_across_the_manager(make_server: MakeServ
 # --------------------------------------------------------------------------- rotation and stop
 
 
-def test_rotation_before_max_age_loses_and_repeats_nothing(server: WsServer, make_manager: MakeManager,
-                                                           market: Market) -> None:
+def test_rotation_before_max_age_loses_and_repeats_nothing(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     gaps: list[StreamGap] = []
-    mgr = make_manager(got, ws_url=server.url, streams_per_connection=10, max_connection_age_s=1.5,
-                       handover_settle_s=0.3, on_gap=gaps.append)
+    mgr = make_manager(
+        got,
+        ws_url=server.url,
+        streams_per_connection=10,
+        max_connection_age_s=1.5,
+        handover_settle_s=0.3,
+        on_gap=gaps.append,
+    )
     wanted = _names(market.tradable_symbols()[:10])
     _subscribe(mgr, wanted)
     mgr.start()
@@ -447,8 +510,9 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(server: WsServer, mak
             assert worst < 1500, f"{name}: {worst} ms without an event"
 
 
-def test_stop_joins_every_thread_within_its_timeout(server: WsServer, make_manager: MakeManager,
-                                                    market: Market) -> None:
+def test_stop_joins_every_thread_within_its_timeout(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     mgr = make_manager(got, ws_url=server.url, streams_per_connection=100)
     wanted = _names(market.tradable_symbols()[:150])
@@ -463,8 +527,9 @@ def test_stop_joins_every_thread_within_its_timeout(server: WsServer, make_manag
     wait_until(lambda: server.stats()["open_connections"] == 0, 5, "server sees the connections close")
 
 
-def test_connections_fill_up_and_close_only_when_empty(server: WsServer, make_manager: MakeManager,
-                                                       market: Market) -> None:
+def test_connections_fill_up_and_close_only_when_empty(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     mgr = make_manager(got, ws_url=server.url, streams_per_connection=20)
     syms = market.tradable_symbols()
@@ -492,9 +557,9 @@ def test_connections_fill_up_and_close_only_when_empty(server: WsServer, make_ma
     wait_until(lambda: got.since(mark) == keep, 10, "kept streams flowing, nothing else")
 
 
-def test_batch_callback_gets_lists_and_replaces_the_per_kline_callback(server: WsServer,
-                                                                        make_manager: MakeManager,
-                                                                        market: Market) -> None:
+def test_batch_callback_gets_lists_and_replaces_the_per_kline_callback(
+    server: WsServer, make_manager: MakeManager, market: Market
+) -> None:
     got = Collector()
     per_kline: list[Kline] = []
     batches: list[list[Kline]] = []

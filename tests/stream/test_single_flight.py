@@ -1,9 +1,9 @@
-"""Single-flight resubscribe: no lost wake-up under any interleaving, and the seed's race reproduced.
+"""SingleFlight: no request is lost under any interleaving, bursts are coalesced, close wakes the worker.
 
-The seed guarded "start a resubscribe thread" with an in-progress flag that the runner cleared after
-applying its snapshot. A subscription landing between the snapshot and that clear saw the flag set,
-did nothing, and was never applied. The seed's logic is re-implemented here (and only here) so the
-same checks can show it losing while :class:`SingleFlight` does not.
+The worker clears ``requested`` before it snapshots; a request that lands after that clear must make
+the next :meth:`~surge.stream.single_flight.SingleFlight.claim` return at once. The step-by-step model
+below interleaves a request at every point of a run to check it, and the thread tests check the same
+with real threads.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ class _State:
         self.applied: set[str] = set()
 
 
-# --------------------------------------------------------------------------- step-by-step models
-# Each model exposes trigger() (what subscribe_kline calls after recording the wish) and runnable
-# "threads" as generators that yield between steps, so a test can interleave them deterministically.
+class _SteppedWorker:
+    """SingleFlight as the manager uses it: one long-lived worker; claim, snapshot, apply, finish.
 
-
-class OurModel:
-    """SingleFlight as the manager uses it: one long-lived worker; claim, snapshot, apply, finish."""
+    The worker is a generator that yields between steps, so a test can interleave a request with it
+    deterministically.
+    """
 
     def __init__(self, state: _State) -> None:
         self.state = state
@@ -51,49 +50,16 @@ class OurModel:
             self.flight.finish()
             yield "finished"
 
-    def runnable(self) -> list[Iterator[str]]:
+    def runnable(self) -> Iterator[str] | None:
         if self.worker is None and self.flight.pending:  # the idle worker thread is woken
             self.worker = self._worker()
-        return [self.worker] if self.worker is not None else []
-
-    def retire(self, gen: Iterator[str]) -> None:
-        self.worker = None
+        return self.worker
 
 
-class SeedModel:
-    """The seed: one thread per trigger unless the in-progress flag is set; flag cleared at the end."""
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-        self.in_progress = False
-        self.threads: list[Iterator[str]] = []
-
-    def trigger(self) -> None:
-        if self.in_progress:
-            return
-        self.in_progress = True
-        self.threads.append(self._run())
-
-    def _run(self) -> Iterator[str]:
-        yield "claimed"
-        snapshot = set(self.state.wanted)
-        yield "snapshot"
-        self.state.applied = snapshot
-        yield "applied"
-        self.in_progress = False
-        yield "finished"
-
-    def runnable(self) -> list[Iterator[str]]:
-        return list(self.threads)
-
-    def retire(self, gen: Iterator[str]) -> None:
-        self.threads.remove(gen)
-
-
-def _scenario(model_cls: type, inject_after: int) -> _State:
+def _scenario(inject_after: int) -> _State:
     """Subscribe "a", let the worker take ``inject_after`` steps, subscribe "b", run to quiescence."""
     state = _State()
-    model = model_cls(state)
+    model = _SteppedWorker(state)
     model.trigger()
     steps = 0
     injected = False
@@ -102,42 +68,23 @@ def _scenario(model_cls: type, inject_after: int) -> _State:
             state.wanted.add("b")
             model.trigger()
             injected = True
-        runnable = model.runnable()
-        if not runnable:
+        gen = model.runnable()
+        if gen is None:
             if injected:
                 return state
             steps = inject_after  # worker already idle: inject now
             continue
-        gen = runnable[0]
         try:
             next(gen)
             steps += 1
         except StopIteration:
-            model.retire(gen)
+            model.worker = None
 
 
 @pytest.mark.parametrize("inject_after", range(8))
 def test_single_flight_applies_a_request_made_at_any_step(inject_after: int) -> None:
-    state = _scenario(OurModel, inject_after)
+    state = _scenario(inject_after)
     assert state.applied == state.wanted == {"a", "b"}
-
-
-def test_seed_logic_loses_a_subscription_made_between_snapshot_and_idle() -> None:
-    # Step 2 = after "snapshot" (and after "applied"), before the flag is cleared.
-    for inject_after in (2, 3):
-        state = _scenario(SeedModel, inject_after)
-        assert state.wanted == {"a", "b"}
-        assert state.applied == {"a"}, "the seed's race did not reproduce"
-
-
-@pytest.mark.xfail(strict=True, reason="the seed's in-progress flag drops the wake-up (the bug surge fixes)")
-@pytest.mark.parametrize("inject_after", [2, 3])
-def test_seed_logic_fails_the_no_lost_request_check(inject_after: int) -> None:
-    state = _scenario(SeedModel, inject_after)
-    assert state.applied == state.wanted
-
-
-# --------------------------------------------------------------------------- real threads
 
 
 class _GatedWorker:
@@ -181,36 +128,36 @@ def test_real_threads_single_flight_picks_up_the_late_subscription() -> None:
     assert not worker.thread.is_alive()
 
 
-@pytest.mark.xfail(strict=True, reason="the seed's in-progress flag drops the wake-up (the bug surge fixes)")
-def test_real_threads_seed_logic_loses_the_late_subscription() -> None:
-    state = _State()
-    snapshotted, proceed = threading.Event(), threading.Event()
-    flag = {"in_progress": False}
-    spawned: list[threading.Thread] = []
+def test_finish_reports_a_request_made_during_the_run() -> None:
+    flight = SingleFlight()
+    flight.request()
+    assert flight.claim(timeout=0)
+    assert flight.running and not flight.pending
+    flight.request()
+    assert flight.finish() is True
+    assert not flight.running and flight.pending
+    assert flight.claim(timeout=0)
+    assert flight.finish() is False
+    assert (flight.requests, flight.runs) == (2, 2)
 
-    def resubscribe() -> None:
-        snapshot = set(state.wanted)
-        snapshotted.set()
-        proceed.wait(10)
-        state.applied = snapshot
-        flag["in_progress"] = False
 
-    def trigger() -> None:
-        if flag["in_progress"]:
-            return
-        flag["in_progress"] = True
-        t = threading.Thread(target=resubscribe, daemon=True)
-        spawned.append(t)
-        t.start()
+def test_claim_times_out_without_a_request() -> None:
+    flight = SingleFlight()
+    assert flight.claim(timeout=0) is False
+    assert flight.runs == 0
 
-    trigger()
-    assert snapshotted.wait(10)
-    state.wanted.add("b")
-    trigger()
-    proceed.set()
-    for t in spawned:
-        t.join(5)
-    assert state.applied == {"a", "b"}
+
+def test_close_wakes_a_waiting_worker_and_refuses_further_claims() -> None:
+    flight = SingleFlight()
+    returned: list[bool] = []
+    waiter = threading.Thread(target=lambda: returned.append(flight.claim(timeout=30)), daemon=True)
+    waiter.start()
+    flight.close()
+    waiter.join(10)
+    assert returned == [False]
+    flight.request()
+    assert flight.closed
+    assert flight.claim(timeout=0) is False
 
 
 def test_concurrent_requests_are_coalesced_and_never_lost() -> None:
@@ -252,8 +199,11 @@ def test_concurrent_requests_are_coalesced_and_never_lost() -> None:
     for t in threads:
         t.join()
     try:
-        wait_for(lambda: state.applied == state.wanted and not flight.pending and not flight.running, 10,
-                 "every request applied and the worker idle")
+        wait_for(
+            lambda: state.applied == state.wanted and not flight.pending and not flight.running,
+            10,
+            "every request applied and the worker idle",
+        )
         assert flight.requests == 16000
         assert applied_runs[0] < flight.requests / 10  # bursts coalesced
     finally:

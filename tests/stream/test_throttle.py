@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from surge.stream.throttle import SlidingWindow
+from tests.stream.conftest import wait_until
 
 
 class _Clock:
@@ -55,3 +56,24 @@ def test_acquire_blocks_until_room_or_stop() -> None:
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SlidingWindow(0, 1.0)
+
+
+def test_waiting_counts_the_threads_blocked_on_a_spent_window() -> None:
+    now = [0.0]
+    w = SlidingWindow(1, 60.0, lambda: now[0])  # a fake clock that never moves: the window stays spent
+    stop = threading.Event()
+    assert w.acquire(stop) and w.waiting == 0  # room: no wait
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(w.acquire(stop)), daemon=True) for _ in range(2)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: w.waiting == 2, 10, "two threads blocked")
+        assert results == []
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert results == [False, False] and w.waiting == 0

@@ -53,7 +53,7 @@ from typing import Any
 from surge.config import TradeSettings
 from surge.exchange.orders import Credentials, SignedRest
 from surge.exchange.rest import BinanceRest
-from surge.models import CLOSED, CLOSING, PROTECTED, VOID, Position, Signal
+from surge.models import CLOSED, CLOSING, PROTECTED, VOID, Position, Signal, Trade
 from surge.sim.account import DEFAULT_API_KEY, DEFAULT_API_SECRET, POSITION_RISK_FAULTS, UNKNOWN_ANSWERS
 from surge.sim.simulator import Simulator
 from surge.store import Store
@@ -66,8 +66,15 @@ __all__ = ["ACTIONS", "Action", "Campaign", "Killed", "OneOf", "Span", "draw_sch
 
 #: Symbols of the simulator (40 symbols, seed 5) with different tick and step sizes; all can be sized.
 SYMBOLS = ("SOLUSDT", "ETHUSDT", "DOGEUSDT", "LINKUSDT")
-SETTINGS = TradeSettings(mode="live", position_usdt=100.0, take_profit_pct=2.0, stop_loss_pct=1.0,
-                         max_hold_s=3600.0, max_open_positions=3, leverage=2)
+SETTINGS = TradeSettings(
+    mode="live",
+    position_usdt=100.0,
+    take_profit_pct=2.0,
+    stop_loss_pct=1.0,
+    max_hold_s=3600.0,
+    max_open_positions=3,
+    leverage=2,
+)
 VENUE = "live:sim"
 #: The issue: protected (or closing) within 10 s of the last fault.
 SETTLE_S = 10.0
@@ -147,9 +154,7 @@ ACTION = {a.name: a for a in ACTIONS}
 
 def draw_schedule(rng: random.Random, steps: int) -> list[tuple[str, dict[str, Any]]]:
     """A schedule: two signals (so that the faults have trades to hit), then ``steps`` drawn steps."""
-    out: list[tuple[str, dict[str, Any]]] = [
-        ("signal", {"symbol": s}) for s in rng.sample(SYMBOLS, 2)
-    ]
+    out: list[tuple[str, dict[str, Any]]] = [("signal", {"symbol": s}) for s in rng.sample(SYMBOLS, 2)]
     names = [a.name for a in ACTIONS]
     weights = [a.weight for a in ACTIONS]
     for name in rng.choices(names, weights, k=steps):
@@ -353,35 +358,23 @@ class Campaign:
     def _settle(self, since: float, what: str) -> None:
         left = max(0.0, since + SETTLE_S - time.monotonic())
         try:
-            wait_for(self._settled, timeout=left,
-                     what=f"the invariants {SETTLE_S:g}s {what}", poll=0.05,
-                     detail=lambda: "; ".join(self.settled_problems()))
+            wait_for(
+                self._settled,
+                timeout=left,
+                what=f"the invariants {SETTLE_S:g}s {what}",
+                poll=0.05,
+                detail=lambda: "; ".join(self.settled_problems()),
+            )
             self.settle_s.append(time.monotonic() - since)
         except AssertionError as exc:
             self._violate(str(exc))
-            self._log_desk_threads()
+            log_desk_threads(self.log, self._label, self._desk)
         self._check_step()
 
     def _settled(self) -> bool:
         # a kill whose call was on its way when the faults were cleared lands now: restarted, as cron would
         self._revive()
         return not self.settled_problems()
-
-    def _log_desk_threads(self) -> None:
-        """Where the desk's threads are and what the desk holds in memory (private: for the log of a
-        failing schedule only, to tell a stuck thread from a desk that forgot something)."""
-        desk = self._desk
-        if desk is not None:
-            state = {k: (t.state, t.note) for k, t in dict(desk._trades).items()}
-            self.log.error("campaign %s: desk alive=%s trades=%s chores=%d retry=%s next_poll_in=%.2f "
-                           "watch=%s", self._label, desk.alive, state, len(desk._chores),
-                           {k: round(r.at - desk._clock(), 2) for k, r in dict(desk._retry).items()},
-                           desk._next_poll - desk._clock(), dict(desk._voided_unknown))
-        frames = sys._current_frames()
-        for thread in threading.enumerate():
-            if thread.name.startswith("surge-desk") and thread.ident in frames:
-                stack = "".join(traceback.format_stack(frames[thread.ident], limit=8))
-                self.log.error("campaign %s: thread %s is at:\n%s", self._label, thread.name, stack)
 
     def run(self, label: str, schedule: list[tuple[str, dict[str, Any]]]) -> list[Violation]:
         """A whole schedule (the script's driver; the test's is Hypothesis)."""
@@ -409,7 +402,7 @@ class Campaign:
             if count > 1:
                 self._violate(f"{cid}: {count} entry orders for one signal")
         with self._deaths_lock:
-            deaths, self._deaths_seen = self._deaths[self._deaths_seen:], len(self._deaths)
+            deaths, self._deaths_seen = self._deaths[self._deaths_seen :], len(self._deaths)
         for thread, exc in deaths:
             self.stats["desk_thread_deaths"] += 1
             self._violate(f"desk thread {thread} died of {exc}")
@@ -446,47 +439,9 @@ class Campaign:
             self._violate(f"{symbol}: {amount} held on the exchange; its trades: {ended or 'none'}")
 
     def settled_problems(self) -> list[str]:
-        """What is wrong once things had time to settle (the exchange is read first, then the ledger,
-        so an entry filling in between shows in the ledger too)."""
+        """What is wrong once things had time to settle (see :func:`settled_problems`)."""
         assert self._store is not None
-        snap = self.account.snapshot()
-        amounts = {s: Decimal(p["amount"]) for s, p in snap["positions"].items()}
-        algos = {a["clientAlgoId"]: Decimal(a["quantity"]) for a in snap["open_algo_orders"]}
-        store = self._store
-        trades = {t.key: t for t in store.trades(venue=VENUE)}
-        held: dict[str, list[Position]] = collections.defaultdict(list)
-        for p in store.open_positions(venue=VENUE):
-            held[p.symbol].append(p)
-        problems = []
-        for symbol, amount in sorted(amounts.items()):
-            mine = held.get(symbol, [])
-            if not mine:
-                problems.append(f"{symbol}: {amount} held on the exchange is not in the ledger")
-                continue
-            booked = sum((Decimal(repr(p.qty)) for p in mine), Decimal(0))
-            if booked != amount:
-                problems.append(f"{symbol}: {amount} held on the exchange, {booked} in the ledger")
-            for p in mine:
-                trade = trades.get(p.key)
-                state = trade.state if trade is not None else None
-                if state == CLOSING:
-                    continue
-                missing = [client_id(p.key, r) for r in (STOP, TARGET) if client_id(p.key, r) not in algos]
-                if state != PROTECTED or missing:
-                    problems.append(f"{p.key}: held, trade {state}, protective orders missing: {missing}")
-                short = [c for r in (STOP, TARGET) if algos.get(c := client_id(p.key, r), amount) < amount]
-                if short:
-                    problems.append(f"{p.key}: {amount} held, protective orders {short} cover less")
-        for t in trades.values():
-            if t.state not in _SETTLED:
-                problems.append(f"{t.key}: trade still {t.state} ({t.note})")
-        for symbol, mine in sorted(held.items()):
-            if amounts.get(symbol, Decimal(0)) == 0:
-                problems.append(f"{symbol}: {[p.key for p in mine]} open in the ledger, flat on the exchange")
-        for p in store.positions(include_closed=True, venue=VENUE):
-            if not p.is_open and p.symbol in amounts and not held.get(p.symbol):
-                problems.append(f"{p.key}: closed in the ledger, {amounts[p.symbol]} on the exchange")
-        return problems
+        return settled_problems(self.account.snapshot(), self._store)
 
     def _violate(self, problem: str) -> None:
         if problem in self._reported:
@@ -519,14 +474,23 @@ class Campaign:
         while True:
             process = _Process(self.fuse)
             store = Store(self._db)
-            rest = BinanceRest(self.sim.rest_url, read_timeout=READ_TIMEOUT_S, max_attempts=2,
-                               backoff_initial_s=0.01)
-            signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-                                recv_window_ms=RECV_WINDOW_MS)
+            rest = BinanceRest(
+                self.sim.rest_url, read_timeout=READ_TIMEOUT_S, max_attempts=2, backoff_initial_s=0.01
+            )
+            signed = SignedRest(
+                rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), recv_window_ms=RECV_WINDOW_MS
+            )
             outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-            desk = OrderDesk(SETTINGS, _Mortal(signed, process, "client"), _Mortal(store, process, "store"),
-                             VENUE, outbox.put, poll_interval_s=POLL_INTERVAL_S, stop_budget_s=STOP_BUDGET_S,
-                             logger=self.log)
+            desk = OrderDesk(
+                SETTINGS,
+                _Mortal(signed, process, "client"),
+                _Mortal(store, process, "store"),
+                VENUE,
+                outbox.put,
+                poll_interval_s=POLL_INTERVAL_S,
+                stop_budget_s=STOP_BUDGET_S,
+                logger=self.log,
+            )
             self._process, self._desk, self._store, self._rest = process, desk, store, rest
             self._outbox = outbox
             try:
@@ -536,7 +500,7 @@ class Campaign:
                 self.stats["kills_in_start"] += 1
                 self._shutdown(graceful=False)
                 continue
-            except Exception as exc:  # noqa: BLE001 - the bot exits 1 and is started again
+            except Exception as exc:  # the bot exits 1 and is started again
                 self.stats["start_failures"] += 1
                 self._shutdown(graceful=False)
                 if time.monotonic() > deadline:
@@ -679,3 +643,74 @@ class Campaign:
 
     def _kill(self, after_calls: int, answered: bool) -> None:
         self.fuse.arm(after_calls, answered)
+
+
+def settled_problems(snap: dict[str, Any], store: Store) -> list[str]:
+    """What is wrong once things had time to settle (the exchange, ``snap``, is read first, then the
+    ledger, so an entry filling in between shows in the ledger too)."""
+    amounts = {s: Decimal(p["amount"]) for s, p in snap["positions"].items()}
+    algos = {a["clientAlgoId"]: Decimal(a["quantity"]) for a in snap["open_algo_orders"]}
+    trades = {t.key: t for t in store.trades(venue=VENUE)}
+    held: dict[str, list[Position]] = collections.defaultdict(list)
+    for p in store.open_positions(venue=VENUE):
+        held[p.symbol].append(p)
+    problems = []
+    for symbol, amount in sorted(amounts.items()):
+        mine = held.get(symbol, [])
+        if not mine:
+            problems.append(f"{symbol}: {amount} held on the exchange is not in the ledger")
+            continue
+        booked = sum((Decimal(repr(p.qty)) for p in mine), Decimal(0))
+        if booked != amount:
+            problems.append(f"{symbol}: {amount} held on the exchange, {booked} in the ledger")
+        for p in mine:
+            problems.extend(_protection_problems(p, trades.get(p.key), algos, amount))
+    for t in trades.values():
+        if t.state not in _SETTLED:
+            problems.append(f"{t.key}: trade still {t.state} ({t.note})")
+    for symbol, mine in sorted(held.items()):
+        if amounts.get(symbol, Decimal(0)) == 0:
+            problems.append(f"{symbol}: {[p.key for p in mine]} open in the ledger, flat on the exchange")
+    for p in store.positions(include_closed=True, venue=VENUE):
+        if not p.is_open and p.symbol in amounts and not held.get(p.symbol):
+            problems.append(f"{p.key}: closed in the ledger, {amounts[p.symbol]} on the exchange")
+    return problems
+
+
+def _protection_problems(
+    p: Position, trade: Trade | None, algos: dict[str, Decimal], amount: Decimal
+) -> list[str]:
+    """A held position not closing must be protected, by orders that cover all of it."""
+    state = trade.state if trade is not None else None
+    if state == CLOSING:
+        return []
+    problems = []
+    missing = [client_id(p.key, r) for r in (STOP, TARGET) if client_id(p.key, r) not in algos]
+    if state != PROTECTED or missing:
+        problems.append(f"{p.key}: held, trade {state}, protective orders missing: {missing}")
+    short = [c for r in (STOP, TARGET) if algos.get(c := client_id(p.key, r), amount) < amount]
+    if short:
+        problems.append(f"{p.key}: {amount} held, protective orders {short} cover less")
+    return problems
+
+
+def log_desk_threads(log: logging.Logger, label: str, desk: OrderDesk | None) -> None:
+    """Where the desk's threads are and what the desk holds in memory (private: for the log of a
+    failing schedule only, to tell a stuck thread from a desk that forgot something)."""
+    if desk is not None:
+        held = desk.state
+        log.error(
+            "campaign %s: desk alive=%s trades=%s chores=%d retry=%s next_poll_in=%.2f watch=%s",
+            label,
+            desk.alive,
+            {k: (t.state, t.note) for k, t in dict(held.trades).items()},
+            len(held.chores),
+            {k: round(r.at - desk._clock(), 2) for k, r in dict(held.retry).items()},
+            desk._next_poll - desk._clock(),
+            dict(held.voided_unknown),
+        )
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if thread.name.startswith("surge-desk") and thread.ident in frames:
+            stack = "".join(traceback.format_stack(frames[thread.ident], limit=8))
+            log.error("campaign %s: thread %s is at:\n%s", label, thread.name, stack)

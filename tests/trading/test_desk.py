@@ -37,8 +37,9 @@ from surge.trading.paper import MAX_HOLD, STOP_LOSS, TAKE_PROFIT
 from tests.waiting import wait_for
 
 SYMBOL = "SOLUSDT"  # ~220 USDT, tick 0.001, step 0.001, MIN_NOTIONAL 5
-SETTINGS = TradeSettings(mode="live", position_usdt=100.0, take_profit_pct=2.0, stop_loss_pct=1.0,
-                         max_hold_s=3600.0, leverage=2)
+SETTINGS = TradeSettings(
+    mode="live", position_usdt=100.0, take_profit_pct=2.0, stop_loss_pct=1.0, max_hold_s=3600.0, leverage=2
+)
 VENUE = "live:sim"
 POLL_S = 0.2
 STOP_BUDGET_S = 3.0
@@ -65,17 +66,33 @@ class Env:
         self.desks: list[OrderDesk] = []
         self.rests: list[BinanceRest] = []
 
-    def desk(self, settings: TradeSettings = SETTINGS, *, read_timeout: float = 2.0,
-             recv_window_ms: int = 5000, stop_budget_s: float = STOP_BUDGET_S, venue: str = VENUE,
-             start: bool = True) -> OrderDesk:
+    def desk(
+        self,
+        settings: TradeSettings = SETTINGS,
+        *,
+        read_timeout: float = 2.0,
+        recv_window_ms: int = 5000,
+        stop_budget_s: float = STOP_BUDGET_S,
+        venue: str = VENUE,
+        start: bool = True,
+    ) -> OrderDesk:
         """A desk as ``surge run --live`` builds it (its own REST client), started unless told not to."""
-        rest = BinanceRest(self.sim.rest_url, read_timeout=read_timeout, max_attempts=2,
-                           backoff_initial_s=0.01)
+        rest = BinanceRest(
+            self.sim.rest_url, read_timeout=read_timeout, max_attempts=2, backoff_initial_s=0.01
+        )
         self.rests.append(rest)
-        signed = SignedRest(rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-                            recv_window_ms=recv_window_ms)
-        desk = OrderDesk(settings, signed, self.store, venue, self.outbox.put, poll_interval_s=POLL_S,
-                         stop_budget_s=stop_budget_s)
+        signed = SignedRest(
+            rest, Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET), recv_window_ms=recv_window_ms
+        )
+        desk = OrderDesk(
+            settings,
+            signed,
+            self.store,
+            venue,
+            self.outbox.put,
+            poll_interval_s=POLL_S,
+            stop_budget_s=stop_budget_s,
+        )
         self.desks.append(desk)
         if start:
             desk.start()
@@ -84,8 +101,15 @@ class Env:
     def signal(self, symbol: str = SYMBOL) -> Signal:
         now = self.sim.market.now_ms()
         price = self.sim.market.current_kline(symbol, "1m", now).close
-        return Signal(symbol=symbol, time=now, open_time=now // 60_000 * 60_000, change_pct=4.0,
-                      volume_multiple=5.0, quote_volume=1e6, price=price)
+        return Signal(
+            symbol=symbol,
+            time=now,
+            open_time=now // 60_000 * 60_000,
+            change_pct=4.0,
+            volume_multiple=5.0,
+            quote_volume=1e6,
+            price=price,
+        )
 
     def enter(self, desk: OrderDesk, symbol: str = SYMBOL) -> Signal:
         sig = self.signal(symbol)
@@ -113,8 +137,9 @@ class Env:
         return t.state if t else None
 
     def wait_state(self, key: str, state: str, timeout: float = 30.0, venue: str = VENUE) -> Trade:
-        wait_for(lambda: self.state(key, venue) == state, timeout, f"trade {key} {state}",
-                 detail=self.describe)
+        wait_for(
+            lambda: self.state(key, venue) == state, timeout, f"trade {key} {state}", detail=self.describe
+        )
         trade = self.trade(key, venue)
         assert trade is not None
         return trade
@@ -129,13 +154,16 @@ class Env:
     def of(self, kind: type[OutcomeT], key: str | None = None) -> list[OutcomeT]:
         return [o for o in self.drain() if isinstance(o, kind) and (key is None or _key(o) == key)]
 
-    def wait_outcome(self, kind: type[OutcomeT], key: str, timeout: float = 30.0,
-                     check: Callable[[], None] | None = None) -> OutcomeT:
+    def wait_outcome(
+        self, kind: type[OutcomeT], key: str, timeout: float = 30.0, check: Callable[[], None] | None = None
+    ) -> OutcomeT:
         """The first ``kind`` outcome for ``key``; ``check`` (asserting) runs on every look meanwhile."""
+
         def found() -> OutcomeT | None:
             if check is not None:
                 check()
             return next(iter(self.of(kind, key)), None)
+
         return wait_for(found, timeout, f"{kind.__name__} for {key}", detail=self.describe)
 
     def entries(self, key: str) -> int:
@@ -153,15 +181,21 @@ class Env:
     def wait_polls(self, n: int, extra: int = 0) -> None:
         """Wait until at least ``n`` more positionRisk requests (after ``extra`` faulted ones) arrived."""
         start = self.requests()
-        wait_for(lambda: self.requests() >= start + extra + n, 30.0, f"{n} more positions checks",
-                 detail=self.describe)
+        wait_for(
+            lambda: self.requests() >= start + extra + n,
+            30.0,
+            f"{n} more positions checks",
+            detail=self.describe,
+        )
 
     def describe(self) -> str:
         snap = self.account.snapshot()
         trades = {t.key: (t.state, t.note) for t in self.store.trades()}
-        return (f"trades {trades}; positions {snap['positions']}; open algos "
-                f"{[(a['clientAlgoId'], a['algoStatus']) for a in snap['open_algo_orders']]}; "
-                f"outcomes {self.outcomes}; desk threads {desk_threads()}")
+        return (
+            f"trades {trades}; positions {snap['positions']}; open algos "
+            f"{[(a['clientAlgoId'], a['algoStatus']) for a in snap['open_algo_orders']]}; "
+            f"outcomes {self.outcomes}; desk threads {desk_threads()}"
+        )
 
     def close(self) -> None:
         try:
@@ -178,8 +212,12 @@ def sized_symbols(env: Env, n: int) -> list[str]:
     """``n`` symbols that 100 USDT buys within every rule (SOLUSDT first): one trade each."""
     rules = rules_from_exchange_info(env.desks[0].client.rest.exchange_info())
     now = env.sim.market.now_ms()
-    ok = [s for s in dict.fromkeys([SYMBOL, *env.sim.market.tradable_symbols()]) if s in rules and size_order(
-        rules[s], SETTINGS.position_usdt, env.sim.market.current_kline(s, "1m", now).close).ok]
+    ok = [
+        s
+        for s in dict.fromkeys([SYMBOL, *env.sim.market.tradable_symbols()])
+        if s in rules
+        and size_order(rules[s], SETTINGS.position_usdt, env.sim.market.current_kline(s, "1m", now).close).ok
+    ]
     return ok[:n]
 
 
@@ -203,8 +241,9 @@ def test_account_summary_for_the_banner(env: Env) -> None:
     assert "10000.00 USDT" in summary.lines()[0] and "2x leverage" in summary.lines()[1]
 
 
-def test_sizes_the_exchange_would_refuse_are_void_with_a_reason(env: Env,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_sizes_the_exchange_would_refuse_are_void_with_a_reason(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="surge.trading.desk")
     desk = env.desk(replace(SETTINGS, position_usdt=150.0))
     btc = env.enter(desk, "BTCUSDT")  # ~92k: 150 USDT buys 0.001 BTC, worth less than MIN_NOTIONAL 100
@@ -233,8 +272,9 @@ def test_sizes_the_exchange_would_refuse_are_void_with_a_reason(env: Env,
 # ---------------------------------------------------------------------- entry and protection
 
 
-def test_signal_gives_one_entry_and_exactly_two_protective_orders(env: Env,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_signal_gives_one_entry_and_exactly_two_protective_orders(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="surge.trading.desk")
     desk = env.desk()
     pos = env.protected(desk)
@@ -250,8 +290,11 @@ def test_signal_gives_one_entry_and_exactly_two_protective_orders(env: Env,
     assert float(env.account.position(SYMBOL).amount) == pos.qty
     assert env.account.snapshot()["leverage"] == {SYMBOL: 2}
     assert env.store.position(pos.key, venue=VENUE) == pos
-    wait_for(lambda: any("protective orders placed" in r.getMessage() for r in caplog.records),
-             10.0, "the log line that follows the PROTECTED row")
+    wait_for(
+        lambda: any("protective orders placed" in r.getMessage() for r in caplog.records),
+        10.0,
+        "the log line that follows the PROTECTED row",
+    )
     # the same signal again (a duplicate event): refused by the ledger, nothing new sent
     sig = replace(env.signal(), open_time=int(pos.key.split(":")[1]))
     assert not desk.enter(sig)
@@ -305,8 +348,9 @@ def test_a_close_cut_short_by_a_crash_is_finished_without_a_second_exit(env: Env
     # what a desk killed mid-close leaves: the row says "closing" (written first), the exit order filled
     trade = env.trade(pos.key)
     assert trade is not None
-    env.store.save_trade(replace(trade, state="closing", exit_reason=MAX_HOLD,
-                                 exit_sent_at=first.client.now_ms()), venue=VENUE)
+    env.store.save_trade(
+        replace(trade, state="closing", exit_reason=MAX_HOLD, exit_sent_at=first.client.now_ms()), venue=VENUE
+    )
     x = client_id(pos.key, "x")
     first.client.new_order(SYMBOL, "SELL", trade.qty, client_order_id=x, reduce_only=True)
     found = env.desk(start=False).start()
@@ -367,8 +411,13 @@ def test_a_triggering_stop_still_protects_and_is_not_placed_twice(env: Env) -> N
     sl = client_id(pos.key, "sl")
     env.account.set_triggering_hold_s(5.0)
     env.sim.market.inject_surge(SYMBOL, -5.0, 1.0)
-    wait_for(lambda: any(a.client_algo_id == sl and a.status == "TRIGGERING"
-                         for a in env.account.open_algo_orders(SYMBOL)), 10.0, "the stop TRIGGERING")
+    wait_for(
+        lambda: any(
+            a.client_algo_id == sl and a.status == "TRIGGERING" for a in env.account.open_algo_orders(SYMBOL)
+        ),
+        10.0,
+        "the stop TRIGGERING",
+    )
     checks = env.requests()
 
     def one_stop() -> None:
@@ -448,7 +497,8 @@ def test_an_outage_right_after_a_lost_entry_answer_is_ridden_out(env: Env) -> No
 
 @pytest.mark.parametrize("odd", ["get_order returns a list", "position_risk raises KeyError"])
 def test_an_odd_answer_inside_a_step_is_logged_and_retried(
-        env: Env, odd: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    env: Env, odd: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Old LiveBroker let an odd answer's exception out of open(); the desk logs, counts and retries it."""
     caplog.set_level(logging.WARNING, logger="surge.trading.desk")
     desk = env.desk()
@@ -553,7 +603,8 @@ def test_a_restart_takes_the_exchanges_quantity_and_entry_where_they_differ(env:
 
 
 def test_missing_protective_orders_are_placed_again_and_ghosts_closed(
-        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="surge.trading.desk")
     desk = env.desk()
     pos = env.protected(desk)
@@ -561,14 +612,25 @@ def test_missing_protective_orders_are_placed_again_and_ghosts_closed(
     assert env.account.cancel_algo(tp)  # someone cancelled it in the web UI while the bot runs
     wait_for(lambda: tp in env.open_algo_ids(SYMBOL), 10.0, "the take profit placed again")
     # the warning follows the placement: wait for it rather than race the desk thread
-    wait_for(lambda: any(f"{tp} was missing: placed again" in r.getMessage() for r in caplog.records),
-             10.0, "the warning about the missing take profit")
+    wait_for(
+        lambda: any(f"{tp} was missing: placed again" in r.getMessage() for r in caplog.records),
+        10.0,
+        "the warning about the missing take profit",
+    )
     assert env.algo_counts() == {sl: 1, tp: 2}
     assert desk.stop() == []
     # while the bot is down: the stop is cancelled, and the ledger holds a position the exchange does not
     assert env.account.cancel_algo(sl)
-    ghost = Position(key="ETHUSDT:1795650000000", symbol="ETHUSDT", qty=0.03, entry_price=3400.0,
-                     entry_time=1, take_profit=3468.0, stop_loss=3366.0, deadline=10**13)
+    ghost = Position(
+        key="ETHUSDT:1795650000000",
+        symbol="ETHUSDT",
+        qty=0.03,
+        entry_price=3400.0,
+        entry_time=1,
+        take_profit=3468.0,
+        stop_loss=3366.0,
+        deadline=10**13,
+    )
     env.store.adopt_trade(Trade(ghost.key, "ETHUSDT", PROTECTED, qty="0.03"), ghost, venue=VENUE)
     found = env.desk(start=False).start()
     assert found.resumed == 2 and sorted(p.key for p in found.open) == sorted([pos.key, ghost.key])
@@ -580,7 +642,8 @@ def test_missing_protective_orders_are_placed_again_and_ghosts_closed(
 
 
 def test_a_position_closed_outside_the_bot_has_no_v3_row_and_is_closed_on_two_reads(
-        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     """positionRisk v3 lists only symbols with a position or open orders: once the position is closed in
     the web UI, the symbol has no row at all, which is v3's "flat" (a v2-minded desk took it for no
     information and watched the position forever). Two such reads, no fill of ours: closed as external,
@@ -589,8 +652,11 @@ def test_a_position_closed_outside_the_bot_has_no_v3_row_and_is_closed_on_two_re
     desk = env.desk()
     pos = env.protected(desk)
     qty = format(env.account.position(SYMBOL).amount, "f")
-    env.account.handle("POST", "/fapi/v1/order", {"symbol": SYMBOL, "side": "SELL", "type": "MARKET",
-                                                  "quantity": qty, "reduceOnly": "true"})
+    env.account.handle(
+        "POST",
+        "/fapi/v1/order",
+        {"symbol": SYMBOL, "side": "SELL", "type": "MARKET", "quantity": qty, "reduceOnly": "true"},
+    )
     assert env.account.handle("GET", "/fapi/v3/positionRisk", {"symbol": SYMBOL}) == []
     closed = env.wait_outcome(TradeClosed, pos.key).position
     assert closed.exit_reason == EXTERNAL and env.state(pos.key) == "closed"

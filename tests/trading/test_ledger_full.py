@@ -1,6 +1,6 @@
 """A ledger that refuses writes (a full disk) while positions are held: the paper and live desks.
 
-The rule (issue 10): an entry that cannot be recorded is not made, and for live trading not sent; a
+The rule: an entry that cannot be recorded is not made, and for live trading not sent; a
 position already held is still protected and closed, its rows kept in memory and written, in order,
 once the database takes writes again. The full disk is played by the store's write methods raising
 :class:`StoreWriteError` while a switch is on (what SQLITE_FULL becomes in the store; the store's own
@@ -27,10 +27,19 @@ from surge.trading.paper import MAX_HOLD, TAKE_PROFIT, PaperDesk
 from tests.trading.test_desk import SYMBOL, VENUE, Env
 from tests.waiting import wait_for
 
-#: What the store raises when SQLite answers SQLITE_FULL (before issue 10: sqlite3's own error).
+#: What the store raises when SQLite answers SQLITE_FULL (an older store let sqlite3's own error out).
 FULL: type[Exception] = getattr(surge.store, "StoreWriteError", sqlite3.OperationalError)
-WRITES = ("record_entry", "close_position", "record_intent", "save_trade", "record_fill", "void_trade",
-          "record_trade_close", "adopt_trade", "update_position")
+WRITES = (
+    "record_entry",
+    "close_position",
+    "record_intent",
+    "save_trade",
+    "record_fill",
+    "void_trade",
+    "record_trade_close",
+    "adopt_trade",
+    "update_position",
+)
 
 
 class FullDisk:
@@ -90,8 +99,12 @@ def test_live_close_is_sent_on_a_full_disk_and_recorded_when_there_is_room(
     assert env.account.snapshot()["client_order_counts"] == {client_id(pos.key, "e"): 1}
     with caplog.at_level(logging.ERROR, logger="surge.trading.desk"):
         desk.close(pos, MAX_HOLD)
-        wait_for(lambda: env.account.position(SYMBOL).amount == 0, 30, "the close to reach the exchange",
-                 detail=env.describe)
+        wait_for(
+            lambda: env.account.position(SYMBOL).amount == 0,
+            30,
+            "the close to reach the exchange",
+            detail=env.describe,
+        )
         wait_for(lambda: disk.refused >= 3, 30, "the desk to try the ledger again")
     assert desk.alive and env.state(pos.key) == PROTECTED  # the row could not say more yet
     assert not env.of(TradeClosed)
@@ -140,8 +153,12 @@ def test_a_live_desk_stopped_while_the_disk_is_full_says_what_it_could_not_write
     disk = FullDisk(env.store, monkeypatch)
     disk.on.set()
     desk.close(pos, MAX_HOLD)
-    wait_for(lambda: env.account.position(SYMBOL).amount == 0, 30, "the close to reach the exchange",
-             detail=env.describe)
+    wait_for(
+        lambda: env.account.position(SYMBOL).amount == 0,
+        30,
+        "the close to reach the exchange",
+        detail=env.describe,
+    )
     wait_for(lambda: disk.refused >= 2, 30, "the desk to try the ledger again")
     with caplog.at_level(logging.ERROR, logger="surge.trading.desk"):
         desk.stop(timeout=2.0)

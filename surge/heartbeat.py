@@ -1,0 +1,91 @@
+"""What ``surge run`` says about itself in ``$SURGE_HOME/heartbeat.json``, for ``surge status``.
+
+One definition of the file's fields for both sides: the bot writes a :class:`Heartbeat` every few
+seconds (atomically, see :func:`surge.runtime.write_json_atomic`); ``surge status``, another process,
+reads it back. The reader still checks every value's type: the file may come from an older version,
+a killed run, or a person's editor.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from surge.app import Bot
+
+
+class Heartbeat(TypedDict):
+    """One heartbeat. Times are seconds since the epoch (local clock); counts are since the start."""
+
+    pid: int
+    running: bool  # False in the last one, written by a clean stop
+    written_at: float
+    started_at: float
+    ready_at: float | None  # when every wanted stream was first confirmed
+    mode: str  # [trade] mode: "paper" or "live"
+    venue: str  # whose signals and positions: "sim", the exchange's host, "live:<venue>"
+    connections: int
+    streams: int
+    threads: int
+    last_message_at: float | None
+    signals: int
+    open_positions: int
+    universe: int
+    passing: int
+    reconnects: int
+    gaps: int
+    events: int
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    latency_samples: int
+    start_weight: int  # request weight of the start's 4h scan
+    backfills: int  # symbols whose 1m history was fetched
+    backfill_pending: int
+    baseline_ready: int  # passing symbols whose volume baseline is complete
+
+
+#: The fields a reader takes as numbers (see :func:`surge.cli.collect_status`).
+NumberField = Literal[
+    "pid", "written_at", "started_at", "last_message_at", "connections", "streams", "threads"
+]
+
+
+def heartbeat_of(bot: Bot, *, running: bool) -> Heartbeat:
+    """What the bot says about itself in ``heartbeat.json`` (read by ``surge status``)."""
+    assert bot.manager is not None and bot.store is not None
+    st = bot.manager.stats()
+    age = st.get("last_message_age_s")
+    p50, p99 = bot.latency.percentiles()
+    now = bot.clock.wall()
+    return Heartbeat(
+        pid=os.getpid(),
+        running=running,
+        written_at=now,
+        started_at=bot.started_at,
+        ready_at=bot.ready_at,
+        mode=bot.settings.trade.mode,
+        venue=bot.venue,
+        connections=st["connections"],
+        streams=st["streams"],
+        threads=threading.active_count(),
+        last_message_at=now - age if age is not None else None,
+        signals=bot.store.signal_count(venue=bot.venue),
+        open_positions=len(bot.book),
+        universe=len(bot.filters.universe),
+        passing=len(bot.passing),
+        reconnects=st["reconnects"],
+        gaps=st["gaps"],
+        events=st["events"],
+        latency_ms_p50=p50,
+        latency_ms_p99=p99,
+        latency_samples=len(bot.latency),
+        start_weight=bot.start_weight,
+        backfills=bot.backfill.done,
+        backfill_pending=len(bot.backfill.pending) + len(bot.backfill.retry),
+        baseline_ready=bot.baseline_ready(),
+    )
+
+
+__all__ = ["Heartbeat", "NumberField", "heartbeat_of"]

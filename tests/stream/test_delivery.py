@@ -1,0 +1,97 @@
+"""Decoding a connection's messages into klines: wanted ones delivered in order, the rest counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from surge.exchange import wire
+from surge.models import Kline
+from surge.stream.counters import StreamCounters
+from surge.stream.delivery import KlineDelivery
+from surge.stream.handover import Handover
+from tests.stream.test_connection import KLINE, STREAM, event
+
+
+class _Sink:
+    def __init__(self, batch: bool = False, fail: bool = False) -> None:
+        self.klines: list[Kline] = []
+        self.batches: list[list[Kline]] = []
+        self.replies: list[dict[str, Any]] = []
+        self.fail = fail
+        self.counters = StreamCounters()
+        self.last_e: dict[str, int] = {}
+        self.delivery = KlineDelivery(
+            3,
+            "surge-ws-3",
+            logging.getLogger("test.delivery"),
+            self.counters,
+            callback=self._one,
+            batch_callback=self._batch if batch else None,
+            deliver={STREAM},
+            last_e=self.last_e,
+            on_reply=self.replies.append,
+        )
+
+    def _one(self, k: Kline) -> None:
+        if self.fail:
+            raise RuntimeError("consumer bug")
+        self.klines.append(k)
+
+    def _batch(self, ks: list[Kline]) -> None:
+        self.batches.append(ks)
+
+
+def _other_stream(e_time: int) -> bytes:
+    k = Kline(
+        "ETHUSDT",
+        "1m",
+        *[
+            getattr(KLINE, f)
+            for f in (
+                "open_time",
+                "close_time",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "quote_volume",
+                "trades",
+                "closed",
+            )
+        ],
+    )
+    return json.dumps({"stream": "ethusdt@kline_1m", "data": wire.kline_to_event(k, e_time)}).encode()
+
+
+def test_klines_replies_garbage_and_unwanted_streams() -> None:
+    sink = _Sink()
+    messages = [event(1), b'{"result":null,"id":5}', b"not json", _other_stream(2), event(3)]
+    assert sink.delivery.deliver(messages, None) == 3  # stream events, wanted or not
+    assert [k.event_time for k in sink.klines] == [1, 3] and sink.last_e == {STREAM: 3}
+    assert sink.replies == [{"result": None, "id": 5}]
+    c = sink.counters
+    assert (c.events, c.unwanted, c.dropped_frames, c.duplicates) == (2, 1, 1, 0)
+
+
+def test_batches_and_a_raising_consumer() -> None:
+    sink = _Sink(batch=True)
+    sink.delivery.deliver([event(1), event(2)], None)
+    assert [[k.event_time for k in b] for b in sink.batches] == [[1, 2]] and not sink.klines
+    failing = _Sink(fail=True)
+    failing.delivery.deliver([event(1), event(2)], None)
+    assert failing.counters.callback_errors == 2 and failing.counters.events == 2
+
+
+def test_a_rotation_overlap_drops_events_the_other_side_delivered() -> None:
+    sink = _Sink()  # the replacement (id 3) of connection 9
+    old_last_e = {STREAM: 2}
+    h = Handover(old_id=9, old_last_e=old_last_e)
+    sink.delivery.deliver([event(3)], h)
+    assert not sink.klines and sink.counters.duplicates == 1  # the old one has not acknowledged yet
+    h.ack_old(9)
+    sink.delivery.deliver([event(2), event(4)], h)  # E=2: the old one delivered it already
+    assert [k.event_time for k in sink.klines] == [4] and sink.counters.duplicates == 2
+    assert not h.admit(9, STREAM, 4) and h.admit(9, STREAM, 5)  # ... and the old one now skips E=4
