@@ -79,10 +79,11 @@ class KlineDelivery:
                 dropped += 1
                 continue
             e_time = kline.event_time
-            last_e[stream] = e_time
             if handover is not None and not handover.admit(conn_id, stream, e_time):
+                last_e[stream] = e_time
                 dups += 1
                 continue
+            last_e[stream] = e_time  # after admit(): during a rotation it reads the old side's dict
             events += 1
             if batch is not None:
                 batch.append(kline)

@@ -15,7 +15,7 @@ from tests.stream.test_connection import KLINE, STREAM, event
 
 
 class _Sink:
-    def __init__(self, batch: bool = False, fail: bool = False) -> None:
+    def __init__(self, batch: bool = False, fail: bool = False, conn_id: int = 3) -> None:
         self.klines: list[Kline] = []
         self.batches: list[list[Kline]] = []
         self.replies: list[dict[str, Any]] = []
@@ -23,8 +23,8 @@ class _Sink:
         self.counters = StreamCounters()
         self.last_e: dict[str, int] = {}
         self.delivery = KlineDelivery(
-            3,
-            "surge-ws-3",
+            conn_id,
+            f"surge-ws-{conn_id}",
             logging.getLogger("test.delivery"),
             self.counters,
             callback=self._one,
@@ -95,3 +95,20 @@ def test_a_rotation_overlap_drops_events_the_other_side_delivered() -> None:
     sink.delivery.deliver([event(2), event(4)], h)  # E=2: the old one delivered it already
     assert [k.event_time for k in sink.klines] == [4] and sink.counters.duplicates == 2
     assert not h.admit(9, STREAM, 4) and h.admit(9, STREAM, 5)  # ... and the old one now skips E=4
+
+
+def test_a_rotation_delivers_every_event_exactly_once_when_both_connections_see_the_same_e() -> None:
+    """On Binance both connections of a rotation carry the same events with the same ``E``: each
+    must reach the consumer once. (The old connection used to record its event as seen before
+    offering it, so its first event per stream after the switch was refused as its own duplicate,
+    and the replacement's copy as the old one's: lost.)"""
+    old, new = _Sink(conn_id=9), _Sink(conn_id=3)
+    old.delivery.deliver([event(2)], None)
+    h = Handover(old_id=9, old_last_e=old.last_e)
+    old.delivery.deliver([event(3)], h)  # the old connection's first chunk since the switch
+    new.delivery.deliver([event(3)], h)
+    new.delivery.deliver([event(4)], h)  # now the replacement is first
+    old.delivery.deliver([event(4)], h)
+    delivered = sorted(k.event_time for k in old.klines + new.klines)
+    assert delivered == [2, 3, 4]
+    assert old.counters.duplicates + new.counters.duplicates == 2
