@@ -231,21 +231,39 @@ def kline_from_event(data: Any, stream: str | None = None) -> Kline:
         raise WireError("kline event field 'x' must be a boolean")
     if stream is not None and _stream_key(stream) != (symbol, interval):
         raise WireError(f"stream {stream!r:.60} carries a kline of {symbol!r:.40} {interval}")
+    return _kline_of(symbol, interval, k, closed=closed, event_time=_int(data, "E"))
+
+
+def _kline_of(
+    symbol: str,
+    interval: str,
+    f: dict[str, Any],
+    *,
+    closed: bool | None = None,
+    now_ms: int | None = None,
+    event_time: int = 0,
+) -> Kline:
+    """A checked Kline from Binance's one-letter fields: a stream event's ``k`` object, or a REST
+    row zipped to the same letters. ``closed`` None: closed when it ended before ``now_ms``
+    (exchange time), or always without it."""
+    open_time, close_time = _int(f, "t"), _int(f, "T")
+    if closed is None:
+        closed = True if now_ms is None else close_time < now_ms
     return _checked(
         Kline(
             symbol=symbol,
             interval=interval,
-            open_time=_int(k, "t"),
-            close_time=_int(k, "T"),
-            open=_num(k, "o"),
-            high=_num(k, "h"),
-            low=_num(k, "l"),
-            close=_num(k, "c"),
-            volume=_num(k, "v"),
-            quote_volume=_num(k, "q"),
-            trades=_int(k, "n"),
+            open_time=open_time,
+            close_time=close_time,
+            open=_num(f, "o"),
+            high=_num(f, "h"),
+            low=_num(f, "l"),
+            close=_num(f, "c"),
+            volume=_num(f, "v"),
+            quote_volume=_num(f, "q"),
+            trades=_int(f, "n"),
             closed=closed,
-            event_time=_int(data, "E"),
+            event_time=event_time,
         )
     )
 
@@ -408,23 +426,7 @@ def kline_from_rest_row(symbol: str, interval: str, row: Any, now_ms: int | None
     if not isinstance(interval, str) or interval not in _INTERVAL_SET:
         raise WireError(f"unknown kline interval {interval!r}")
     fields = dict(zip(("t", "o", "h", "l", "c", "v", "T", "q", "n"), row, strict=False))
-    close_time = _int(fields, "T")
-    return _checked(
-        Kline(
-            symbol=symbol,
-            interval=interval,
-            open_time=_int(fields, "t"),
-            close_time=close_time,
-            open=_num(fields, "o"),
-            high=_num(fields, "h"),
-            low=_num(fields, "l"),
-            close=_num(fields, "c"),
-            volume=_num(fields, "v"),
-            quote_volume=_num(fields, "q"),
-            trades=_int(fields, "n"),
-            closed=True if now_ms is None else close_time < now_ms,
-        )
-    )
+    return _kline_of(symbol, interval, fields, now_ms=now_ms)
 
 
 def parse_error(body: Any) -> tuple[int, str]:

@@ -28,6 +28,7 @@ from surge.stream.connection import Connection, wire_request
 from surge.stream.throttle import SlidingWindow
 from surge.stream.tuning import StreamTuning
 from tests.stream.conftest import wait_until
+from tests.stream.test_frames import frame
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 KLINE = Kline(
@@ -40,23 +41,6 @@ def event(e_time: int, **extra: object) -> bytes:
     data = wire.kline_to_event(KLINE, e_time)
     data.update(extra)
     return json.dumps({"stream": STREAM, "data": data}, separators=(",", ":")).encode()
-
-
-def frame(payload: bytes, opcode: int = 0x1, fin: bool = True, mask: bool = False) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((first, mbit | n))
-    elif n < 65536:
-        head = bytes((first, mbit | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((first, mbit | 127)) + struct.pack("!Q", n)
-    if mask:
-        key = b"\x01\x02\x03\x04"
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        head += key
-    return head + payload
 
 
 def read_client_frame(sock: socket.socket) -> tuple[int, bytes]:
