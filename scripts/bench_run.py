@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of ``surge run`` (issue 5); prints ONE JSON object on stdout, progress on stderr.
+"""Benchmark of ``surge run``; prints ONE JSON object on stdout, progress on stderr.
 
 The simulator runs in its own process (``surge sim --latency-ms 147``: what a trader far from Tokyo
 sees per REST request), the bot as ``python -m surge run``, exactly as a trader or cron starts it.

@@ -21,7 +21,7 @@ Keys (targets in brackets):
   seed_threads              the same burst through the logic of the program surge replaced, the "seed"
                             (re-implemented below, not in the package): one thread per call, each
                             closing and reopening every connection
-  seed_guarded_threads / seed_guarded_lost_streams   the seed's "in progress" flag fix: fewer threads,
+  seed_guarded_threads / seed_guarded_lost_streams   the old program's "in progress" flag fix: fewer threads,
                             but subscriptions made while a resubscribe runs are lost
   rss_mb / rss_growth_pct   RSS at the end of the soak at 1,062 streams, growth over its second half
                             [10-minute soak: --soak-s 600; growth <= 5 %]
@@ -368,17 +368,17 @@ def bench_firehose(sim: SimProcess, syms: list[str], seconds: float) -> dict[str
     }
 
 
-# --------------------------------------------------------------------------- the seed, re-implemented
+# ------------------------------------------------------------------ the replaced program, re-implemented
 
 
 class SeedManager:
-    """The seed's logic, for comparison only (never in the package).
+    """The replaced program's logic, for comparison only (never in the package).
 
     Every ``subscribe_kline`` triggers a resubscribe on a new thread; a resubscribe snapshots the
     wanted set, closes every connection and reopens ``ceil(n / 200)`` of them, each a
     ``WebSocketApp.run_forever(ping_interval=...)``-style pair of threads (reader + pinger), here
     stand-ins that just wait to be closed; ``connect_s`` models the reconnect round trip. With
-    ``guarded`` the spawn is behind the seed's "in progress" flag (checked without a lock, cleared by
+    ``guarded`` the spawn is behind the old program's "in progress" flag (checked without a lock, cleared by
     the runner after applying its snapshot).
     """
 
@@ -400,7 +400,9 @@ class SeedManager:
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         with self.live_lock:
-            if self.live >= self.cap:  # the seed died at 3,686 threads; we stop short of the machine's limit
+            if (
+                self.live >= self.cap
+            ):  # the replaced program died at 3,686 threads; we stop short of the machine's limit
                 self.capped = True
                 return
             self.live += 1

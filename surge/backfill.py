@@ -20,8 +20,8 @@ from typing import Any
 
 from surge.clock import Clock
 from surge.config import Settings
+from surge.exchange.ratelimit import MAX_WEIGHT1_LIMIT
 from surge.exchange.rest import BinanceRest, ExchangeError, RestError
-from surge.filter4h import MAX_WEIGHT1_LIMIT
 from surge.jobs import Housekeeper
 from surge.models import Kline
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from surge.errors import ConfigError
+from surge.exchange.ratelimit import MAX_WEIGHT1_LIMIT
 
 DEFAULT_REST_URL = "https://fapi.binance.com"
 DEFAULT_WS_URL = "wss://fstream.binance.com/market"
@@ -33,7 +34,7 @@ MAX_STREAMS_PER_CONNECTION = 1024  # Binance's per-connection limit
 #: The 1m backfill asks for ``volume_lookback + 2`` candles (the baseline, the current one and one
 #: spare) and stays below 100, where a klines request costs weight 1: a longer lookback could never
 #: be filled, so the rule would never signal and the backfill would be re-asked every minute.
-MAX_VOLUME_LOOKBACK = 97
+MAX_VOLUME_LOOKBACK = MAX_WEIGHT1_LIMIT - 2
 #: Durations become int milliseconds (deadlines, cooldowns): 30 days is far beyond any sensible hold
 #: or cooldown and far inside int64, so no value can overflow a timestamp or a database column.
 MAX_DURATION_S = 30 * 86_400
@@ -68,7 +69,12 @@ class Filter4hSettings:
     workers: int = field(default=3, metadata=_key(_between(1, MAX_FILTER_WORKERS), "between 1 and 3"))
     batch_size: int = field(default=100, metadata=_key(_between(1, 10_000), "between 1 and 10000"))
     # <100 keeps every klines request at weight 1; 2 is the least that holds a closed and a current candle
-    lookback: int = field(default=6, metadata=_key(_between(2, 99), "between 2 and 99 (request weight 1)"))
+    lookback: int = field(
+        default=6,
+        metadata=_key(
+            _between(2, MAX_WEIGHT1_LIMIT), f"between 2 and {MAX_WEIGHT1_LIMIT} (request weight 1)"
+        ),
+    )
     min_change_pct: float = field(default=-5.0, metadata=_key(_finite, "a finite number"))
     max_change_pct: float = field(default=10.0, metadata=_key(_finite, "a finite number"))
     min_quote_volume: float = field(default=5_000_000.0, metadata=_key(_non_negative, ">= 0"))
@@ -83,7 +89,8 @@ class SurgeSettings:
         default=20,
         metadata=_key(
             _between(1, MAX_VOLUME_LOOKBACK),
-            f"between 1 and {MAX_VOLUME_LOOKBACK} (the 1m backfill fetches at most 99 candles)",
+            f"between 1 and {MAX_VOLUME_LOOKBACK} "
+            f"(the 1m backfill fetches at most {MAX_WEIGHT1_LIMIT} candles)",
         ),
     )
     min_quote_volume: float = field(default=50_000.0, metadata=_key(_non_negative, ">= 0"))

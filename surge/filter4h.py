@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from surge.exchange.ratelimit import RateLimitBanned
+from surge.exchange.ratelimit import MAX_WEIGHT1_LIMIT, RateLimitBanned
 from surge.exchange.rest import BinanceRest, ExchangeError, ExchangeUnavailable
 from surge.models import INTERVAL_MS, Kline
 from surge.store import CandleState, Store
@@ -44,7 +44,6 @@ from surge.universe import UNKNOWN_SYMBOL, not_tradable, universe_from_exchange_
 INTERVAL = "4h"
 H4 = INTERVAL_MS[INTERVAL]
 MAX_WORKERS = 3
-MAX_WEIGHT1_LIMIT = 99  # klines limit < 100 costs weight 1
 #: Cached candles older than this are pruned after a scan (the rule needs only the latest two).
 CACHE_KEEP_MS = 7 * 24 * 3600 * 1000
 

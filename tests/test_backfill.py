@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from surge.backfill import RETRY_S, BackfillAbandoned, BackfillDeferred, Backfilled, BackfillScheduler
+from surge.exchange.ratelimit import MAX_WEIGHT1_LIMIT
 from surge.exchange.rest import ExchangeError, ExchangeUnavailable
-from surge.filter4h import MAX_WEIGHT1_LIMIT
 from surge.models import Kline
 
 

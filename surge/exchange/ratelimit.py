@@ -49,10 +49,14 @@ class RateLimitBanned(SurgeError):
         )
 
 
+#: The largest klines ``limit`` that costs weight 1 (the 4h scan's lookback, the 1m backfill).
+MAX_WEIGHT1_LIMIT = 99
+
+
 def klines_weight(limit: int | None) -> int:
     """Weight of ``GET /fapi/v1/klines`` by ``limit`` (Binance's default limit is 500)."""
     n = 500 if limit is None else int(limit)
-    if n < 100:
+    if n <= MAX_WEIGHT1_LIMIT:
         return 1
     if n < 500:
         return 2
