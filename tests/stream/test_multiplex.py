@@ -480,8 +480,10 @@ def test_connection_attempts_are_capped_across_the_manager(
 def test_rotation_before_max_age_loses_and_repeats_nothing(
     make_server: MakeServer, make_manager: MakeManager, market: Market
 ) -> None:
-    # aligned pushes: both connections of a switch carry the same events with the same E, as on
-    # Binance, so the overlap has true duplicates to drop (and events that must not be lost)
+    # aligned pushes: both connections of a switch carry the same events, as on Binance. Whether a
+    # copy is a true duplicate depends on the simulator stamping both sends with the same ms of E,
+    # which a loaded machine does not guarantee: the dedupe itself (each event once, none lost) is
+    # proven on plain bytes in tests/stream/test_delivery.py; here, nothing repeated or reordered.
     server = make_server(push_phases="aligned")
     got = Collector()
     gaps: list[StreamGap] = []
@@ -502,7 +504,6 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
     wait_until(lambda: got.since(mark) >= wanted, 10, "streams flowing after rotations")
     stats = mgr.stats()
     assert stats["reconnects"] == 0 and not gaps
-    assert stats["duplicates_dropped"] > 0  # the two connections overlapped at every switch
     closed = server.stats()["closed_connections"]
     assert closed and all(c["close_reason"] == "client" for c in closed)  # we closed them, not "lifetime"
     with got.lock:
