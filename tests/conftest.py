@@ -12,13 +12,21 @@ from collections.abc import Iterator
 import pytest
 
 from surge.sim import Simulator
+from tests.waiting import wait_for
 
 
 @pytest.fixture
 def clean(sim: Simulator) -> Iterator[Simulator]:
-    sim.rest.clear_faults()
+    sim.rest.clear_faults()  # also answers the requests an earlier test left stalled
     sim.rest.unban()
     sim.rest.set_latency(0)
+    # An earlier test's request still being answered would land in this test's logs: a read-timeout
+    # test's stalled request once appeared among a 429 test's arrivals, inside its Retry-After window.
+    wait_for(
+        lambda: sim.rest.stats()["in_flight"] == 0,
+        what="the previous test's requests to be answered",
+        detail=lambda: sim.rest.stats(),
+    )
     sim.rest.reset_stats()
     yield sim
     sim.rest.clear_faults()

@@ -252,6 +252,7 @@ class RestServer:
         self._spell_status = 503
         self._ips: dict[str, _IpState] = {}
         self._stop = threading.Event()
+        self._release = threading.Event()  # set (and replaced) by clear_faults: ends the stalls under way
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._info_cache: bytes | None = None
@@ -274,6 +275,8 @@ class RestServer:
         if self._httpd is not None:
             raise RuntimeError("RestServer already started")
         self._stop.clear()
+        with self._lock:
+            self._release = threading.Event()
         httpd = _Server((self.host, self._requested_port), self)
         self._httpd = httpd
         self.port = httpd.server_address[1]
@@ -301,7 +304,9 @@ class RestServer:
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
-        self._stop.set()  # wakes handlers sleeping in latency or stalls
+        self._stop.set()  # wakes handlers sleeping in latency
+        with self._lock:
+            self._release.set()  # and in stalls
         httpd.shutdown()
         if thread is not None:
             thread.join(timeout)
@@ -372,10 +377,14 @@ class RestServer:
         self._push(count, _Fault("stall", seconds=float(seconds)))
 
     def clear_faults(self) -> None:
-        """Forget the scripted faults and end a 5xx spell (the account's faults are its own)."""
+        """Forget the scripted faults, end a 5xx spell and answer the stalled requests now (so a
+        stall scripted for one test does not land in the next one's logs); the account's faults are
+        its own."""
         with self._lock:
             self._faults.clear()
             self._spell_until_ms = 0.0
+            released, self._release = self._release, threading.Event()
+        released.set()
 
     def unban(self) -> None:
         """Forget every Retry-After window, ban and weight used (a fresh minute for every IP)."""
@@ -489,6 +498,7 @@ class RestServer:
         with self._lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        status = 500
         try:
             ip = h.client_address[0]
             if url.path in SIGNED_PATHS:
@@ -496,13 +506,12 @@ class RestServer:
             else:
                 status, payload, headers = self._binance(method, url.path, url.query, ip, arrival)
         finally:
-            with self._lock:
+            with self._lock:  # one step: once in_flight reads 0, every request is in the logs
                 self._in_flight -= 1
                 self._requests += 1
                 self._by_path[url.path] += 1
-        with self._lock:
-            self._by_status[status] += 1
-            self._arrivals.append((arrival, url.path, status))
+                self._by_status[status] += 1
+                self._arrivals.append((arrival, url.path, status))
         h.send_all(status, payload, headers)
 
     def _binance(self, method: str, path: str, query: str, ip: str, arrival: float) -> Response:
@@ -618,7 +627,10 @@ class RestServer:
         if self.latency_ms > 0:
             self._stop.wait(self.latency_ms / 1000.0)
         if fault is not None and fault.kind == "stall":
-            self._stop.wait(fault.seconds)
+            with self._lock:
+                release = self._release
+            if not self._stop.is_set():
+                release.wait(fault.seconds)
             fault = None
         if fault is not None:
             return self._fault_response(fault, ip)

@@ -356,6 +356,27 @@ def test_5xx_malformed_and_stall(server: RestServer, http: requests.Session) -> 
     assert server.stats()["pending_faults"] == 0
 
 
+def test_clear_faults_answers_stalled_requests_and_in_flight_covers_the_logs(
+    server: RestServer, http: requests.Session
+) -> None:
+    """A stall scripted by one test must not land in the next one's logs: clear_faults answers it,
+    and once ``in_flight`` reads 0 the request is already in the arrivals."""
+    server.stall_next(1, 60)
+    answers: list[int] = []
+    client = threading.Thread(
+        target=lambda: answers.append(http.get(server.url + "/fapi/v1/time", timeout=30).status_code),
+        name="test-stalled-client",
+    )
+    client.start()
+    wait_for(lambda: server.stats()["in_flight"] == 1, what="the request to stall")
+    assert server.arrivals() == []
+    server.clear_faults()
+    client.join(20)
+    assert answers == [200]  # answered when released, long before the 60 s stall
+    assert server.stats()["in_flight"] == 0
+    assert [(path, status) for _, path, status in server.arrivals()] == [("/fapi/v1/time", 200)]
+
+
 def signed(http: requests.Session, srv: RestServer, method: str, path: str, **params) -> requests.Response:
     """A signed request by hand (the market's clock is the server's: the timestamp is always fresh)."""
     text = urlencode({**params, "timestamp": srv.market.now_ms()})
