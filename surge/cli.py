@@ -12,12 +12,23 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from surge import __version__
-from surge.config import Settings, load_settings
+from surge.cli_shared import (
+    CONTEXT,
+    SurgeGroup,
+    config_option,
+    fail,
+    number_text,
+    settings_for,
+    symbols_option,
+    text_table,
+    utc_text,
+)
+from surge.config import Settings
 from surge.errors import EXIT_OK, ConfigError, SurgeError
 
 #: GIL switch interval of the ``surge run`` process (CPython's default is 5 ms; see run_command).
@@ -28,54 +39,6 @@ if TYPE_CHECKING:
 
     from surge.exchange.orders import Credentials
     from surge.heartbeat import Heartbeat, NumberField
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def fail(message: str, code: int) -> NoReturn:
-    """Print ``surge: error: message`` on stderr and exit with ``code``: no traceback."""
-    click.echo(f"surge: error: {message}", err=True)
-    sys.exit(code)
-
-
-class SurgeGroup(click.Group):
-    """Turns every SurgeError raised by a command into its one-line message and exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SurgeError as exc:
-            fail(str(exc), exc.exit_code)
-
-
-def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--config PATH`` on every command that reads settings (same as SURGE_CONFIG)."""
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="TOML config file (default: $SURGE_CONFIG, else $SURGE_HOME/surge.toml if present).",
-    )(func)
-
-
-def settings_for(ctx: click.Context, config_path: str | None, **overrides: Any) -> Settings:
-    """Settings with this command's flags on top; a bad config raises ConfigError (exit 2)."""
-    root = ctx.find_root().params.get("config_path")
-    return load_settings(config_path=config_path or root, overrides=overrides)
-
-
-def symbols_option(text: str | None) -> list[str] | None:
-    """``--symbols A,B``: the names, upper-cased and deduplicated (None when not given). A malformed
-    name or an empty list exits 2 before any request."""
-    if text is None:
-        return None
-    from surge.universe import parse_symbol_list
-
-    wanted = parse_symbol_list(text)
-    if not wanted:
-        raise click.UsageError("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
-    return wanted
 
 
 def install_stop_handlers(stop: Callable[[], None]) -> None:
@@ -411,41 +374,6 @@ def run_command(
 HEARTBEAT_STALE_S = 30.0
 
 
-def _utc(ms: int | None) -> str:
-    """Milliseconds since the epoch as ``YYYY-mm-dd HH:MM:SS`` UTC (the exchange's clock, not local)."""
-    from datetime import UTC, datetime
-
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _num(value: float, digits: int = 8) -> str:
-    """A price or quantity with ``digits`` significant digits and never an exponent (0.00001234)."""
-    import math
-
-    text = f"{value:.{digits}g}"
-    if "e" not in text:
-        return text
-    decimals = max(0, min(16, digits - 1 - math.floor(math.log10(abs(value)))))
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int]) -> str:
-    """Columns aligned to their widest cell: numbers (column indices in ``numeric``) to the right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.rjust(w) if i in numeric else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in rows)])
-
-
 def _heartbeat_number(heartbeat: Heartbeat | None, key: NumberField) -> float | None:
     """A numeric heartbeat field, or None if absent or not a number (a hand-edited or older file)."""
     value = heartbeat.get(key) if heartbeat else None
@@ -557,7 +485,8 @@ def format_status(
         running = f"yes, pid {pid}" + (f" ({', '.join(extra)})" if extra else "")
     else:
         written = _heartbeat_number(heartbeat, "written_at")
-        running = "no" + (f" (last heartbeat {_utc(int(written * 1000))} UTC)" if written is not None else "")
+        last = f" (last heartbeat {utc_text(int(written * 1000))} UTC)" if written is not None else ""
+        running = "no" + last
     age = status["last_message_age_s"]
     rows = [
         ("running", running),
@@ -606,12 +535,12 @@ def format_signals(records: list[Any]) -> str:
         return "no signals recorded yet"
     rows = [
         [
-            _utc(r.signal.time),
+            utc_text(r.signal.time),
             r.signal.symbol,
             f"{r.signal.change_pct:+.2f}",
             f"{r.signal.volume_multiple:.2f}",
             f"{r.signal.quote_volume:,.0f}",
-            _num(r.signal.price),
+            number_text(r.signal.price),
             "entered" if r.entered else f"skipped: {r.skip_reason or '-'}",
             r.venue,
         ]
@@ -620,7 +549,7 @@ def format_signals(records: list[Any]) -> str:
     headers = ["time (UTC)", "symbol", "change %", "volume x", "quote vol", "price", "outcome", "venue"]
     if len({r.venue for r in records}) == 1:
         headers, rows = headers[:-1], [r[:-1] for r in rows]
-    return _table(headers, rows, numeric={2, 3, 4, 5})
+    return text_table(headers, rows, numeric={2, 3, 4, 5})
 
 
 @main.command("signals", context_settings=CONTEXT)
@@ -700,7 +629,7 @@ def format_positions(records: list[Any], include_closed: bool, realised: float) 
     if len({r.venue for r in records}) > 1:
         headers = [*headers, "venue"]
         rows = [[*row, r.venue] for row, r in zip(rows, records, strict=True)]
-    table = _table(headers, rows, numeric)
+    table = text_table(headers, rows, numeric)
     if not include_closed:
         return f"{table}\n{len(positions)} open position{'s' if len(positions) != 1 else ''}"
     n_closed = sum(1 for p in positions if not p.is_open)
@@ -715,14 +644,14 @@ def _open_positions(positions: list[Any]) -> tuple[list[str], list[list[str]], s
     headers = ["entered (UTC)", "symbol", "qty", "entry", "take profit", "stop loss", "fees"]
     rows = [
         [
-            _utc(p.entry_time),
+            utc_text(p.entry_time),
             p.symbol,
-            _num(p.qty),
-            _num(p.entry_price),
-            _num(p.take_profit),
-            _num(p.stop_loss),
+            number_text(p.qty),
+            number_text(p.entry_price),
+            number_text(p.take_profit),
+            number_text(p.stop_loss),
             f"{p.fees:.4f}",
-            _utc(p.deadline),
+            utc_text(p.deadline),
         ]
         for p in positions
     ]
@@ -734,12 +663,12 @@ def _all_positions(positions: list[Any]) -> tuple[list[str], list[list[str]], se
     headers = ["entered (UTC)", "symbol", "qty", "entry", "exited (UTC)", "exit", "fees", "pnl", "reason"]
     rows = [
         [
-            _utc(p.entry_time),
+            utc_text(p.entry_time),
             p.symbol,
-            _num(p.qty),
-            _num(p.entry_price),
-            _utc(p.exit_time) if p.exit_time is not None else "open",
-            _num(p.exit_price) if p.exit_price is not None else "-",
+            number_text(p.qty),
+            number_text(p.entry_price),
+            utc_text(p.exit_time) if p.exit_time is not None else "open",
+            number_text(p.exit_price) if p.exit_price is not None else "-",
             f"{p.fees:.4f}",
             f"{p.pnl:+.4f}" if p.pnl is not None else "-",
             p.exit_reason or "-",
