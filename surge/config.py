@@ -22,6 +22,8 @@ from surge.exchange.ratelimit import MAX_WEIGHT1_LIMIT
 
 DEFAULT_REST_URL = "https://fapi.binance.com"
 DEFAULT_WS_URL = "wss://fstream.binance.com/market"
+#: Binance's public data archive: 1m klines by day and month (``surge history download``)
+DEFAULT_DATA_URL = "https://data.binance.vision"
 #: ``[exchange] venue`` -> (REST base, WebSocket base). Keys of one venue do not work on another. The
 #: test venues keep the ``/market`` route too: it is the one that serves klines since 2026-04-23.
 VENUES: dict[str, tuple[str, str]] = {
@@ -155,6 +157,7 @@ class Settings:
     exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
     rest_url: str = DEFAULT_REST_URL
     ws_url: str = DEFAULT_WS_URL
+    data_url: str = DEFAULT_DATA_URL
     home: Path = field(default_factory=lambda: Path("~/.surge").expanduser())
     config_path: Path | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -325,6 +328,9 @@ def load_settings(
         **sections,
         rest_url=_check_url("SURGE_REST_URL", rest_url, ("http", "https")),
         ws_url=_check_url("SURGE_WS_URL", ws_url, ("ws", "wss")),
+        data_url=_check_url(
+            "SURGE_DATA_URL", env.get("SURGE_DATA_URL") or DEFAULT_DATA_URL, ("http", "https")
+        ),
         home=home,
         config_path=path,
         api_key=_check_secret("SURGE_API_KEY", env.get("SURGE_API_KEY")),

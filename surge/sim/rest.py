@@ -41,6 +41,7 @@ from surge.sim.account import (
     signed_weight,
     unknown_answer,
 )
+from surge.sim.archive import Archive
 from surge.sim.market import MINUTE_MS, Market
 
 WEIGHT_LIMIT_1M = 2400
@@ -266,6 +267,8 @@ class RestServer:
         #: how often the housekeeping thread lets protective (algo) orders trigger between requests
         self.account_tick_s = 0.1
         self._account_thread: threading.Thread | None = None
+        #: Binance's public data archive (``/data/...``) over the same market: see surge.sim.archive
+        self.archive = Archive(market)
         self._reset_counters()
 
     # ------------------------------------------------------------------ lifecycle
@@ -493,6 +496,13 @@ class RestServer:
         url = urlsplit(h.path)
         if url.path.startswith("/_sim/") or url.path == "/_sim":
             status, payload, headers = self._control(url.path, url.query, body)
+            h.send_all(status, payload, headers)
+            return
+        if url.path.startswith("/data/"):  # the archive is another host in production: no limiter
+            if method == "GET":
+                status, payload, headers = self.archive.get(url.path)
+            else:
+                status, payload, headers = 405, b"", {"Content-Type": "application/xml"}
             h.send_all(status, payload, headers)
             return
         with self._lock:
@@ -900,6 +910,8 @@ class RestServer:
         try:
             if name.startswith("ws/"):
                 result = self._ws_control(name[3:], args)
+            elif name.startswith("archive/"):
+                result = self.archive.control(name[len("archive/") :], args)
             else:
                 action = self._controls().get(name)
                 if action is None:

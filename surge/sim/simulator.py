@@ -98,4 +98,9 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """Observations of both servers and the market, one dict."""
-        return {"rest": self.rest.stats(), "ws": self.ws.stats(), "market": self.market.stats()}
+        return {
+            "rest": self.rest.stats(),
+            "ws": self.ws.stats(),
+            "market": self.market.stats(),
+            "archive": self.rest.archive.stats(),
+        }

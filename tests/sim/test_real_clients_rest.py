@@ -154,7 +154,7 @@ def test_simulator_lifecycle_urls_and_ws_controls_over_http() -> None:
         r = requests.get(s.rest_url + "/_sim/ws/stats", timeout=10)
         assert r.status_code == 200 and isinstance(r.json()["result"], dict)
         assert requests.get(s.rest_url + "/_sim/ws/stop", timeout=10).status_code == 400  # not a control
-        assert set(s.stats()) == {"rest", "ws", "market"}
+        assert set(s.stats()) == {"rest", "ws", "market", "archive"}
     wait_no_sim_threads(before)
 
 
