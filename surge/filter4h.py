@@ -62,6 +62,21 @@ class Rule4h:
     def from_settings(cls, s: Any) -> Rule4h:
         return cls(s.min_change_pct, s.max_change_pct, s.min_quote_volume)
 
+    @staticmethod
+    def change_pct(open_price: float, last_price: float) -> float:
+        """The current 4h candle's move so far (0 when its open is unknown)."""
+        return (last_price - open_price) / open_price * 100.0 if open_price else 0.0
+
+    def passes(self, open_price: float, last_price: float, closed_quote_volume: float) -> bool:
+        """The verdict alone: what :meth:`decide` answers, without the words (the backtest asks it for
+        every candidate signal, so it skips building the reason)."""
+        change = self.change_pct(open_price, last_price)
+        return not (
+            change < self.min_change_pct
+            or change > self.max_change_pct
+            or closed_quote_volume < self.min_quote_volume
+        )
+
     def decide(
         self,
         symbol: str,
@@ -71,7 +86,7 @@ class Rule4h:
         source: str = "klines",
     ) -> Decision:
         """Pass/fail with the reason, in the words a user reading ``--json`` output would want."""
-        change = (last_price - open_price) / open_price * 100.0 if open_price else 0.0
+        change = self.change_pct(open_price, last_price)
         reasons = []
         if change < self.min_change_pct:
             reasons.append(f"4h change {change:+.2f}% < min {self.min_change_pct:g}%")
@@ -81,7 +96,7 @@ class Rule4h:
             reasons.append(
                 f"closed 4h quote volume {_human(closed_quote_volume)} < min {_human(self.min_quote_volume)}"
             )
-        passed = not reasons
+        passed = self.passes(open_price, last_price, closed_quote_volume)  # the reasons list its failures
         if passed:
             reason = (
                 f"4h change {change:+.2f}% in [{self.min_change_pct:g}%, {self.max_change_pct:g}%], "

@@ -37,6 +37,43 @@ from surge.models import INTERVAL_MS, Kline, Signal
 MINUTE_MS = INTERVAL_MS["1m"]
 
 
+# ----------------------------------------------------------------- the decision, as pure functions
+# One copy of the rule's arithmetic: :class:`SurgeRule` decides with these, and so does the backtest
+# (``surge.backtest.signals``), whose vectorised pass only narrows the candles down to those worth asking.
+
+
+def price_surges(s: SurgeSettings, open_price: float, close: float, quote_volume: float) -> bool:
+    """The two conditions a candle decides on its own numbers: its move and its quote volume."""
+    return (
+        open_price > 0
+        and (close - open_price) / open_price * 100.0 >= s.min_change_pct
+        and quote_volume >= s.min_quote_volume
+    )
+
+
+def window_mean(volumes_newest_first: Iterable[float], lookback: int) -> float:
+    """The volume baseline: summed newest first from zero, so every caller rounds alike (a float sum
+    in another order can differ in its last bit, and a tie at the threshold would then be decided
+    differently)."""
+    return sum(volumes_newest_first) / lookback
+
+
+def volume_surges(s: SurgeSettings, volume: float, baseline: float | None) -> bool:
+    """The volume condition; no baseline (unknown history) or a zero one (a silent market) never surges."""
+    if not baseline:
+        return False
+    return volume >= s.volume_multiple * baseline
+
+
+def cooldown_ms(s: SurgeSettings) -> int:
+    return int(s.cooldown_s * 1000)
+
+
+def cooling_down(last_signal_ms: int | None, now_ms: int, cooldown: int) -> bool:
+    """True while a symbol's previous signal is less than ``cooldown`` ms old."""
+    return last_signal_ms is not None and now_ms - last_signal_ms < cooldown
+
+
 @dataclass(slots=True)
 class _SymbolState:
     volumes: dict[int, float]  # open_time -> volume of closed 1m candles
@@ -55,7 +92,7 @@ class SurgeRule:
     def __init__(self, settings: SurgeSettings) -> None:
         self.settings = settings
         self._state: dict[str, _SymbolState] = {}
-        self._cooldown_ms = int(settings.cooldown_s * 1000)
+        self._cooldown_ms = cooldown_ms(settings)
 
     # ----------------------------------------------------------------- state
 
@@ -146,8 +183,8 @@ class SurgeRule:
             else:
                 lookback = self.settings.volume_lookback
                 volumes = state.volumes  # a minute not in it is a quiet one of the stream (see missing)
-                total = sum(volumes.get(open_time - i * MINUTE_MS, 0.0) for i in range(1, lookback + 1))
-                state.baseline = total / lookback
+                window = (volumes.get(open_time - i * MINUTE_MS, 0.0) for i in range(1, lookback + 1))
+                state.baseline = window_mean(window, lookback)
         return state.baseline
 
     # ----------------------------------------------------------------- the rule
@@ -159,14 +196,12 @@ class SurgeRule:
         signal = None
         s = self.settings
         now = k.event_time or k.close_time
-        if (
-            k.open > 0
-            and (k.close - k.open) / k.open * 100.0 >= s.min_change_pct
-            and k.quote_volume >= s.min_quote_volume
-        ):
+        if price_surges(s, k.open, k.close, k.quote_volume):
             baseline = self._baseline(k.symbol, state, k.open_time)
-            in_cooldown = state.last_signal_ms is not None and now - state.last_signal_ms < self._cooldown_ms
-            if baseline and k.volume >= s.volume_multiple * baseline and not in_cooldown:
+            if volume_surges(s, k.volume, baseline) and not cooling_down(
+                state.last_signal_ms, now, self._cooldown_ms
+            ):
+                assert baseline is not None  # volume_surges is False without one
                 state.last_signal_ms = now
                 signal = Signal(
                     symbol=k.symbol,
