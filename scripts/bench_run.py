@@ -198,9 +198,11 @@ def wait_for(pred: Any, timeout: float, what: str) -> Any:
     raise SystemExit(f"bench_run: timed out waiting for {what}")
 
 
-def one_start(label: str, home: Path, sim: Sim, config: Path) -> tuple[dict[str, Any], Bot]:
+def one_start(
+    label: str, home: Path, sim: Sim, config: Path, args: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Bot]:
     sim.control("reset")
-    bot = Bot(home, sim, config)
+    bot = Bot(home, sim, config, args)
     ready_s, ready_line = bot.wait_line("ready in", 300)
     requests_ready, weight_ready = sim.weight()
     _, filter_line = bot.wait_line("4h filter:", 5)
@@ -281,6 +283,13 @@ def main() -> None:
         default=40.0,
         help="then this long with every connection pushed in the same instant (worst case)",
     )
+    ap.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="the steady-state bot runs with --record DIR (decision latency while recording; the "
+        "recording's size is reported)",
+    )
     args = ap.parse_args()
 
     sim = Sim(args.latency_ms, args.symbols)
@@ -319,7 +328,8 @@ def main() -> None:
             all_cfg = root / "all.toml"
             all_cfg.write_text(ALL_PASS)
             home2 = root / "home-all"
-            steady, bot = one_start("steady", home2, sim, all_cfg)
+            record_args = ("--record", args.record) if args.record else ()
+            steady, bot = one_start("steady", home2, sim, all_cfg, record_args)
             try:
                 time.sleep(10.0)  # let the first baselines and subscriptions settle
                 hb0, t0, cpu0 = bot.heartbeat(), time.monotonic(), bot.cpu_s()
@@ -377,6 +387,15 @@ def main() -> None:
             out["rss_mb_by_minute"] = by_minute
             out["soak_s"] = round(t1 - t0, 1)
             out["baseline"] = BASELINE
+            if args.record:
+                recorded = sum(p.stat().st_size for p in Path(args.record).glob("*.srec")) / 1e6
+                lasted_h = (time.monotonic() - bot.t0) / 3600.0
+                out["recording"] = {
+                    "dir": args.record,
+                    "mb": round(recorded, 1),
+                    "mb_per_hour": round(recorded / lasted_h, 1),
+                    "events_per_s": out["steady"]["events_per_s"],
+                }
     finally:
         sim.stop()
     print(json.dumps(out))

@@ -9,7 +9,8 @@ stream manager owns one thread per connection plus its resubscriber; one houseke
 every REST job after the start (1m backfills, 4h rescans, universe refreshes), each job opening a
 pool of at most ``filter_4h.workers`` threads only while it runs; when trading live, the order desk
 owns two (``surge-desk`` for every signed call, ``surge-desk-protect`` so both protective orders go
-out together). Nothing else.
+out together); with ``--record``, ``surge-recorder`` writes the loop's input (:mod:`surge.record`).
+Nothing else.
 
 The parts the loop drives, each in its module: :mod:`surge.startup` (the start and the stop, in
 order), :mod:`surge.backfill` (1m history for the volume baselines), :mod:`surge.filter_refresh`
@@ -52,6 +53,7 @@ from surge.heartbeat import heartbeat_of
 from surge.jobs import Housekeeper, JobFailed
 from surge.latency import LatencyWindow
 from surge.models import INTERVAL_MS, Kline, Trade
+from surge.record.recorder import Recorder
 from surge.runtime import HEARTBEAT_NAME, InstanceLock, Spell, check_lock, write_json_atomic
 from surge.startup import shutdown, start
 from surge.store import Store, StoreError
@@ -105,6 +107,7 @@ class Bot:
         stream_tuning: dict[str, Any] | None = None,
         credentials: Credentials | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        recorder: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.simulator = simulator  # an unstarted surge.sim.Simulator for --sim, started under the lock
@@ -118,6 +121,7 @@ class Bot:
             self.venue = live_venue(self.venue)
         self.stream_tuning = stream_tuning or {}
         self.clock, self._wall = clock, clock.wall
+        self.recorder = recorder  # --record: the loop's input, written off the loop (surge.record)
         self.stop_event = threading.Event()
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._store_spell = Spell(log, "writing to the database")
@@ -142,6 +146,7 @@ class Bot:
         self.started_at = clock.wall()
         self.ready_at: float | None = None
         self.start_weight = 0
+        self.start_scan: ScanResult | None = None  # the start's 4h scan (a recording begins with it)
 
         self.store: Store | None = None
         self.rest: BinanceRest | None = None
@@ -201,21 +206,12 @@ class Bot:
 
     def _loop(self) -> None:
         monotonic = self.clock.monotonic
-        deadline = monotonic() + self.duration_s if self.duration_s else math.inf
-        due = _Due(monotonic() + self.settings.filter_4h.refresh_s, monotonic() + UNIVERSE_REFRESH_S)
-        handlers: dict[type, Callable[[Any], None]] = {
-            list: self._on_klines,
-            Kline: self._on_kline,
-            StreamGap: self._on_gap,
-            Backfilled: self._on_backfilled,
-            BackfillDeferred: self.backfill.on_deferred,
-            BackfillAbandoned: self.backfill.on_abandoned,
-            Rescanned: self._on_rescanned,
-            JobFailed: _log_job_failed,
-            TradeOpened: self.on_outcome,
-            TradeVoid: self.on_outcome,
-            TradeClosed: self.on_outcome,
-        }
+        started = monotonic()
+        deadline = started + self.duration_s if self.duration_s else math.inf
+        due = self.schedule(started)
+        handlers = self.loop_handlers()
+        if self.recorder is not None:
+            handlers = self.recorder.begin(self, started, handlers)
         get = self.events.get
         next_due = -math.inf  # earliest time any periodic job is due
         while not self.stop_event.is_set():
@@ -240,6 +236,26 @@ class Bot:
                 break
             next_due = min(self._periodic(now, due), deadline)
 
+    def schedule(self, started: float) -> _Due:
+        """When the periodic jobs are first due, for a loop started at ``started`` (monotonic)."""
+        return _Due(started + self.settings.filter_4h.refresh_s, started + UNIVERSE_REFRESH_S)
+
+    def loop_handlers(self) -> dict[type, Callable[[Any], None]]:
+        """The loop's handler of each message type (a replay dispatches through the same ones)."""
+        return {
+            list: self._on_klines,
+            Kline: self._on_kline,
+            StreamGap: self._on_gap,
+            Backfilled: self._on_backfilled,
+            BackfillDeferred: self.backfill.on_deferred,
+            BackfillAbandoned: self.backfill.on_abandoned,
+            Rescanned: self._on_rescanned,
+            JobFailed: _log_job_failed,
+            TradeOpened: self.on_outcome,
+            TradeVoid: self.on_outcome,
+            TradeClosed: self.on_outcome,
+        }
+
     def _periodic(self, now: float, due: _Due) -> float:
         """The loop's periodic work at ``now``; returns when it is next due (-inf while starting:
         readiness is checked after every item)."""
@@ -247,23 +263,13 @@ class Bot:
             self._check_ready()
             if self.ready_at is not None:
                 due.heartbeat = now  # say so at once: `surge status` right after "ready" is current
-        if now >= due.exit_check:
-            due.exit_check = now + EXIT_CHECK_EVERY_S
-            self.trades.check_max_hold(self.now_ms(), self.last_price.get, self.live)
+        wall = self._wall()
+        if self.recorder is not None:
+            self.recorder.tick(now, wall)
+        self.periodic_decisions(now, wall, due)
         if now >= due.heartbeat:
             due.heartbeat = now + HEARTBEAT_EVERY_S
             self._beat()
-        if self.filters.settled(now):
-            self.apply_pass_set(self.live4h.passing())
-        if now >= due.refresh:
-            due.refresh = now + self.settings.filter_4h.refresh_s
-            self.apply_pass_set(self.live4h.passing())
-        if now >= due.universe:
-            due.universe = now + UNIVERSE_REFRESH_S
-            self.filters.submit_universe_refresh(self.now_ms(), self._scan)
-        retry = self.backfill.due(now, self.streaming_1m)
-        if retry:
-            self._submit_backfill(retry)
         if self.ready_at is None:
             return -math.inf
         return min(
@@ -274,6 +280,26 @@ class Bot:
             self.filters.next_due(),
             self.backfill.next_due(),
         )
+
+    def periodic_decisions(self, now: float, wall: float, due: _Due) -> None:
+        """The periodic work that decides (max-hold exits, filter re-evaluations) or asks for REST
+        (rescans, retried backfills), on the loop's clock readings ``now`` and ``wall``: a replay
+        calls it with the recorded ones."""
+        now_ms = int(wall * 1000) + self.clock_offset_ms
+        if now >= due.exit_check:
+            due.exit_check = now + EXIT_CHECK_EVERY_S
+            self.trades.check_max_hold(now_ms, self.last_price.get, self.live)
+        if self.filters.settled(now):
+            self.apply_pass_set(self.live4h.passing())
+        if now >= due.refresh:
+            due.refresh = now + self.settings.filter_4h.refresh_s
+            self.apply_pass_set(self.live4h.passing())
+        if now >= due.universe:
+            due.universe = now + UNIVERSE_REFRESH_S
+            self.filters.submit_universe_refresh(now_ms, self._scan)
+        retry = self.backfill.due(now, self.streaming_1m)
+        if retry:
+            self._submit_backfill(retry)
 
     def _check_ready(self) -> None:
         """Log once when the filter is known and every wanted stream is confirmed by the exchange."""

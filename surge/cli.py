@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from surge import __version__
+from surge.backtest.command import backtest_command
 from surge.cli_shared import (
     CONTEXT,
     SurgeGroup,
@@ -30,6 +31,9 @@ from surge.cli_shared import (
 )
 from surge.config import Settings
 from surge.errors import EXIT_OK, ConfigError, SurgeError
+from surge.history.command import history_group
+from surge.operator.command import report_command, watch_command
+from surge.record import DEFAULT_MAX_MB, EXPECTED_MB_PER_HOUR
 
 #: GIL switch interval of the ``surge run`` process (CPython's default is 5 ms; see run_command).
 SWITCH_INTERVAL_S = 0.0005
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 
     from surge.exchange.orders import Credentials
     from surge.heartbeat import Heartbeat, NumberField
+    from surge.record.recorder import Recorder
 
 
 def install_stop_handlers(stop: Callable[[], None]) -> None:
@@ -304,6 +309,27 @@ def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -
     "file is size-bounded, a redirected stderr is not). Errors before the log exists "
     "still go to stderr.",
 )
+@click.option(
+    "--record",
+    "record_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Record everything the decisions consume (kline frames with their receive time, the REST "
+    "backfills and 4h scans, the loop's clock) under DIR, for `surge replay DIR`: zlib-compressed "
+    f"files, one per hour, about {EXPECTED_MB_PER_HOUR} MB/hour for the whole universe (a few MB/hour "
+    "with --symbols). Written off the trading loop: if the disk fails or falls behind, what was "
+    "not recorded is logged and trading goes on.",
+)
+@click.option(
+    "--record-max-mb",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_MAX_MB,
+    show_default=True,
+    metavar="MB",
+    help="Disk bound of --record: beyond it the OLDEST recording files in DIR are deleted (a replay "
+    "needs a session's first file).",
+)
 @config_option
 @click.pass_context
 def run_command(
@@ -313,6 +339,8 @@ def run_command(
     symbols: str | None,
     live: bool,
     quiet: bool,
+    record_dir: str | None,
+    record_max_mb: float,
     config_path: str | None,
 ) -> None:
     """Run the bot: 4h filter, 1m kline streams, surge rule, paper (or live) trades.
@@ -341,6 +369,7 @@ def run_command(
     settings = settings_for(ctx, config_path)
     credentials = _check_live_opt_in(settings, live, sim)
     wanted = symbols_option(symbols)
+    recorder = _recorder(record_dir, record_max_mb)
     simulator = _run_simulator(credentials) if sim else None
     secrets = [settings.api_key, settings.api_secret]
     if credentials is not None:
@@ -359,10 +388,67 @@ def run_command(
         venue=venue,
         simulator=simulator,
         credentials=credentials,
+        recorder=recorder,
     )
     install_stop_handlers(bot.request_stop)
     bot.run()
     sys.exit(bot.exit_code)  # 4 when a live entry or close was still unresolved at the stop
+
+
+def _recorder(record_dir: str | None, max_mb: float) -> Recorder | None:
+    """The --record writer (None without it); an unusable DIR exits 2 before anything starts."""
+    if record_dir is None:
+        return None
+    from pathlib import Path
+
+    from surge.record.recorder import Recorder, check_record_dir
+
+    return Recorder(check_record_dir(Path(record_dir)), max_mb=max_mb)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@main.command("replay", context_settings=CONTEXT)
+@click.argument("directory", metavar="DIR", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help='Replay under this config instead of the recording\'s own ("what if"); SURGE_CONFIG and '
+    "$SURGE_HOME/surge.toml are not read.",
+)
+@click.pass_context
+def replay_command(ctx: click.Context, directory: str, as_json: bool, config_path: str | None) -> None:
+    """Replay a `surge run --record DIR` recording through the bot's own decision code.
+
+    The recorded kline frames, REST answers and clock readings go through the same rule, 4h filter,
+    trade flow and paper desk as in `surge run`, on virtual time, as fast as the CPU allows, into a
+    temporary database (never $SURGE_HOME/surge.db); nothing is sent anywhere and a live run replays
+    as paper. With the recording's own config (the default) it yields the run's signals and paper
+    positions exactly; with --config FILE it answers "what if" over the same market. The newest
+    session in DIR is replayed.
+
+    JSON: {"frames", "signals": [{"key", "symbol", "time", "price"}], "positions": [{"key", "symbol",
+    "entry_price", "exit_price", "exit_reason", "pnl"}], "elapsed_s"}. Exit 2: no recording in DIR
+    or not readable; exit 1: a file unreadable part way (what came before it is replayed, and shown).
+    """
+    import json
+    from pathlib import Path
+
+    from surge.errors import EXIT_RUNTIME
+    from surge.record.replay import format_report, replay
+
+    given = config_path or ctx.find_root().params.get("config_path")
+    settings = settings_for(ctx, config_path) if given else None
+    report = replay(Path(directory).expanduser(), settings)
+    click.echo(json.dumps(report.to_json()) if as_json else format_report(report))
+    for warning in report.warnings:
+        click.echo(f"surge: warning: {warning}", err=True)
+    sys.exit(EXIT_RUNTIME if report.truncated else EXIT_OK)
 
 
 # ------------------------------------------------------------------- status, signals, positions
@@ -716,3 +802,12 @@ def positions_command(
     else:
         click.echo(format_positions(records, include_closed, realised))
     sys.exit(EXIT_OK)
+
+
+# ------------------------------------------------------------------- offline and operator commands
+# Each lives in its own package (history, backtest, operator) and loads its heavy libraries
+# (pyarrow, numpy, matplotlib, rich) only when it runs, so `surge --help` and `surge run` stay light.
+main.add_command(history_group)
+main.add_command(backtest_command)
+main.add_command(report_command)
+main.add_command(watch_command)

@@ -68,12 +68,14 @@ class FilterRefresh:
 
     def start(
         self,
-        rest: BinanceRest,
+        rest: BinanceRest | None,
         store: Store,
-        housekeeper: Housekeeper,
+        housekeeper: Housekeeper | None,
         manager: MultiplexedKlineManager,
         monotonic: Callable[[], float],
     ) -> None:
+        """Without ``rest`` and ``housekeeper`` (a replay) nothing is asked of the exchange: the
+        recorded answers stand in for the rescans."""
         self._rest, self._store, self._housekeeper = rest, store, housekeeper
         self._manager, self._monotonic = manager, monotonic
 

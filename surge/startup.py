@@ -52,6 +52,7 @@ def start(bot: Bot) -> None:
     # candle closed" and max-hold check would run that far behind
     bot.clock_offset_ms = result.server_time - scan_started_ms if result.server_time else 0
     bot.filters.seed(set(result.decisions) | set(result.errors) - result.refused(), result)
+    bot.start_scan = result
     bot.start_weight = result.weight
     log_scan(result)
     bot.manager = MultiplexedKlineManager(
@@ -70,7 +71,10 @@ def start(bot: Bot) -> None:
     # would otherwise be dropped and the baseline left to the first closed candle, a minute later
     bot.housekeeper = Housekeeper(bot.events.put)
     bot.backfill.start(bot.rest, bot.housekeeper)
-    bot.filters.start(bot.rest, bot.store, bot.housekeeper, bot.manager, bot.clock.monotonic)
+    # recording: a 4h close is timed by the loop's reading of its item, the one the recording keeps
+    recorder = bot.recorder
+    monotonic = bot.clock.monotonic if recorder is None else lambda: recorder.item_mono
+    bot.filters.start(bot.rest, bot.store, bot.housekeeper, bot.manager, monotonic)
     for sym in sorted(bot.filters.universe):
         bot.manager.subscribe_kline(sym, "4h")
     bot.apply_pass_set(set(result.passed))
@@ -89,6 +93,8 @@ def shutdown(bot: Bot) -> None:
     bot.unresolved = bot.trades.stop()
     if bot.unresolved:
         bot.exit_code = EXIT_UNRESOLVED
+    if bot.recorder is not None:
+        bot.recorder.stop(timeout=1.5)  # the loop has ended: nothing more to record (2 s at worst)
     if bot.manager is not None:
         bot.manager.stop(timeout=4.0)
     if bot.housekeeper is not None:
