@@ -1,4 +1,4 @@
-"""What ``surge run`` says about itself in ``$SURGE_HOME/heartbeat.json``, for ``surge status``.
+"""What ``surge run`` says about itself in ``$SURGE_HOME/heartbeat.json``, for ``status`` and ``watch``.
 
 One definition of the file's fields for both sides: the bot writes a :class:`Heartbeat` every few
 seconds (atomically, see :func:`surge.runtime.write_json_atomic`); ``surge status``, another process,
@@ -10,10 +10,30 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
     from surge.app import Bot
+
+
+class ConnectionHealth(TypedDict):
+    """One WebSocket connection, as ``surge watch`` shows it. Ages are seconds at ``written_at``."""
+
+    name: str
+    connected: bool
+    streams: int  # confirmed by the exchange on this connection
+    last_message_age_s: float | None
+    reconnects: int
+    age_s: float  # how long the connection has been up
+
+
+class RestWeight(TypedDict):
+    """The REST request weight of this IP as the exchange last reported it (``X-MBX-USED-WEIGHT-1M``)."""
+
+    used: int  # the latest report: used in the exchange's current minute
+    peak: int  # the highest report since the start
+    limit: int  # per minute (from exchangeInfo)
+    rate_limited: int  # 429 and 418 answers seen
 
 
 class Heartbeat(TypedDict):
@@ -27,7 +47,7 @@ class Heartbeat(TypedDict):
     mode: str  # [trade] mode: "paper" or "live"
     venue: str  # whose signals and positions: "sim", the exchange's host, "live:<venue>"
     connections: int
-    streams: int
+    streams: int  # confirmed by the exchange, every connection
     threads: int
     last_message_at: float | None
     signals: int
@@ -44,6 +64,9 @@ class Heartbeat(TypedDict):
     backfills: int  # symbols whose 1m history was fetched
     backfill_pending: int
     baseline_ready: int  # passing symbols whose volume baseline is complete
+    stream_connections: list[ConnectionHealth]
+    last_prices: dict[str, float]  # the last 1m close of each open position's symbol (unrealised PnL)
+    rest_weight: RestWeight | None  # None before the REST client exists
 
 
 #: The fields a reader takes as numbers (see :func:`surge.cli.collect_status`).
@@ -85,7 +108,37 @@ def heartbeat_of(bot: Bot, *, running: bool) -> Heartbeat:
         backfills=bot.backfill.done,
         backfill_pending=len(bot.backfill.pending) + len(bot.backfill.retry),
         baseline_ready=bot.baseline_ready(),
+        stream_connections=[_connection_health(c) for c in st.get("per_connection", ())],
+        last_prices={
+            p.symbol: bot.last_price[p.symbol] for p in bot.book.positions() if p.symbol in bot.last_price
+        },
+        rest_weight=_rest_weight(bot),
     )
 
 
-__all__ = ["Heartbeat", "NumberField", "heartbeat_of"]
+def _connection_health(c: dict[str, Any]) -> ConnectionHealth:
+    """The fields of one ``stats()["per_connection"]`` entry a person watching needs."""
+    return ConnectionHealth(
+        name=str(c.get("name", "?")),
+        connected=bool(c.get("connected")),
+        streams=int(c.get("confirmed", c.get("streams", 0))),
+        last_message_age_s=c.get("last_message_age_s"),
+        reconnects=int(c.get("reconnects", 0)),
+        age_s=float(c.get("age_s", 0.0)),
+    )
+
+
+def _rest_weight(bot: Bot) -> RestWeight | None:
+    """The weight limiter's view of this IP; read without its lock (plain ints, a snapshot)."""
+    limiter = getattr(bot.rest, "limiter", None)
+    if limiter is None:
+        return None
+    return RestWeight(
+        used=limiter.last_used_weight,
+        peak=limiter.max_used_weight,
+        limit=limiter.limit,
+        rate_limited=limiter.rate_limited,
+    )
+
+
+__all__ = ["ConnectionHealth", "Heartbeat", "NumberField", "RestWeight", "heartbeat_of"]

@@ -17,4 +17,6 @@ def test_every_field_status_reads_as_a_number_is_a_heartbeat_field_of_a_number_t
 def test_the_fields_status_and_tools_rely_on_are_there() -> None:
     keys = set(Heartbeat.__annotations__)
     assert {"pid", "running", "written_at", "venue", "mode", "baseline_ready", "passing"} <= keys
-    assert len(keys) == 25
+    # what `surge watch` draws: stream health per connection, open positions' last prices, REST weight
+    assert {"stream_connections", "last_prices", "rest_weight"} <= keys
+    assert len(keys) == 28
