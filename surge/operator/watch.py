@@ -312,7 +312,14 @@ def _summary(snap: Snapshot) -> Table:
 
 
 def _table(title: str, headers: list[str], numeric: set[int]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+    )
     for i, header in enumerate(headers):
         table.add_column(header, justify="right" if i in numeric else "left", no_wrap=True)
     return table
@@ -351,9 +358,9 @@ def _positions_table(snap: Snapshot) -> RenderableType:
         "last",
         "move %",
         "unrealised",
-        "take profit",
-        "stop loss",
-        "max hold",
+        "target",
+        "stop",
+        "hold left",
     ]
     table = _table("Open positions", headers, {1, 2, 3, 4, 5, 6, 7})
     now_ms = int(snap.taken_at * 1000)
@@ -361,14 +368,14 @@ def _positions_table(snap: Snapshot) -> RenderableType:
         p = op.position
         table.add_row(
             p.symbol,
-            number_text(p.qty),
-            number_text(p.entry_price),
-            number_text(op.last_price) if op.last_price is not None else "-",
+            number_text(p.qty, 6),  # 6 significant digits: the table fits 110 columns untruncated
+            number_text(p.entry_price, 6),
+            number_text(op.last_price, 6) if op.last_price is not None else "-",
             f"{op.move_pct:+.2f}" if op.move_pct is not None else "-",
             _usdt(op.unrealised),
-            number_text(p.take_profit),
-            number_text(p.stop_loss),
-            f"in {_duration(max(0, p.deadline - now_ms) / 1000)}",
+            number_text(p.take_profit, 6),
+            number_text(p.stop_loss, 6),
+            _duration(max(0, p.deadline - now_ms) / 1000),
         )
     return table
 

@@ -106,7 +106,7 @@ def test_screen_shows_state_connections_positions_signals_weight_and_pnl() -> No
     assert re.search(r"surge-ws-2\s+DOWN\s+0\s+-\s+7\s+-", line_of(screen, "surge-ws-2"))
     # unrealised: (101 - 100) * 2 - 0.1 of entry fee
     pos = line_of(screen, "BTCUSDT  ")
-    assert re.search(r"BTCUSDT\s+2\s+100\s+101\s+\+1\.00\s+\+1\.9000\s+104\s+97\.5\s+in 50m 00s", pos)
+    assert re.search(r"BTCUSDT\s+2\s+100\s+101\s+\+1\.00\s+\+1\.9000\s+104\s+97\.5\s+50m 00s", pos)
     assert "open positions  1, unrealised +1.9000 USDT" in screen
     assert "realised today  +2.5000 USDT over 2 closed" in screen
     assert "REST weight     12 / 2400 (peak 85, 429/418 seen: 1)" in screen
