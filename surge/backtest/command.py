@@ -22,13 +22,12 @@ import click
 from surge.cli_shared import (
     CONTEXT,
     config_option,
-    fail,
     number_text,
     settings_for,
     symbols_option,
     text_table,
 )
-from surge.errors import ConfigError, SurgeError
+from surge.errors import ConfigError
 from surge.history import require_history_extra
 
 if TYPE_CHECKING:
@@ -82,26 +81,6 @@ def backtest_command(
     Signals on closed candles, entry at the close plus slippage, stop loss / take profit on the next
     candles' low / high (both in one candle: the stop), max hold, max_open_positions in time order.
     """
-    try:
-        _backtest(
-            ctx, date_from, date_to, symbols_text, config_path, as_json, plot_path, csv_path, sweeps, split
-        )
-    except SurgeError as exc:
-        fail(str(exc), exc.exit_code)
-
-
-def _backtest(
-    ctx: click.Context,
-    date_from: str | None,
-    date_to: str | None,
-    symbols_text: str | None,
-    config_path: str | None,
-    as_json: bool,
-    plot_path: str | None,
-    csv_path: str | None,
-    sweeps: tuple[str, ...],
-    split: float | None,
-) -> None:
     start_ms, end_ms = day_range(date_from, date_to)
     symbols = symbols_option(symbols_text)
     if split is not None and not 0.0 < split < 1.0:

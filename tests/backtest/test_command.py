@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from surge.backtest.command import backtest_command
 from surge.backtest.trades import MAX_HOLD
+from surge.cli import main
 from surge.history.store import HistoryStore
 from tests.backtest.candles import T0, build, flat
 from tests.backtest.test_engine import SURGE
@@ -52,7 +52,7 @@ def home(tmp_path: Path) -> Path:
 
 def invoke(home: Path, *args: str) -> Result:
     env = {"SURGE_HOME": str(home), "SURGE_CONFIG": None}
-    return CliRunner().invoke(backtest_command, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(main, ["backtest", *args], env=env, catch_exceptions=False)
 
 
 def test_json_is_the_contracts_single_run_object(home: Path) -> None:

@@ -23,26 +23,9 @@ from surge.history.command import _download, history_group
 from surge.history.store import HistoryStore
 from surge.sim import Simulator
 from surge.sim.archive import Archive
-from surge.sim.market import Market
+from tests.archive_sim import DAY, MIN, NOW, Clock, archive_simulator, ms, reset_archive
 
-MIN = 60_000
-DAY = 86_400_000
 KEYS = ["symbols", "files_downloaded", "files_skipped", "rest_requests", "candles", "elapsed_s"]
-
-
-def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-NOW = ms("2026-11-25T21:40:00")
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +35,14 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="module")
 def sim(clock: Clock) -> Iterator[Simulator]:
-    market = Market(12, seed=4, surge_interval_s=None, clock=clock)
-    s = Simulator(market=market).start()
-    try:
+    with archive_simulator(clock, seed=4) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def arch(sim: Simulator, clock: Clock) -> Iterator[Archive]:
     archive = sim.rest.archive
-    clock.t = NOW / 1000
-    archive.clear_faults()
-    archive.configure(lag_s=0, header="auto", time_unit="ms")
-    archive.reset_stats()
+    reset_archive(archive, clock)
     sim.rest.reset_stats()
     sim.rest.unban()
     yield archive

@@ -15,26 +15,7 @@ import requests
 
 from surge.sim import Simulator
 from surge.sim.archive import HEADER, Archive
-from surge.sim.market import Market
-
-DAY = 86_400_000
-
-
-class Clock:
-    """The market clock, moved by hand."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-NOW = ms("2026-11-25T21:40:00")
+from tests.archive_sim import NOW, Clock, archive_simulator, ms, reset_archive
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +25,14 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="module")
 def sim(clock: Clock) -> Iterator[Simulator]:
-    market = Market(12, seed=3, surge_interval_s=None, clock=clock)
-    s = Simulator(market=market).start()
-    try:
+    with archive_simulator(clock, seed=3) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def arch(sim: Simulator, clock: Clock) -> Iterator[Archive]:
     archive = sim.rest.archive
-    clock.t = NOW / 1000
-    archive.clear_faults()
-    archive.configure(lag_s=0, header="auto", time_unit="ms")
-    archive.reset_stats()
+    reset_archive(archive, clock)
     yield archive
     archive.clear_faults()
     archive.configure(lag_s=0, header="auto", time_unit="ms")
