@@ -166,11 +166,9 @@ class Bot:
     # ----------------------------------------------------------------- lifecycle
 
     def request_stop(self) -> None:
-        """Safe from a signal handler or any thread: the main loop notices within a tick.
-
-        From a signal handler (the main thread) during the start it raises :class:`StopRequested`,
-        which ``run()`` turns into a clean shutdown: the start does not check ``stop_event``.
-        """
+        """Safe from a signal handler or any thread: the loop notices within a tick. From a signal
+        handler during the start it raises :class:`StopRequested` (the start does not check
+        ``stop_event``), which ``run()`` turns into a clean shutdown."""
         self.stop_event.set()
         if self._starting and threading.current_thread() is threading.main_thread():
             self._starting = False
@@ -208,8 +206,8 @@ class Bot:
         monotonic = self.clock.monotonic
         started = monotonic()
         deadline = started + self.duration_s if self.duration_s else math.inf
-        due = self.schedule(started)
-        handlers = self.loop_handlers()
+        due = schedule(self, started)
+        handlers = loop_handlers(self)
         if self.recorder is not None:
             handlers = self.recorder.begin(self, started, handlers)
         get = self.events.get
@@ -235,26 +233,6 @@ class Bot:
                 log.info("--duration reached")
                 break
             next_due = min(self._periodic(now, due), deadline)
-
-    def schedule(self, started: float) -> _Due:
-        """When the periodic jobs are first due, for a loop started at ``started`` (monotonic)."""
-        return _Due(started + self.settings.filter_4h.refresh_s, started + UNIVERSE_REFRESH_S)
-
-    def loop_handlers(self) -> dict[type, Callable[[Any], None]]:
-        """The loop's handler of each message type (a replay dispatches through the same ones)."""
-        return {
-            list: self._on_klines,
-            Kline: self._on_kline,
-            StreamGap: self._on_gap,
-            Backfilled: self._on_backfilled,
-            BackfillDeferred: self.backfill.on_deferred,
-            BackfillAbandoned: self.backfill.on_abandoned,
-            Rescanned: self._on_rescanned,
-            JobFailed: _log_job_failed,
-            TradeOpened: self.on_outcome,
-            TradeVoid: self.on_outcome,
-            TradeClosed: self.on_outcome,
-        }
 
     def _periodic(self, now: float, due: _Due) -> float:
         """The loop's periodic work at ``now``; returns when it is next due (-inf while starting:
@@ -442,9 +420,8 @@ class Bot:
         return sum(1 for s in self.passing if not self.rule.missing(s, minute))
 
     def _beat(self) -> None:
-        """Every HEARTBEAT_EVERY_S: is the lock still ours, the writes a full disk held back, then the
-        heartbeat. A failed write is logged once per spell and tried again at the next beat: a full
-        disk never stops the bot (it keeps streaming, closing and protecting what it holds)."""
+        """Every HEARTBEAT_EVERY_S: the lock still ours, writes a full disk held back, the heartbeat
+        (a failed write is logged once per spell and retried: a full disk never stops the bot)."""
         assert self.lock is not None and self.desk is not None
         if not check_lock(self.lock, log):
             self.lock_lost = True
@@ -462,6 +439,28 @@ class Bot:
 
     def write_heartbeat(self, *, running: bool) -> None:
         write_json_atomic(self.settings.home / HEARTBEAT_NAME, heartbeat_of(self, running=running))
+
+
+def schedule(bot: Bot, started: float) -> _Due:
+    """When the periodic jobs are first due, for a loop started at ``started`` (monotonic)."""
+    return _Due(started + bot.settings.filter_4h.refresh_s, started + UNIVERSE_REFRESH_S)
+
+
+def loop_handlers(bot: Bot) -> dict[type, Callable[[Any], None]]:
+    """The loop's handler of each message type (a replay dispatches through the same ones)."""
+    return {
+        list: bot._on_klines,
+        Kline: bot._on_kline,
+        StreamGap: bot._on_gap,
+        Backfilled: bot._on_backfilled,
+        BackfillDeferred: bot.backfill.on_deferred,
+        BackfillAbandoned: bot.backfill.on_abandoned,
+        Rescanned: bot._on_rescanned,
+        JobFailed: _log_job_failed,
+        TradeOpened: bot.on_outcome,
+        TradeVoid: bot.on_outcome,
+        TradeClosed: bot.on_outcome,
+    }
 
 
 def _log_ready(bot: Bot, st: dict[str, Any]) -> None:

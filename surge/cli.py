@@ -371,10 +371,8 @@ def run_command(
     wanted = symbols_option(symbols)
     recorder = _recorder(record_dir, record_max_mb)
     simulator = _run_simulator(credentials) if sim else None
-    secrets = [settings.api_key, settings.api_secret]
-    if credentials is not None:
-        secrets += [credentials.api_key, credentials.api_secret]
-    setup_logging(settings.home, secrets=secrets, stderr=not quiet)
+    extra = [credentials.api_key, credentials.api_secret] if credentials is not None else []
+    setup_logging(settings.home, secrets=[settings.api_key, settings.api_secret, *extra], stderr=not quiet)
     # The strategy loop waits on a queue that the connection threads fill while they parse whole
     # chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
     # 5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
-from surge.app import Bot
+from surge.app import Bot, loop_handlers, schedule
 from surge.clock import Clock
 from surge.config import (
     Filter4hSettings,
@@ -224,8 +224,8 @@ def _replay_bot(header: Header, start: Start, settings: Settings) -> tuple[Bot, 
 
 def _feed(bot: Bot, now: VirtualTime, start: Start, records: Iterator[Any], report: ReplayReport) -> None:
     """Every record through the loop's own handlers and periodic decisions, at its clock readings."""
-    handlers = bot.loop_handlers()
-    due = bot.schedule(start.mono)
+    handlers = loop_handlers(bot)
+    due = schedule(bot, start.mono)
     frames = 0
     for record in records:
         if isinstance(record, Lost):
