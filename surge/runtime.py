@@ -39,7 +39,8 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -427,20 +428,29 @@ def tune_malloc() -> list[str]:
     return applied
 
 
+@contextmanager
+def replaced_atomically(path: Path, mode: int = 0o600) -> Iterator[str]:
+    """The name of a temporary file beside ``path`` to write; when the block ends without an error it
+    replaces ``path`` (``os.replace``), otherwise it is removed. Readers see the old file or the new
+    one, never a torn one. ``mode``: 0600 as everything in ``$SURGE_HOME``; a chart or a CSV the user
+    asked for elsewhere is 0644."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mkstemp: 0600
+    os.close(fd)
+    try:
+        yield tmp
+        if mode != 0o600:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON so that readers see the old file or the new one, never a torn one (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)  # mkstemp: 0600
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with replaced_atomically(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, separators=(",", ":"))
 
 
 class Spell:

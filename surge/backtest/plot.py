@@ -15,8 +15,6 @@ renamed, so a crash never leaves half a PNG under the wanted name.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +25,7 @@ from surge.backtest.report import equity_points, totals
 from surge.backtest.trades import Trade
 from surge.cli_shared import utc_text
 from surge.errors import SurgeError
+from surge.runtime import replaced_atomically
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -114,20 +113,10 @@ def plot_equity(trades: Sequence[Trade], start_ms: int, end_ms: int, path: Path)
     FigureCanvasAgg(fig)
     _draw(fig, trades, start_ms, end_ms)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise SurgeError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with replaced_atomically(path, mode=0o644) as tmp, open(tmp, "wb") as out:
             fig.savefig(out, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a chart is not a secret
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise SurgeError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["DPI", "FIGURE_INCHES", "plot_equity"]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 from surge.backtest.trades import Trade
 from surge.cli_shared import number_text, text_table, utc_text
 from surge.errors import SurgeError
+from surge.runtime import replaced_atomically
 
 #: The text report lists this many trades, the latest; ``--json`` and the CSV have them all.
 SHOWN_TRADES = 20
@@ -194,23 +193,16 @@ def write_trades_csv(trades: Sequence[Trade], path: Path) -> None:
     temporary file and renamed: an interrupted run never leaves half a CSV under the wanted name."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise SurgeError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        with (
+            replaced_atomically(path, mode=0o644) as tmp,
+            open(tmp, "w", newline="", encoding="utf-8") as out,
+        ):
             writer = csv.writer(out)
             writer.writerow(TRADE_FIELDS)
             for t in trades:
                 writer.writerow([getattr(t, name) for name in TRADE_FIELDS])
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a trade list is not a secret
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise SurgeError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_trades_csv(path: Path) -> list[Trade]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from surge.runtime import replaced_atomically
 from surge.universe import symbol_name_problem
 
 MINUTE_MS = 60_000
@@ -299,16 +299,10 @@ def _read_file(path: Path, names: tuple[str, ...] = COLUMNS) -> dict[str, np.nda
 def _write_file(path: Path, candles: SymbolCandles) -> None:
     """The month's candles to ``path`` through a temporary file in the same directory (0600)."""
     table = pa.Table.from_arrays([pa.array(getattr(candles, n)) for n in COLUMNS], schema=SCHEMA)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)  # mkstemp: 0600
-    os.close(fd)
-    try:
-        options = ipc.IpcWriteOptions(compression=_COMPRESSION)
-        with pa.OSFile(tmp, "wb") as sink, ipc.new_file(sink, SCHEMA, options=options) as writer:
-            writer.write_table(table, max_chunksize=max(1, len(candles)))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    options = ipc.IpcWriteOptions(compression=_COMPRESSION)
+    with (
+        replaced_atomically(path) as tmp,
+        pa.OSFile(tmp, "wb") as sink,
+        ipc.new_file(sink, SCHEMA, options=options) as writer,
+    ):
+        writer.write_table(table, max_chunksize=max(1, len(candles)))
