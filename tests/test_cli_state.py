@@ -22,6 +22,7 @@ import pytest
 
 from surge.models import Position, Signal
 from surge.store import MIGRATIONS, Store, open_store
+from tests.fake_bot import FakeBot
 
 SIGNAL_KEYS = ["time", "symbol", "change_pct", "volume_multiple", "price"]
 POSITION_KEYS = [
@@ -230,44 +231,6 @@ def test_status_counts_from_the_database_when_not_running(filled: tuple[Path, di
     human = surge(home, "status").stdout
     assert re.search(r"^running\s+no \(last heartbeat \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)$", human, re.M)
     assert re.search(r"^signals\s+4$", human, re.M) and "warning" not in human
-
-
-BOT = """
-import json, os, sys, time
-from pathlib import Path
-from surge.runtime import InstanceLock, write_json_atomic
-home = Path(sys.argv[1])
-lock = InstanceLock(home).acquire()
-for line in sys.stdin:  # each line: a heartbeat to write, the way `surge run` writes it
-    beat = json.loads(line)
-    beat.setdefault("pid", os.getpid())
-    write_json_atomic(home / "heartbeat.json", beat)
-    print("written", flush=True)
-"""
-
-
-class FakeBot:
-    """A child process that holds the lock and writes the heartbeats it is handed."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", BOT, str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.pid = self.proc.pid
-
-    def beat(self, **fields: object) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(fields) + "\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "written"  # blocks until the file is in place
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
 
 
 def test_status_while_running_then_after_kill_9(filled: tuple[Path, dict[str, Position]]) -> None:

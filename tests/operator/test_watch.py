@@ -8,8 +8,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from surge.operator.watch import (
     watch_plain,
 )
 from surge.store import SignalRecord, StoreError, open_store
+from tests.fake_bot import FakeBot
 from tests.operator.ledger import HOUR, enter, run, trade
 
 NOW = 1_764_160_000.0  # 2025-11-26 12:26:40 UTC
@@ -185,42 +184,6 @@ def test_ctrl_c_leaves_with_exit_0(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 # --------------------------------------------------------------------------- from a home
 
-BOT = """
-import json, os, sys
-from pathlib import Path
-from surge.runtime import InstanceLock, write_json_atomic
-home = Path(sys.argv[1])
-lock = InstanceLock(home).acquire()
-for line in sys.stdin:
-    beat = json.loads(line)
-    beat.setdefault("pid", os.getpid())
-    write_json_atomic(home / "heartbeat.json", beat)
-    print("written", flush=True)
-"""
-
-
-class FakeBot:
-    """A child process that holds the instance lock and writes the heartbeats it is handed."""
-
-    def __init__(self, home: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", BOT, str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.pid = self.proc.pid
-
-    def beat(self, **fields: object) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(fields) + "\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "written"
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-
 
 @pytest.fixture
 def running_home(tmp_path: Path) -> Iterator[tuple[Path, FakeBot]]:
@@ -256,7 +219,7 @@ def running_home(tmp_path: Path) -> Iterator[tuple[Path, FakeBot]]:
     try:
         yield home, bot
     finally:
-        bot.stop()
+        bot.kill()
 
 
 def test_snapshot_reads_lock_heartbeat_and_database(running_home: tuple[Path, FakeBot]) -> None:
