@@ -31,6 +31,7 @@ from surge.cli_shared import (
 )
 from surge.config import Settings
 from surge.errors import EXIT_OK, ConfigError, SurgeError
+from surge.heartbeat import number_of
 from surge.history.command import history_group
 from surge.operator.command import report_command, watch_command
 from surge.record import DEFAULT_MAX_MB, EXPECTED_MB_PER_HOUR
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from surge.exchange.orders import Credentials
-    from surge.heartbeat import Heartbeat, NumberField
+    from surge.heartbeat import Heartbeat
     from surge.record.recorder import Recorder
 
 
@@ -458,12 +459,6 @@ def replay_command(ctx: click.Context, directory: str, as_json: bool, config_pat
 HEARTBEAT_STALE_S = 30.0
 
 
-def _heartbeat_number(heartbeat: Heartbeat | None, key: NumberField) -> float | None:
-    """A numeric heartbeat field, or None if absent or not a number (a hand-edited or older file)."""
-    value = heartbeat.get(key) if heartbeat else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _duration(seconds: float) -> str:
     s = int(seconds)
     if s < 60:
@@ -485,16 +480,12 @@ def collect_status(
     """
     import time
 
-    from surge.runtime import lock_holder, read_heartbeat
+    from surge.runtime import current_heartbeat
     from surge.store import read_store
 
     now = time.time() if now is None else now
     home = settings.home
-    running, pid = lock_holder(home)
-    heartbeat = read_heartbeat(home)
-    hb_pid = _heartbeat_number(heartbeat, "pid")
-    current = running and heartbeat is not None and (pid is None or hb_pid == pid)
-    live = heartbeat if current else None
+    running, pid, heartbeat, live = current_heartbeat(home)
 
     venue = live.get("venue") if live else None
     venue = venue if isinstance(venue, str) else None
@@ -505,13 +496,13 @@ def collect_status(
             signals = store.signal_count(venue=venue)
             open_positions = store.open_position_count(venue=venue)
 
-    last_message = _heartbeat_number(live, "last_message_at")
+    last_message = number_of(live, "last_message_at")
     status = {
         "running": running,
         "pid": pid if running else None,
-        "connections": int(_heartbeat_number(live, "connections") or 0),
-        "streams": int(_heartbeat_number(live, "streams") or 0),
-        "threads": int(_heartbeat_number(live, "threads") or 0),
+        "connections": int(number_of(live, "connections") or 0),
+        "streams": int(number_of(live, "streams") or 0),
+        "threads": int(number_of(live, "threads") or 0),
         "last_message_age_s": round(max(0.0, now - last_message), 3) if last_message is not None else None,
         "signals": signals,
         "open_positions": open_positions,
@@ -527,7 +518,7 @@ def _stale_notes(home: Path, pid: int | None, live: Heartbeat | None, now: float
 
     from surge.runtime import LOCK_NAME
 
-    written = _heartbeat_number(live, "written_at")
+    written = number_of(live, "written_at")
     if written is not None:
         age = now - written
         if age > HEARTBEAT_STALE_S:
@@ -562,13 +553,13 @@ def format_status(
             for key in ("mode", "venue"):
                 if isinstance(heartbeat.get(key), str):
                     extra.append(heartbeat[key])
-            started = _heartbeat_number(heartbeat, "started_at")
+            started = number_of(heartbeat, "started_at")
             if started is not None:
                 extra.append(f"up {_duration(max(0.0, now - started))}")
         pid = status["pid"] if status["pid"] is not None else "unknown"
         running = f"yes, pid {pid}" + (f" ({', '.join(extra)})" if extra else "")
     else:
-        written = _heartbeat_number(heartbeat, "written_at")
+        written = number_of(heartbeat, "written_at")
         last = f" (last heartbeat {utc_text(int(written * 1000))} UTC)" if written is not None else ""
         running = "no" + last
     age = status["last_message_age_s"]

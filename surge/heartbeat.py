@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
@@ -73,6 +74,13 @@ class Heartbeat(TypedDict):
 NumberField = Literal[
     "pid", "written_at", "started_at", "last_message_at", "connections", "streams", "threads"
 ]
+
+
+def number_of(data: Mapping[str, Any] | None, key: str) -> float | None:
+    """A numeric field of a heartbeat (or of one of its entries) as read, or None if absent or not a
+    number (an older version's file, a hand edit)."""
+    value = data.get(key) if data else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def heartbeat_of(bot: Bot, *, running: bool) -> Heartbeat:
@@ -141,4 +149,4 @@ def _rest_weight(bot: Bot) -> RestWeight | None:
     )
 
 
-__all__ = ["ConnectionHealth", "Heartbeat", "NumberField", "RestWeight", "heartbeat_of"]
+__all__ = ["ConnectionHealth", "Heartbeat", "NumberField", "RestWeight", "heartbeat_of", "number_of"]

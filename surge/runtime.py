@@ -497,6 +497,19 @@ def read_heartbeat(home: Path) -> Heartbeat | None:
     return cast("Heartbeat", data) if isinstance(data, dict) else None
 
 
+def current_heartbeat(home: Path) -> tuple[bool, int | None, Heartbeat | None, Heartbeat | None]:
+    """(running, pid, the heartbeat as read, the running bot's heartbeat or None): what ``status`` and
+    ``watch`` tell from. Running and pid come from the lock, never from the heartbeat alone (kill -9
+    leaves a heartbeat behind but the kernel releases the lock); a heartbeat written by another pid
+    than the lock holder's is from an earlier run and is not the running bot's."""
+    from surge.heartbeat import number_of
+
+    running, pid = lock_holder(home)
+    heartbeat = read_heartbeat(home)
+    current = running and heartbeat is not None and (pid is None or number_of(heartbeat, "pid") == pid)
+    return running, pid, heartbeat, heartbeat if current else None
+
+
 # --------------------------------------------------------------------------- logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"

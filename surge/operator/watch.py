@@ -38,7 +38,7 @@ from rich.text import Text
 
 from surge.cli_shared import number_text, utc_text
 from surge.errors import SurgeError
-from surge.heartbeat import ConnectionHealth, RestWeight
+from surge.heartbeat import ConnectionHealth, RestWeight, number_of
 from surge.models import Position
 from surge.operator.report import DAY_MS
 from surge.store.ledger import SignalRecord
@@ -126,11 +126,6 @@ class Snapshot:
 # --------------------------------------------------------------------------- reading
 
 
-def _number(data: Mapping[str, Any] | None, key: str) -> float | None:
-    value = data.get(key) if data else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _text(data: Mapping[str, Any] | None, key: str) -> str | None:
     value = data.get(key) if data else None
     return value if isinstance(value, str) else None
@@ -146,10 +141,10 @@ def _connections(raw: object) -> list[ConnectionHealth]:
             ConnectionHealth(
                 name=str(c.get("name", "?")),
                 connected=c.get("connected") is True,
-                streams=int(_number(c, "streams") or 0),
-                last_message_age_s=_number(c, "last_message_age_s"),
-                reconnects=int(_number(c, "reconnects") or 0),
-                age_s=_number(c, "age_s") or 0.0,
+                streams=int(number_of(c, "streams") or 0),
+                last_message_age_s=number_of(c, "last_message_age_s"),
+                reconnects=int(number_of(c, "reconnects") or 0),
+                age_s=number_of(c, "age_s") or 0.0,
             )
         )
     return out
@@ -166,7 +161,7 @@ def _prices(raw: object) -> dict[str, float]:
 def _weight(raw: object) -> RestWeight | None:
     if not isinstance(raw, dict):
         return None
-    values = {key: _number(raw, key) for key in ("used", "peak", "limit", "rate_limited")}
+    values = {key: number_of(raw, key) for key in ("used", "peak", "limit", "rate_limited")}
     if any(v is None for v in values.values()):
         return None
     return RestWeight(
@@ -192,16 +187,13 @@ def collect_snapshot(home: Path, now: float | None = None, signals_shown: int = 
     those of the running bot's venue, else of every venue (as ``surge status`` counts them).
     Raises :class:`SurgeError` when the home or the database cannot be read.
     """
-    from surge.runtime import LOCK_NAME, lock_holder, read_heartbeat
+    from surge.runtime import LOCK_NAME, current_heartbeat
     from surge.store import read_store
     from surge.store.reports import closed_positions
 
     now = time.time() if now is None else now
-    running, pid = lock_holder(home)
-    heartbeat: Mapping[str, Any] | None = read_heartbeat(home)
-    hb_pid = _number(heartbeat, "pid")
-    current = running and heartbeat is not None and (pid is None or hb_pid == pid)
-    live = heartbeat if current else None
+    running, pid, heartbeat, live = current_heartbeat(home)
+    current = live is not None
     venue = _text(live, "venue")
     prices = _prices(live.get("last_prices")) if live else {}
 
@@ -223,17 +215,17 @@ def collect_snapshot(home: Path, now: float | None = None, signals_shown: int = 
         home=str(home),
         running=running,
         pid=pid if running else None,
-        written_at=_number(live if running else heartbeat, "written_at"),
+        written_at=number_of(live if running else heartbeat, "written_at"),
         locked_at=_mtime(home / LOCK_NAME) if running else None,
         current=current,
         mode=_text(live, "mode"),
         venue=venue,
-        started_at=_number(live, "started_at"),
+        started_at=number_of(live, "started_at"),
         connections=_connections(live.get("stream_connections")) if live else [],
-        connected=int(_number(live, "connections") or 0),
-        streams=int(_number(live, "streams") or 0),
-        last_message_at=_number(live, "last_message_at"),
-        latency_ms_p99=_number(live, "latency_ms_p99"),
+        connected=int(number_of(live, "connections") or 0),
+        streams=int(number_of(live, "streams") or 0),
+        last_message_at=number_of(live, "last_message_at"),
+        latency_ms_p99=number_of(live, "latency_ms_p99"),
         rest_weight=_weight(live.get("rest_weight")) if live else None,
         positions=positions,
         signals=signals,
