@@ -219,6 +219,20 @@ def _check_cross_field(settings: Settings) -> None:
         )
 
 
+def with_overrides(base: Settings, params: Mapping[str, Any]) -> Settings:
+    """``base`` with the dotted ``[section] key``s of ``params`` set (``{"surge.min_change_pct": 2}``),
+    checked by the same rules as the TOML file: a value out of range is a ConfigError naming the key
+    (the backtest's sweeps make their combinations this way)."""
+    sections: dict[str, Any] = {}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        current = sections.get(section, getattr(base, section))
+        sections[section] = _build_section(section, {name: value}, current)
+    settings = replace(base, **sections)
+    _check_cross_field(settings)
+    return settings
+
+
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
     """The URL without a trailing slash; one the HTTP or WebSocket client would refuse is a usage error
     here (exit 2), not an "exchange unavailable" (exit 1) after four attempts."""

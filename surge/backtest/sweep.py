@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from surge.backtest.engine import (
@@ -36,7 +36,7 @@ from surge.backtest.engine import (
 )
 from surge.backtest.report import totals
 from surge.backtest.signals import Loosest
-from surge.config import SECTIONS, Settings, TradeSettings, _build_section, _check_cross_field
+from surge.config import SECTIONS, Settings, TradeSettings, with_overrides
 from surge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -102,19 +102,6 @@ def _number(key: str, text: str) -> float | int:
     return value
 
 
-def with_params(base: Settings, params: Mapping[str, Any]) -> Settings:
-    """``base`` with the dotted keys set, checked by the config's own rules (a value out of range is a
-    ConfigError naming the key, as in the TOML file)."""
-    sections: dict[str, Any] = {}
-    for key, value in params.items():
-        section, _, name = key.partition(".")
-        current = sections.get(section, getattr(base, section))
-        sections[section] = _build_section(section, {name: value}, current)
-    settings = replace(base, **sections)
-    _check_cross_field(settings)
-    return settings
-
-
 def combinations(base: Settings, grid: Mapping[str, Sequence[float | int]]) -> list[Combination]:
     """Every combination of the grid's values, in grid order, each validated."""
     size = math.prod(len(values) for values in grid.values())
@@ -124,7 +111,7 @@ def combinations(base: Settings, grid: Mapping[str, Sequence[float | int]]) -> l
     combos = []
     for values in itertools.product(*(grid[k] for k in keys)):
         params: Params = dict(zip(keys, values, strict=True))
-        combos.append(Combination(params, with_params(base, params)))
+        combos.append(Combination(params, with_overrides(base, params)))
     return combos
 
 
