@@ -84,6 +84,7 @@ class _SymbolState:
     # (None: no run, the past is unknown) and whether that candle's final frame (x=true) came
     stream_open: int | None = None
     stream_closed: bool = False
+    complete_for: int = -1  # open_time whose whole baseline was last found known (see ready_count)
 
 
 class SurgeRule:
@@ -123,6 +124,7 @@ class SurgeRule:
         if state is not None:
             state.stream_open = None
             state.stream_closed = False
+            state.complete_for = -1  # minutes it inferred as quiet may be unknown now
 
     def observe(self, k: Kline) -> None:
         """Follow a 1m stream update of a symbol the rule does not decide on (not passing the filter):
@@ -173,7 +175,25 @@ class SurgeRule:
         quiet_after = last if state.stream_closed and last is not None else open_time
         lookback = self.settings.volume_lookback
         wanted = (open_time - i * MINUTE_MS for i in range(lookback, 0, -1))
-        return [t for t in wanted if t not in volumes and t <= quiet_after]
+        unknown = [t for t in wanted if t not in volumes and t <= quiet_after]
+        if not unknown:
+            state.complete_for = open_time
+        return unknown
+
+    def ready_count(self, symbols: Iterable[str], open_time: int) -> int:
+        """How many of ``symbols`` have the whole baseline of the candle opening at ``open_time``.
+
+        Cheap enough for the loop's heartbeat (531 symbols): a baseline found complete stays complete
+        for that minute (candles are only added; :meth:`interrupt` forgets it), and each symbol's
+        final frame of the previous minute already asked :meth:`missing` on the hot path, so only
+        the symbols still warming up pay for a full check."""
+        n = 0
+        states = self._state
+        for symbol in symbols:
+            state = states.get(symbol)
+            if (state is not None and state.complete_for == open_time) or not self.missing(symbol, open_time):
+                n += 1
+        return n
 
     def _baseline(self, symbol: str, state: _SymbolState, open_time: int) -> float | None:
         if state.baseline_for != open_time:

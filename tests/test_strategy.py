@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from surge.config import SurgeSettings
 from surge.models import Kline
@@ -203,3 +207,52 @@ def test_observe_follows_the_stream_of_a_symbol_that_does_not_pass_yet() -> None
     assert volumes[T0 + 20 * MINUTE_MS] == 10.0 and volumes[T0 + 21 * MINUTE_MS] == 0.0
     assert T0 + 22 * MINUTE_MS not in volumes  # in progress
     assert rule.missing("ABCUSDT", T0 + 22 * MINUTE_MS) == []
+
+
+def test_ready_count_remembers_a_complete_baseline_until_the_stream_is_interrupted() -> None:
+    """The heartbeat's count: a baseline found complete is not searched again that minute, and a gap
+    (interrupt) makes the minutes it had inferred as quiet unknown again."""
+    rule = SurgeRule(SETTINGS)
+    history(rule)  # minutes 0..19
+    rule.on_kline(candle(20, v=10.0))  # closed: 21 and 22 are quiet until a candle says otherwise
+    minute = T0 + 23 * MINUTE_MS
+    assert rule.ready_count(["ABCUSDT", "NEWUSDT"], minute) == 1
+    assert rule._state["ABCUSDT"].complete_for == minute
+    rule.interrupt("ABCUSDT")
+    assert rule.ready_count(["ABCUSDT"], minute) == 0  # 21 and 22 unknown again
+    rule.seed("ABCUSDT", [candle(21, v=0.0), candle(22, v=0.0)])
+    assert rule.ready_count(["ABCUSDT"], minute) == 1
+    assert rule.ready_count(["ABCUSDT"], minute + MINUTE_MS) == 0  # minute 23 itself is not known yet
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["seed", "kline", "interrupt", "forget", "ask"]),
+            st.integers(0, 40),
+            st.booleans(),
+            st.sampled_from(["AUSDT", "BUSDT"]),
+        ),
+        max_size=60,
+    )
+)
+def test_ready_count_always_equals_a_full_search(ops: list[tuple[str, int, bool, str]]) -> None:
+    rule = SurgeRule(SETTINGS)
+    symbols = ["AUSDT", "BUSDT"]
+    for op, minute, closed, symbol in ops:
+        if op == "seed":
+            rule.seed(symbol, [candle(m, symbol=symbol) for m in range(max(0, minute - 5), minute)])
+        elif op == "kline":
+            rule.on_kline(candle(minute, closed=closed, symbol=symbol))
+        elif op == "interrupt":
+            rule.interrupt(symbol)
+        elif op == "forget":
+            rule.forget(symbol)
+        else:
+            rule.ready_count(symbols, T0 + minute * MINUTE_MS)  # fills the remembered minutes
+        for m in (minute, minute + 1):
+            at = T0 + m * MINUTE_MS
+            full = copy.deepcopy(rule)  # missing() on a copy: the count below must not lean on it
+            expected = sum(1 for s in symbols if not full.missing(s, at))
+            assert rule.ready_count(symbols, at) == expected
