@@ -18,14 +18,20 @@ sees per REST request), the bot as ``python -m surge run``, exactly as a trader 
   connection gets its updates every 250 ms at its own phase, as connections on different Binance edge
   servers do; ``aligned_decision_latency_*`` is the worst case after it, every connection pushed in
   the same instant (``--aligned-s``; reported, no target).
+* ``--operator``: the steady state runs with what an unattended user turns on, notifications (every
+  event, to a local receiver that answers each message after 2 s) and ``--metrics-port`` scraped every
+  second; ``operator`` reports what arrived and the scrapes. Target unchanged: p99 <= 5 ms, threads
+  within connections + 4 plus the notifier and the metrics server.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -271,6 +277,73 @@ def aligned_latency(bot: Bot, sim: Sim, seconds: float) -> Percentiles:
         sim.control("ws/set_push_phases", mode="per_connection")
 
 
+class SlowReceiver:
+    """A notification service that takes 2 s to answer each message (apprise ``json://`` posts)."""
+
+    def __init__(self, delay_s: float = 2.0) -> None:
+        received: list[bytes] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(delay_s)  # the slow service this bench is about
+                received.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/notify"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="bench-receiver", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class Scraper:
+    """GET /metrics every second, as a Prometheus server set to a 1 s interval would."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.ok = self.failed = 0
+        self.durations_ms: list[float] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bench-scraper", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    r.read()
+                self.ok += 1
+                self.durations_ms.append((time.perf_counter() - t) * 1000)
+            except OSError:
+                self.failed += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+OPERATOR_EVENTS = '["signal", "entry", "exit", "error", "outage", "ban", "reconcile", "daily"]'
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--soak-s", type=float, default=120.0, help="steady-state run for latency and RSS")
@@ -289,6 +362,12 @@ def main() -> None:
         default=None,
         help="the steady-state bot runs with --record DIR (decision latency while recording; the "
         "recording's size is reported)",
+    )
+    ap.add_argument(
+        "--operator",
+        action="store_true",
+        help="steady state with notifications (to a receiver answering after 2 s) and metrics "
+        "scraped every second",
     )
     args = ap.parse_args()
 
@@ -328,8 +407,17 @@ def main() -> None:
             all_cfg = root / "all.toml"
             all_cfg.write_text(ALL_PASS)
             home2 = root / "home-all"
-            record_args = ("--record", args.record) if args.record else ()
-            steady, bot = one_start("steady", home2, sim, all_cfg, record_args)
+            run_args: tuple[str, ...] = ("--record", args.record) if args.record else ()
+            receiver = scraper = None
+            if args.operator:
+                receiver = SlowReceiver()
+                notify = f'[notify]\nurls = ["{receiver.url}"]\nevents = {OPERATOR_EVENTS}\n'
+                all_cfg.write_text(ALL_PASS + notify)
+                metrics_port = free_port()
+                run_args += ("--metrics-port", str(metrics_port))
+            steady, bot = one_start("steady", home2, sim, all_cfg, run_args)
+            if args.operator:
+                scraper = Scraper(metrics_port)
             try:
                 time.sleep(10.0)  # let the first baselines and subscriptions settle
                 hb0, t0, cpu0 = bot.heartbeat(), time.monotonic(), bot.cpu_s()
@@ -354,6 +442,21 @@ def main() -> None:
                 aligned = aligned_latency(bot, sim, args.aligned_s)
             finally:
                 bot.stop()
+                if scraper is not None:
+                    scraper.stop()
+                if receiver is not None:
+                    receiver.stop()
+            if scraper is not None and receiver is not None:
+                out["operator"] = {
+                    "notifications_received": len(receiver.received),
+                    "receiver_delay_s": 2.0,
+                    "scrapes_ok": scraper.ok,
+                    "scrapes_failed": scraper.failed,
+                    "scrape_ms_p50": round(statistics.median(scraper.durations_ms), 2)
+                    if scraper.durations_ms
+                    else None,
+                    "threads_target": f"<= connections + 4 + 2 = {status['connections'] + 6}",
+                }
             warm_rss = statistics.mean(rss[: max(1, min(10, len(rss)))])
             end_rss = statistics.mean(rss[-10:])
             out["steady"] = {

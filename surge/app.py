@@ -9,7 +9,9 @@ stream manager owns one thread per connection plus its resubscriber; one houseke
 every REST job after the start (1m backfills, 4h rescans, universe refreshes), each job opening a
 pool of at most ``filter_4h.workers`` threads only while it runs; when trading live, the order desk
 owns two (``surge-desk`` for every signed call, ``surge-desk-protect`` so both protective orders go
-out together); with ``--record``, ``surge-recorder`` writes the loop's input (:mod:`surge.record`).
+out together); with ``--record``, ``surge-recorder`` writes the loop's input (:mod:`surge.record`);
+with ``--metrics-port``, ``surge-metrics`` answers ``/metrics`` and ``/health`` (:mod:`surge.metrics`);
+with ``[notify] urls``, ``surge-notify`` sends the notifications (:mod:`surge.notify`).
 Nothing else.
 
 The parts the loop drives, each in its module: :mod:`surge.startup` (the start and the stop, in
@@ -38,7 +40,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from surge.backfill import BackfillAbandoned, BackfillDeferred, Backfilled, BackfillScheduler
@@ -49,10 +51,11 @@ from surge.exchange.orders import Credentials
 from surge.exchange.rest import BinanceRest, RestError
 from surge.filter4h import Filter4h, Rule4h, ScanResult
 from surge.filter_refresh import FilterRefresh, Rescanned
-from surge.heartbeat import heartbeat_of
+from surge.heartbeat import publish
 from surge.jobs import Housekeeper, JobFailed
 from surge.latency import LatencyWindow
 from surge.models import INTERVAL_MS, Kline, Trade
+from surge.notify.wiring import check as notify_check
 from surge.record.recorder import Recorder
 from surge.runtime import HEARTBEAT_NAME, InstanceLock, Spell, check_lock, write_json_atomic
 from surge.startup import shutdown, start
@@ -62,6 +65,9 @@ from surge.stream import MultiplexedKlineManager, StreamGap
 from surge.trade_flow import TradeFlow
 from surge.trading import PaperDesk, PositionBook, TradeClosed, TradeOpened, TradeVoid
 from surge.trading.desk import OrderDesk
+
+if TYPE_CHECKING:
+    from surge.metrics import MetricsServer
 
 log = logging.getLogger("surge.app")
 
@@ -153,6 +159,7 @@ class Bot:
         self.manager: MultiplexedKlineManager | None = None
         self.housekeeper: Housekeeper | None = None
         self.lock: InstanceLock | None = None
+        self.metrics: MetricsServer | None = None  # --metrics-port (set by the CLI): surge.metrics
         self.lock_lost = False  # another bot holds surge.lock now: stop, and leave its heartbeat alone
         self._starting = False
 
@@ -245,6 +252,7 @@ class Bot:
         if self.recorder is not None:
             self.recorder.tick(now, wall)
         self.periodic_decisions(now, wall, due)
+        notify_check(self, now)  # [notify]: outage, rate limit, day change (one look every 2 s)
         if now >= due.heartbeat:
             due.heartbeat = now + HEARTBEAT_EVERY_S
             self._beat()
@@ -290,12 +298,18 @@ class Bot:
     # ----------------------------------------------------------------- events
 
     def _on_klines(self, batch: list[Kline]) -> None:
-        """One chunk's klines from a connection, in arrival order (the hot path: thousands a second)."""
-        on_1m, on_4h = self._on_1m, self.filters.on_4h
+        """One chunk's klines (the hot path): its 1m updates in order, then its 4h ones, which only feed
+        filter verdicts applied after the chunk, so the 1m decisions need not wait behind them."""
+        on_1m = self._on_1m
+        later: list[Kline] = []
         for k in batch:
             if k.interval == "1m":
                 on_1m(k)
             else:
+                later.append(k)
+        if later:
+            on_4h = self.filters.on_4h
+            for k in later:
                 on_4h(k)
 
     def _on_kline(self, k: Kline) -> None:
@@ -400,13 +414,7 @@ class Bot:
     # ----------------------------------------------------------------- REST jobs (housekeeping thread)
 
     def _scan(self, symbols: Sequence[str] | None, info: Mapping[str, Any] | None = None) -> ScanResult:
-        assert self.rest is not None and self.store is not None
-        scanner = Filter4h.from_settings(
-            self.rest, self.settings.filter_4h, store=self.store, rule=self.rule4h
-        )
-        if symbols is None and self.only is not None:
-            symbols = sorted(self.only)
-        return scanner.scan(symbols, info)
+        return scan_4h(self, symbols, info)
 
     def _submit_backfill(self, symbols: list[str]) -> None:
         self.backfill.submit(symbols)
@@ -417,7 +425,7 @@ class Bot:
         """How many passing symbols have the whole volume baseline of the current minute, i.e. can
         signal right now (a read-only figure for people, tests and the benchmark)."""
         minute = self.now_ms() // MINUTE_MS * MINUTE_MS
-        return sum(1 for s in self.passing if not self.rule.missing(s, minute))
+        return self.rule.ready_count(self.passing, minute)
 
     def _beat(self) -> None:
         """Every HEARTBEAT_EVERY_S: the lock still ours, writes a full disk held back, the heartbeat
@@ -438,7 +446,16 @@ class Bot:
             self._heartbeat_spell.ok()
 
     def write_heartbeat(self, *, running: bool) -> None:
-        write_json_atomic(self.settings.home / HEARTBEAT_NAME, heartbeat_of(self, running=running))
+        write_json_atomic(self.settings.home / HEARTBEAT_NAME, publish(self, running=running))
+
+
+def scan_4h(bot: Bot, symbols: Sequence[str] | None, info: Mapping[str, Any] | None = None) -> ScanResult:
+    """A 4h scan of ``symbols`` (``None``: the universe, or ``--symbols``) with the bot's client and cache."""
+    assert bot.rest is not None and bot.store is not None
+    scanner = Filter4h.from_settings(bot.rest, bot.settings.filter_4h, store=bot.store, rule=bot.rule4h)
+    if symbols is None and bot.only is not None:
+        symbols = sorted(bot.only)
+    return scanner.scan(symbols, info)
 
 
 def schedule(bot: Bot, started: float) -> _Due:

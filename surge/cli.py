@@ -33,6 +33,7 @@ from surge.config import Settings
 from surge.errors import EXIT_OK, ConfigError, SurgeError
 from surge.heartbeat import number_of
 from surge.history.command import history_group
+from surge.notify.command import notify_command
 from surge.operator.command import report_command, watch_command
 from surge.record import DEFAULT_MAX_MB, EXPECTED_MB_PER_HOUR
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from surge.exchange.orders import Credentials
     from surge.heartbeat import Heartbeat
+    from surge.metrics import MetricsServer
     from surge.record.recorder import Recorder
 
 
@@ -331,6 +333,21 @@ def _check_live_opt_in(settings: Settings, live_flag: bool, sim: bool = False) -
     help="Disk bound of --record: beyond it the OLDEST recording files in DIR are deleted (a replay "
     "needs a session's first file).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="N",
+    help="Serve Prometheus metrics on http://HOST:N/metrics and a health check on /health (200 while "
+    "the trading loop's heartbeat is fresh, 503 otherwise). Off by default. A port in use exits 1.",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    metavar="HOST",
+    help="Address for --metrics-port (default 127.0.0.1). Any other than loopback exposes the bot's "
+    "positions and PnL to whoever can reach it (logged as a warning).",
+)
 @config_option
 @click.pass_context
 def run_command(
@@ -342,6 +359,8 @@ def run_command(
     quiet: bool,
     record_dir: str | None,
     record_max_mb: float,
+    metrics_port: int | None,
+    metrics_host: str | None,
     config_path: str | None,
 ) -> None:
     """Run the bot: 4h filter, 1m kline streams, surge rule, paper (or live) trades.
@@ -365,7 +384,7 @@ def run_command(
     if it cannot be resolved in time the run exits 4 naming it, and the next start resumes it.
     """
     from surge.app import Bot
-    from surge.runtime import setup_logging, tune_malloc
+    from surge.runtime import setup_logging
 
     settings = settings_for(ctx, config_path)
     credentials = _check_live_opt_in(settings, live, sim)
@@ -373,12 +392,9 @@ def run_command(
     recorder = _recorder(record_dir, record_max_mb)
     simulator = _run_simulator(credentials) if sim else None
     extra = [credentials.api_key, credentials.api_secret] if credentials is not None else []
-    setup_logging(settings.home, secrets=[settings.api_key, settings.api_secret, *extra], stderr=not quiet)
-    # The strategy loop waits on a queue that the connection threads fill while they parse whole
-    # chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
-    # 5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    tune_malloc()  # before any thread: weeks of running must not ratchet the memory high-water up
+    secrets = [settings.api_key, settings.api_secret, *extra, *_notify_secrets(settings)]
+    setup_logging(settings.home, secrets=secrets, stderr=not quiet)
+    _tune_for_the_loop()
     venue = "sim" if sim else None
     bot = Bot(
         settings,
@@ -389,9 +405,44 @@ def run_command(
         credentials=credentials,
         recorder=recorder,
     )
+    bot.metrics = _metrics_server(metrics_port, metrics_host)  # bound and started under the lock
     install_stop_handlers(bot.request_stop)
     bot.run()
     sys.exit(bot.exit_code)  # 4 when a live entry or close was still unresolved at the stop
+
+
+def _notify_secrets(settings: Settings) -> list[str]:
+    """The tokens of the notification URLs: redacted from the log like the API keys, whatever logs them."""
+    if not settings.notify.urls:
+        return []
+    from surge.notify.urls import secrets_of
+
+    return [secret for url in settings.notify.urls for secret in secrets_of(url)]
+
+
+def _tune_for_the_loop() -> None:
+    """The process settings of ``surge run``, before any thread.
+
+    The strategy loop waits on a queue that the connection threads fill while they parse whole
+    chunks of frames: with CPython's default 5 ms GIL switch interval a woken loop can wait up to
+    5 ms per event for its turn, which is the whole decision-latency budget. 0.5 ms costs little.
+    And weeks of running must not ratchet the memory high-water up (malloc tuning)."""
+    from surge.runtime import tune_malloc
+
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    tune_malloc()
+
+
+def _metrics_server(port: int | None, host: str | None) -> MetricsServer | None:
+    """The --metrics-port server, unbound (the bot binds it once it holds the lock: a second instance
+    exits 3, not 1 for a port in use). --metrics-host alone is a usage error: it would serve nothing."""
+    if port is None:
+        if host is not None:
+            raise ConfigError("--metrics-host needs --metrics-port: no metrics are served without a port")
+        return None
+    from surge.metrics import DEFAULT_HOST, MetricsServer
+
+    return MetricsServer(host or DEFAULT_HOST, port)
 
 
 def _recorder(record_dir: str | None, max_mb: float) -> Recorder | None:
@@ -800,3 +851,4 @@ main.add_command(history_group)
 main.add_command(backtest_command)
 main.add_command(report_command)
 main.add_command(watch_command)
+main.add_command(notify_command)

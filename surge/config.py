@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -48,6 +49,10 @@ MAX_POSITION_USDT = 1e9
 def _key(check: Callable[[Any], bool], rule: str) -> Any:
     """A dataclass field default's metadata: the check its value must pass and the rule in words."""
     return {"check": check, "rule": rule}
+
+
+#: metadata of a key whose value is a secret: an error names its type, never the value
+_SECRET = {"secret": True}
 
 
 def _between(lo: float, hi: float) -> Callable[[Any], bool]:
@@ -137,12 +142,34 @@ class ExchangeSettings:
     )
 
 
+#: ``[notify] events``: what can be sent (the default set leaves out the chatty or the optional ones).
+NOTIFY_EVENTS = ("signal", "entry", "exit", "error", "outage", "ban", "reconcile", "daily")
+DEFAULT_NOTIFY_EVENTS = ("entry", "exit", "error", "outage", "ban")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    # apprise URLs hold tokens: never in repr, never shown in an error (only their position)
+    urls: tuple[str, ...] = field(
+        default=(), repr=False, metadata=_key(lambda v: all(u.strip() for u in v), "non-empty URLs") | _SECRET
+    )
+    events: tuple[str, ...] = field(
+        default=DEFAULT_NOTIFY_EVENTS,
+        metadata=_key(lambda v: set(v) <= set(NOTIFY_EVENTS), f"names among {', '.join(NOTIFY_EVENTS)}")
+        | {"bad": lambda v: ", ".join(repr(x) for x in v if x not in NOTIFY_EVENTS)},
+    )
+    outage_s: float = field(
+        default=60.0, metadata=_key(lambda v: 0 < v <= MAX_DURATION_S, f"> 0 and at most {MAX_DURATION_S}")
+    )
+
+
 SECTIONS: dict[str, type] = {
     "filter_4h": Filter4hSettings,
     "surge": SurgeSettings,
     "trade": TradeSettings,
     "stream": StreamSettings,
     "exchange": ExchangeSettings,
+    "notify": NotifySettings,
 }
 
 
@@ -155,6 +182,7 @@ class Settings:
     trade: TradeSettings = field(default_factory=TradeSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     rest_url: str = DEFAULT_REST_URL
     ws_url: str = DEFAULT_WS_URL
     data_url: str = DEFAULT_DATA_URL
@@ -167,8 +195,14 @@ class Settings:
 # --------------------------------------------------------------------------- validation
 
 
-def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
+def _coerce(section: str, name: str, value: Any, default: Any, secret: bool = False) -> Any:
     """Check the TOML value's type against the default's; ints are accepted where floats are."""
+    if isinstance(default, tuple):  # a list of strings (TOML arrays)
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        if not ok:
+            got = type(value).__name__ if secret else _shown(value)
+            raise ConfigError(f"{section}.{name} must be a list of strings, got {got}")
+        return tuple(value)
     if isinstance(default, str):
         ok, expected = isinstance(value, str), "a string"
     elif isinstance(default, float):
@@ -203,9 +237,12 @@ def _build_section(section: str, values: Mapping[str, Any], base: Any) -> Any:
         f = known.get(name)
         if f is None:
             raise ConfigError(f"unknown config key {section}.{name} (known: {', '.join(sorted(known))})")
-        value = _coerce(section, name, value, f.default)
+        secret = f.metadata.get("secret", False)
+        value = _coerce(section, name, value, f.default, secret)
         if not f.metadata["check"](value):
-            raise ConfigError(f"{section}.{name} must be {f.metadata['rule']}, got {_shown(value)}")
+            bad = f.metadata.get("bad")
+            got = f", got {(bad or _shown)(value)}" if not secret else " (the value is not shown: tokens)"
+            raise ConfigError(f"{section}.{name} must be {f.metadata['rule']}{got}")
         changes[name] = value
     return replace(base, **changes)
 
@@ -281,6 +318,21 @@ def _check_secret(name: str, value: str | None) -> str | None:
     return value
 
 
+def _notify_urls(notify: NotifySettings, env: Mapping[str, str]) -> NotifySettings:
+    """``[notify]`` with its URLs: SURGE_NOTIFY_URLS (commas or whitespace between them) wins over
+    ``urls``. Each must be one apprise can use: a typo is exit 2 now, not a silence found out days
+    later. apprise (slow to import) is only loaded when there is a URL to check."""
+    text = env.get("SURGE_NOTIFY_URLS", "")
+    where = "SURGE_NOTIFY_URLS" if text.strip() else "notify.urls"
+    listed = re.split(r"[\s,]+", text) if text.strip() else [u.strip() for u in notify.urls]
+    urls = tuple(u for u in listed if u)
+    if urls:
+        from surge.notify.urls import check_urls
+
+        check_urls(urls, where)
+    return replace(notify, urls=urls)
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """The config file as a dict; a missing, unreadable or invalid file is a ConfigError."""
     try:
@@ -335,6 +387,7 @@ def load_settings(
         elif dotted not in ("rest_url", "ws_url"):
             raise ValueError(f"unknown override {dotted!r}")  # a programming error, not a user's
 
+    sections["notify"] = _notify_urls(sections["notify"], env)
     venue_rest, venue_ws = VENUES[sections["exchange"].venue]
     rest_url = overrides.get("rest_url") or env.get("SURGE_REST_URL") or venue_rest
     ws_url = overrides.get("ws_url") or env.get("SURGE_WS_URL") or venue_ws

@@ -124,6 +124,16 @@ def heartbeat_of(bot: Bot, *, running: bool) -> Heartbeat:
     )
 
 
+def publish(bot: Bot, *, running: bool) -> Heartbeat:
+    """:func:`heartbeat_of`, also handed to the readers in this process (``/health`` of
+    ``--metrics-port``): they learn that the loop is alive from memory, not from the file, whose
+    write may fail on a full disk while the bot trades on."""
+    beat = heartbeat_of(bot, running=running)
+    if bot.metrics is not None:
+        bot.metrics.heartbeat(beat)
+    return beat
+
+
 def _connection_health(c: dict[str, Any]) -> ConnectionHealth:
     """The fields of one ``stats()["per_connection"]`` entry a person watching needs."""
     return ConnectionHealth(
@@ -149,4 +159,12 @@ def _rest_weight(bot: Bot) -> RestWeight | None:
     )
 
 
-__all__ = ["ConnectionHealth", "Heartbeat", "NumberField", "RestWeight", "heartbeat_of", "number_of"]
+__all__ = [
+    "ConnectionHealth",
+    "Heartbeat",
+    "NumberField",
+    "RestWeight",
+    "heartbeat_of",
+    "number_of",
+    "publish",
+]

@@ -1,10 +1,12 @@
 """How ``surge run`` starts and stops: the order the parts come up in, and go down in.
 
-Start: the store, one REST client, the desk (paper, or live after the account check and the
-reconciliation), the 4h scan (which also tells the exchange's clock), then the streams and the
-housekeeping worker, and the pass set last (it submits the first 1m backfill). Stop: entries first,
-then the desk (live orders on their way are resolved, bounded), the streams, the worker, the cache
-and the final heartbeat, and the lock last. Functions over the :class:`~surge.app.Bot` they start.
+Start: the notifications (when configured, first: the start's own findings are told), the store,
+one REST client, the desk (paper, or live after the account check and the reconciliation), the 4h
+scan (which also tells the exchange's clock), then the streams and the housekeeping worker, and the
+pass set last (it submits the first 1m backfill). Stop: entries first, then the desk (live orders on
+their way are resolved, bounded), the notifications' drain (beside the rest), the streams, the
+worker, the cache and the final heartbeat, and the lock last. Functions over the
+:class:`~surge.app.Bot` they start.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from surge.exchange.orders import SignedRest, install_log_redaction
 from surge.exchange.rest import BinanceRest, ExchangeError
 from surge.filter4h import ScanResult
 from surge.jobs import Housekeeper
+from surge.notify.wiring import Notifications
 from surge.store import open_store
 from surge.stream import MultiplexedKlineManager
 from surge.trading import PaperDesk
@@ -34,7 +37,11 @@ def start(bot: Bot) -> None:
     """Store, REST client, desk, the 4h scan, the streams and the housekeeping worker: everything
     ``surge run`` needs before its loop. Raises SurgeError (an exit) when any of it fails."""
     s = bot.settings
+    # first, under the lock (a second instance sends nothing): the start's own findings are told too
+    bot.trades.notifications = Notifications.start(bot)
     bot.store = open_store(s.home)
+    if bot.metrics is not None:  # before the scan: a port in use exits at once, not after it
+        bot.metrics.start(bot)  # what does not exist yet is left out of the scrapes until it does
     # pool: the scan's workers, plus the desk's two threads placing both protective orders at once
     bot.rest = BinanceRest(s.rest_url, pool_size=s.filter_4h.workers + 2)
     if bot.only is not None:
@@ -93,6 +100,9 @@ def shutdown(bot: Bot) -> None:
     bot.unresolved = bot.trades.stop()
     if bot.unresolved:
         bot.exit_code = EXIT_UNRESOLVED
+    notifications = bot.trades.notifications
+    if notifications is not None:
+        notifications.close()  # what is queued goes out while the rest stops (bounded)
     if bot.recorder is not None:
         bot.recorder.stop(timeout=1.5)  # the loop has ended: nothing more to record (2 s at worst)
     if bot.manager is not None:
@@ -103,20 +113,30 @@ def shutdown(bot: Bot) -> None:
         bot.filters.flush_closed_4h()
     except Exception as exc:  # noqa: BLE001 - a cache write must not stop the shutdown
         log.warning("could not cache the last closed 4h candles: %s", exc)
-    try:
-        if bot.store is not None and bot.manager is not None and not bot.lock_lost:
-            bot.write_heartbeat(running=False)
-    except OSError as exc:
-        log.warning("could not write the final heartbeat: %s", exc)
+    _last_heartbeat(bot)
     if bot.rest is not None:
         bot.rest.close()
     if bot.store is not None:
         bot.store.close()
     if bot.simulator is not None:
         bot.simulator.stop()
+    if notifications is not None:
+        notifications.stop()
     if bot.lock is not None:
         bot.lock.release()
     log.info("stopped")
+
+
+def _last_heartbeat(bot: Bot) -> None:
+    """The final heartbeat (``running`` false: ``surge status`` says stopped), then the metrics
+    server, which answered ``/health`` with 503 "stopping" until now."""
+    try:
+        if bot.store is not None and bot.manager is not None and not bot.lock_lost:
+            bot.write_heartbeat(running=False)
+    except OSError as exc:
+        log.warning("could not write the final heartbeat: %s", exc)
+    if bot.metrics is not None:
+        bot.metrics.stop(timeout=1.5)
 
 
 def start_live(bot: Bot) -> OrderDesk:

@@ -150,6 +150,8 @@ class SurgeRule:
                 volumes.setdefault(quiet, 0.0)  # a REST answer, if one came, is the truth
             self._trim(state)
             state.baseline_for = -1
+        if state.complete_for > t:  # a later minute's baseline now holds this candle, unknown until it closes
+            state.complete_for = -1
         state.stream_open = t
         state.stream_closed = k.closed
 
@@ -160,8 +162,11 @@ class SurgeRule:
     def _trim(self, state: _SymbolState) -> None:
         keep = self.settings.volume_lookback + 2
         if len(state.volumes) > keep:
-            for open_time in sorted(state.volumes)[:-keep]:
+            dropped = sorted(state.volumes)[:-keep]
+            for open_time in dropped:
                 del state.volumes[open_time]
+            if dropped[-1] >= state.complete_for - self.settings.volume_lookback * MINUTE_MS:
+                state.complete_for = -1  # it took a candle of the remembered baseline
 
     def missing(self, symbol: str, open_time: int) -> list[int]:
         """Open times of the baseline candles before ``open_time`` that are not known yet.
@@ -186,7 +191,8 @@ class SurgeRule:
         Cheap enough for the loop's heartbeat (531 symbols): a baseline found complete stays complete
         for that minute (candles are only added; :meth:`interrupt` forgets it), and each symbol's
         final frame of the previous minute already asked :meth:`missing` on the hot path, so only
-        the symbols still warming up pay for a full check."""
+        the symbols still warming up pay for a full check. Whatever can make a known minute unknown
+        again forgets the remembered one: :meth:`interrupt`, a newer candle opening before it, a trim."""
         n = 0
         states = self._state
         for symbol in symbols:

@@ -13,14 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from surge.models import Position, Signal, Trade
+from surge.notify.messages import SignalSeen
 from surge.runtime import Spell
 from surge.store import Store, StoreWriteError
 from surge.strategy import SurgeRule
 from surge.trading import PaperDesk, PositionBook, TradeClosed, TradeOpened, TradeVoid
 from surge.trading.desk import OrderDesk
 from surge.trading.live import ENTRY, EXIT, client_id
+
+if TYPE_CHECKING:
+    from surge.notify.wiring import Notifications
 
 log = logging.getLogger("surge.app")
 
@@ -44,6 +49,9 @@ class TradeFlow:
         self.closing: set[str] = set()
         self.entries_open = True
         self.signals_seen = 0
+        # [notify] urls set: the bot's notifications (surge.notify.wiring, started by surge.startup);
+        # the loop's part is one non-blocking post per signal, entry and exit
+        self.notifications: Notifications | None = None
 
     def start(self, desk: PaperDesk | OrderDesk, store: Store) -> None:
         self.desk, self.store = desk, store
@@ -66,14 +74,19 @@ class TradeFlow:
             # closes and protection of what is held go on (the desks keep those in memory meanwhile)
             self.entering.pop(signal.key, None)
             self.store_spell.failed(exc, NO_ENTRY_WHILE_FULL)
-            log_signal(signal, "the database cannot record it")
+            self._signalled(signal, "the database cannot record it")
             return
         self.store_spell.ok()
         if not entered:
             self.entering.pop(signal.key, None)
             log.info("signal %s was already recorded: not entering twice", signal.key)
             return
-        log_signal(signal, None)
+        self._signalled(signal, None)
+
+    def _signalled(self, signal: Signal, refusal: str | None) -> None:
+        log_signal(signal, refusal)
+        if self.notifications is not None and self.notifications.notifier.wants("signal"):
+            self.notifications.notifier.post("signal", SignalSeen(signal, refusal))
 
     def _record_refusal(self, signal: Signal, refusal: str) -> None:
         assert self.store is not None
@@ -85,7 +98,7 @@ class TradeFlow:
         else:
             self.store_spell.ok()
         if recorded:
-            log_signal(signal, refusal)
+            self._signalled(signal, refusal)
 
     def _entering_refusal(self, symbol: str) -> str | None:
         """Entries on their way count as held: none more on the symbol, none past the limit."""
@@ -117,6 +130,8 @@ class TradeFlow:
             closed.exit_price,
             closed.pnl,
         )
+        if self.notifications is not None:
+            self.notifications.notifier.post("exit", closed)
         return True
 
     def _opened(self, outcome: TradeOpened) -> bool:
@@ -137,6 +152,8 @@ class TradeFlow:
             position.stop_loss,
             time.strftime("%H:%M:%S", time.gmtime(position.deadline / 1000)),
         )
+        if self.notifications is not None:
+            self.notifications.notifier.post("entry", position)
         return True  # an adopted position needs its prices too
 
     def close(self, position: Position, price: float | None, now_ms: int, reason: str) -> None:
