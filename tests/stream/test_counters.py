@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import fields
 
 from surge.stream.counters import StreamCounters
@@ -30,3 +31,25 @@ def test_add_copy_and_detail() -> None:
         "connect_attempts",
     ]
     assert a.detail()["connect_attempts"] == a.attempts and a.detail()["unwanted_events"] == a.unwanted
+
+
+def test_summing_counters_at_every_heartbeat_holds_no_memory() -> None:
+    """``stats()`` sums every connection's counters at each heartbeat. Built on
+    ``dataclasses.fields()``, each sum left a 13-tuple in CPython's tuple free list, about 290 kB
+    over the first quarter of an hour of a run: growth a soak cannot tell from a leak."""
+    one = StreamCounters(messages=3, events=2)
+    total = StreamCounters()
+    for _ in range(100):  # warm: whatever a first call allocates for good
+        total.add(one)
+        total.copy()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(5_000):
+            total.add(one)
+            total.copy()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert total.messages == 3 * 5_100 and total.copy() == total
+    assert grown < 8_192, grown
