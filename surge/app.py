@@ -57,7 +57,7 @@ from surge.latency import LatencyWindow
 from surge.models import INTERVAL_MS, Kline, Trade
 from surge.notify.wiring import check as notify_check
 from surge.record.recorder import Recorder
-from surge.runtime import HEARTBEAT_NAME, InstanceLock, Spell, check_lock, write_json_atomic
+from surge.runtime import HEARTBEAT_NAME, HeapTrimmer, InstanceLock, Spell, check_lock, write_json_atomic
 from surge.startup import shutdown, start
 from surge.store import Store, StoreError
 from surge.strategy import MINUTE_MS, SurgeRule
@@ -77,6 +77,7 @@ PERIODIC_MAX_DEFER_S = 0.25  # ... but periodic work overdue by this long runs e
 EXIT_CHECK_EVERY_S = 1.0
 UNIVERSE_REFRESH_S = 3600.0
 LATENCY_SAMPLES = 20_000
+HEAP = HeapTrimmer()  # the process's C heap: free pages back to the system once a minute (see runtime)
 
 
 # --------------------------------------------------------------------------- the bot
@@ -432,12 +433,12 @@ class Bot:
         (a failed write is logged once per spell and retried: a full disk never stops the bot)."""
         assert self.lock is not None and self.desk is not None
         if not check_lock(self.lock, log):
-            self.lock_lost = True
-            self.exit_code = EXIT_RUNTIME
+            self.lock_lost, self.exit_code = True, EXIT_RUNTIME
             self.stop_event.set()
             return
         if isinstance(self.desk, PaperDesk):
             self.desk.flush_unsaved()  # paper closes the database could not take
+        HEAP.tick(self.clock.monotonic())
         try:
             self.write_heartbeat(running=True)
         except (OSError, StoreError) as exc:
