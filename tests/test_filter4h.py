@@ -96,7 +96,11 @@ def test_result_is_exactly_the_arranged_pass_set(clean: Simulator) -> None:
     assert result.requests == stats["requests"]
     assert stats["max_in_flight"] <= 3
     assert stats["connections"] <= 3  # keep-alive: no connection per request
-    assert result.max_used_weight == stats["max_weight_1m"]
+    # The header is the weight of the minute a request is *answered* in: a request counted in the
+    # last instant of a minute and answered in the next carries the new minute's figure, so at most
+    # the requests in flight at that boundary (3) go unseen. Equal unless the scan spans one.
+    in_flight = stats["max_in_flight"]
+    assert stats["max_weight_1m"] - in_flight <= result.max_used_weight <= stats["max_weight_1m"]
     for d in result.decisions.values():
         assert d.reason and (
             d.passed
