@@ -143,13 +143,19 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+def _raw_client(server: MetricsServer, timeout: float) -> socket.socket:
+    """A plain TCP connection to the server, for clients that do not speak HTTP properly."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.settimeout(timeout)
+    return sock
+
+
 def test_a_silent_client_is_dropped_at_the_deadline_and_others_are_served_meanwhile(
     served: tuple[MetricsServer, Clock, Readings, threading.Event],
 ) -> None:
     server, _, _, _ = served
-    host, port = server.url.removeprefix("http://").split(":")
-    silent = socket.create_connection((host, int(port)), timeout=10)
-    silent.settimeout(0.1)
+    silent = _raw_client(server, timeout=0.1)
     try:
         t0 = time.monotonic()
         wait_for(lambda: _closed_by_server(silent), 10, "the server to drop the silent client")
@@ -166,9 +172,7 @@ def test_a_client_trickling_bytes_cannot_keep_the_server(
 ) -> None:
     """A per-recv timeout would be reset by every byte; the deadline is over the whole request."""
     server, _, _, _ = served
-    host, port = server.url.removeprefix("http://").split(":")
-    slow = socket.create_connection((host, int(port)), timeout=10)
-    slow.settimeout(0.2)  # one byte per 0.2 s, well inside any per-recv timeout
+    slow = _raw_client(server, timeout=0.2)  # one byte per 0.2 s, well inside any per-recv timeout
     request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
     sent = 0
     t0 = time.monotonic()
