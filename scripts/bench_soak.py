@@ -8,10 +8,10 @@ S`` drops every WebSocket connection every S seconds (``/_sim/ws/drop_all``). Th
 sampled every ``--sample-s`` seconds (15).
 
 Figures: ``rss_ready_mb`` (first sample once the bot is ready and every volume baseline is
-complete), ``rss_start_mb`` (first sample after ``--warmup-s`` more, 180 s: start-up allocations
-are not growth, and the first minutes still make some: the first entries and their ledger writes,
-SQLite's page cache, the first closed minute of every stream, measured at about +1.3 MB within two
-minutes of "ready" and flat after; ``warmup_growth_mb`` reports it), ``rss_end_mb``,
+complete), ``rss_start_mb`` (first sample after ``--warmup-s`` more, 180 s: the first minutes
+still allocate for good, the first entries and their ledger writes, SQLite's page cache, the first
+closed minute of every stream, about +0.3 MB in the hour-long soaks; ``warmup_growth_mb`` reports
+it, so growth from "ready" is ``rss_end_mb`` over ``rss_ready_mb``), ``rss_end_mb``,
 ``rss_growth_pct`` (end over start), ``rss_slope_mb_per_hour`` (least-squares slope over the
 second half of the samples: the trend once everything warm exists), ``reconnects`` and ``gaps``
 (from the bot's heartbeat), ``threads_max``, ``errors`` (ERROR lines and tracebacks in its log,

@@ -433,11 +433,11 @@ class HeapTrimmer:
 
     Why: glibc returns freed memory only from the top of the heap. In ``surge run`` every chunk of
     klines passes through buffers of tens of kB, and now and then something long-lived (a ledger
-    page in SQLite's cache, a dict that grew) is allocated above a freed one: the heap's resident
-    size then ratchets up by a few kB at a time, about 1 MB an hour in the hour-long soak, all of it
-    free memory. ``malloc_trim(0)`` releases every free page inside the heap too (``madvise``), so the
-    bot's RSS follows what it holds. One call costs well under a millisecond on the bot's ~10 MB heap;
-    it runs from the loop's heartbeat. Does nothing where the C library has no ``malloc_trim``.
+    page in SQLite's cache, a dict that grew) is allocated above a freed one: what was freed below it
+    stays resident, and over weeks such ratchets add up. ``malloc_trim(0)`` releases every free page
+    inside the heap too (``madvise``), so the bot's RSS follows what it holds. A call costs about a
+    millisecond on a fragmented heap several times the bot's; it runs from the loop's heartbeat.
+    Does nothing where the C library has no ``malloc_trim``.
     """
 
     def __init__(self, every_s: float = 60.0) -> None:
