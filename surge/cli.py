@@ -22,6 +22,7 @@ from surge.cli_shared import (
     CONTEXT,
     SurgeGroup,
     config_option,
+    duration_text,
     fail,
     number_text,
     settings_for,
@@ -510,15 +511,6 @@ def replay_command(ctx: click.Context, directory: str, as_json: bool, config_pat
 HEARTBEAT_STALE_S = 30.0
 
 
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
 def collect_status(
     settings: Settings, now: float | None = None
 ) -> tuple[dict[str, Any], Heartbeat | None, list[str]]:
@@ -606,7 +598,7 @@ def format_status(
                     extra.append(heartbeat[key])
             started = number_of(heartbeat, "started_at")
             if started is not None:
-                extra.append(f"up {_duration(max(0.0, now - started))}")
+                extra.append(f"up {duration_text(max(0.0, now - started))}")
         pid = status["pid"] if status["pid"] is not None else "unknown"
         running = f"yes, pid {pid}" + (f" ({', '.join(extra)})" if extra else "")
     else:

@@ -74,6 +74,16 @@ def utc_text(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000.0, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def duration_text(seconds: float) -> str:
+    """A span for people: "42s", "3m 07s", "2h 05m" (``status`` and ``watch`` show the same)."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
 def number_text(value: float, digits: int = 8) -> str:
     """A price or quantity with ``digits`` significant digits and never an exponent (0.00001234)."""
     import math

@@ -36,7 +36,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from surge.cli_shared import number_text, utc_text
+from surge.cli_shared import duration_text, number_text, utc_text
 from surge.errors import SurgeError
 from surge.heartbeat import ConnectionHealth, RestWeight, number_of
 from surge.models import Position
@@ -238,15 +238,6 @@ def collect_snapshot(home: Path, now: float | None = None, signals_shown: int = 
 # --------------------------------------------------------------------------- the screen
 
 
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s"
 
@@ -262,7 +253,7 @@ def _state_line(snap: Snapshot) -> str:
         return f"NOT RUNNING{last}"
     extra = [x for x in (snap.mode, snap.venue) if x]
     if snap.started_at is not None:
-        extra.append(f"up {_duration(max(0.0, snap.taken_at - snap.started_at))}")
+        extra.append(f"up {duration_text(max(0.0, snap.taken_at - snap.started_at))}")
     pid = snap.pid if snap.pid is not None else "unknown"
     state = f"running, pid {pid}" + (f" ({', '.join(extra)})" if extra else "")
     age = snap.heartbeat_age
@@ -335,7 +326,7 @@ def _connections_table(snap: Snapshot) -> RenderableType:
             str(c["streams"]),
             f"{_age(age)} ago" if age is not None else "-",
             str(c["reconnects"]),
-            _duration(c["age_s"]) if c["connected"] else "-",
+            duration_text(c["age_s"]) if c["connected"] else "-",
         )
     return table
 
@@ -367,7 +358,7 @@ def _positions_table(snap: Snapshot) -> RenderableType:
             _usdt(op.unrealised),
             number_text(p.take_profit, 6),
             number_text(p.stop_loss, 6),
-            _duration(max(0, p.deadline - now_ms) / 1000),
+            duration_text(max(0, p.deadline - now_ms) / 1000),
         )
     return table
 
