@@ -314,6 +314,7 @@ class Scraper:
     def __init__(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.ok = self.failed = 0
+        self.errors: list[str] = []  # the first few failures, so a failed scrape can be told apart
         self.durations_ms: list[float] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bench-scraper", daemon=True)
@@ -327,8 +328,10 @@ class Scraper:
                     r.read()
                 self.ok += 1
                 self.durations_ms.append((time.perf_counter() - t) * 1000)
-            except OSError:
+            except OSError as exc:
                 self.failed += 1
+                if len(self.errors) < 5:
+                    self.errors.append(f"{time.monotonic():.1f}: {exc!r}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -441,9 +444,9 @@ def main() -> None:
                 events_per_s = (hb1["events"] - hb0["events"]) / (hb1["written_at"] - hb0["written_at"])
                 aligned = aligned_latency(bot, sim, args.aligned_s)
             finally:
-                bot.stop()
                 if scraper is not None:
-                    scraper.stop()
+                    scraper.stop()  # first: a scrape of a bot shutting down is refused, not a failure
+                bot.stop()
                 if receiver is not None:
                     receiver.stop()
             if scraper is not None and receiver is not None:
@@ -452,6 +455,7 @@ def main() -> None:
                     "receiver_delay_s": 2.0,
                     "scrapes_ok": scraper.ok,
                     "scrapes_failed": scraper.failed,
+                    "scrape_errors": scraper.errors,
                     "scrape_ms_p50": round(statistics.median(scraper.durations_ms), 2)
                     if scraper.durations_ms
                     else None,
