@@ -394,6 +394,18 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
+def _libc_function(name: str, *argtypes: Any) -> Any:
+    """The C library's ``name`` (returning an int) with its argument types set, or None where the
+    process's C library has no such function."""
+    try:
+        func = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = list(argtypes)
+    func.restype = ctypes.c_int
+    return func
+
+
 def tune_malloc() -> list[str]:
     """Two glibc malloc settings for a process that runs for weeks; returns the ones applied.
 
@@ -414,12 +426,9 @@ def tune_malloc() -> list[str]:
     """
     if not sys.platform.startswith("linux"):
         return []
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return []
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     applied = []
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1:
         applied.append("mmap_threshold")
@@ -444,14 +453,7 @@ class HeapTrimmer:
         self.every_s = every_s
         self._next = 0.0
         self.trims = 0
-        try:
-            trim = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            self._trim = None
-        else:
-            trim.argtypes = [ctypes.c_size_t]
-            trim.restype = ctypes.c_int
-            self._trim = trim
+        self._trim = _libc_function("malloc_trim", ctypes.c_size_t)
 
     def tick(self, now: float) -> None:
         """Trim if ``every_s`` has passed since the last trim (``now``: a monotonic clock)."""
