@@ -325,7 +325,7 @@ def test_raising_callback_is_counted_and_the_stream_survives(
 
 
 def test_pings_are_answered(make_server: MakeServer, make_manager: MakeManager, market: Market) -> None:
-    srv = make_server(ping_interval_s=0.2, pong_timeout_s=1.0)
+    srv = make_server(ping_interval_s=0.2, pong_timeout_s=3.0)
     got = Collector()
     mgr = make_manager(got, ws_url=srv.url)
     mgr.subscribe_kline(market.tradable_symbols()[0], "1m")
