@@ -308,16 +308,14 @@ class Bot:
                 on_1m(k)
             else:
                 later.append(k)
+        self.latency.stamp(self._wall)  # once a chunk: see LatencyWindow.add_decided
         if later:
             on_4h = self.filters.on_4h
             for k in later:
                 on_4h(k)
 
     def _on_kline(self, k: Kline) -> None:
-        if k.interval == "1m":
-            self._on_1m(k)
-        else:
-            self.filters.on_4h(k)
+        self._on_klines([k])  # a lone kline (a replay's record of one) is a chunk of one
 
     def _on_1m(self, k: Kline) -> None:
         sym = k.symbol
@@ -335,8 +333,9 @@ class Bot:
         if k.event_time:
             # event time (exchange clock, stamped when the frame is sent) -> the decision taken: the
             # wire, parsing, the queue and the rule, i.e. what a surge waits before we act on it
-            self.latency.add(self._wall() * 1000 - k.event_time)
+            self.latency.pending.append(k.event_time)
         if signal is not None:
+            self.latency.stamp(self._wall)  # this decision's latency ends here, not after the entry
             self.trades.on_signal(signal)
         elif (
             k.closed and sym not in self.backfill.pending and self.rule.missing(sym, k.open_time + MINUTE_MS)

@@ -20,7 +20,8 @@ import pytest
 
 import surge.app as app_module
 from surge.app import Bot
-from surge.config import load_settings
+from surge.config import Settings, load_settings
+from surge.models import Kline
 from surge.runtime import InstanceLock
 from surge.sim import Simulator
 from tests.bot_harness import (
@@ -494,3 +495,36 @@ def test_exchange_clock_offset_is_taken_when_the_scan_starts(
         bot.request_stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_decisions_are_stamped_once_a_chunk_and_before_acting_on_a_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision latency of a chunk's 1m updates is taken with one clock read after the chunk
+    (not one per update), and before an entry is acted on, so the entry's own time is not counted
+    in the latency of the decisions before it; 4h updates and symbols outside the filter are no
+    decisions."""
+    bot = Bot(Settings(home=tmp_path))
+    bot.passing = {"AUSDT", "BUSDT", "DUSDT"}
+    reads: list[float] = []
+
+    def wall() -> float:
+        reads.append(2.0 + len(reads) * 0.001)  # seconds: 2,000 ms, then 2,001 ms
+        return reads[-1]
+
+    entries: list[int] = []
+    monkeypatch.setattr(bot, "_wall", wall)
+    monkeypatch.setattr(bot.rule, "on_kline", lambda k: "signal" if k.symbol == "BUSDT" else None)
+    monkeypatch.setattr(bot.trades, "on_signal", lambda _signal: entries.append(bot.latency.total))
+
+    def kline(symbol: str, interval: str = "1m") -> Kline:
+        return Kline(symbol, interval, 0, 59_999, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1, False, 1_997)
+
+    bot._on_klines([kline("AUSDT"), kline("AUSDT", "4h"), kline("CUSDT")])
+    assert (len(reads), bot.latency.total, list(bot.latency.since(0)[0])) == (1, 1, [3.0])
+    bot._on_klines([kline("AUSDT"), kline("BUSDT"), kline("DUSDT")])
+    assert entries == [3]  # A and B stamped before B's entry, D after it
+    assert len(reads) == 3 and bot.latency.total == 4
+    assert list(bot.latency.since(1)[0]) == pytest.approx([4.0, 4.0, 5.0])
+    bot._on_klines([kline("CUSDT"), kline("DUSDT", "4h")])
+    assert len(reads) == 3  # nothing decided: no clock read

@@ -2,6 +2,8 @@ import random
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from surge.latency import BIN_MS, LatencyWindow
 
@@ -76,3 +78,41 @@ def test_an_overwritten_sample_leaves_its_bin() -> None:
     for v in (1.0, 1.0, 1.0, 9.0, 9.0, 9.0):
         w.add(v)
     assert w.percentiles() == (9.01, 9.01)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.integers(1, 40),
+    chunks=st.lists(st.lists(st.integers(-200, 30), min_size=1, max_size=90), max_size=12),
+)
+def test_a_chunk_of_decisions_is_one_sample_each_in_order(size: int, chunks: list[list[int]]) -> None:
+    """add_decided writes runs as slices; the window must be what one sample per decision, in order,
+    gives: the last ``size`` of them, the same count and total, and percentiles read from a sort
+    (latencies from -5 ms, clamped to the first bin, to 225 ms, read exactly past 100 ms)."""
+    w = LatencyWindow(size)
+    model: list[float] = []
+    now = 25.0
+    for chunk in chunks:
+        w.add_decided(now, chunk)
+        model.extend(now - e for e in chunk)
+        last = model[-size:]
+        assert (len(w), w.total) == (len(last), len(model))
+        assert list(w.since(0)[0]) == last
+        ranked = sorted(last)
+
+        def edge(v: float) -> float:
+            return v if v >= 100.0 else round((max(0, int(v * 100.0)) + 1) * BIN_MS, 2)
+
+        n = len(ranked)
+        assert w.percentiles() == (edge(ranked[n // 2]), edge(ranked[min(n - 1, int(n * 0.99))]))
+
+
+def test_stamp_adds_the_pending_decisions_once() -> None:
+    w = LatencyWindow(100)
+    w.stamp(lambda: pytest.fail("no clock read without a pending decision"))
+    w.pending.extend([1_000, 1_000, 1_001])
+    w.stamp(lambda: 1.004)  # seconds: 1,004 ms
+    assert w.pending == [] and w.total == 3
+    assert list(w.since(0)[0]) == pytest.approx([4.0, 4.0, 3.0])
+    w.stamp(lambda: 9.0)
+    assert w.total == 3

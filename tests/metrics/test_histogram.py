@@ -50,11 +50,11 @@ def test_more_than_the_ring_between_two_folds_is_counted_as_unbucketed() -> None
     for i in range(350):
         w.add(0.5 if i < 300 else 2.0)  # the last 50 are slow
     folded = h.fold()
-    # what the ring still holds, less the oldest slot (the one a concurrent add may be rewriting)
-    assert folded == 99
-    assert h.unbucketed == 350 - 99
+    # what the ring still holds: no write is under way, so every slot is whole
+    assert folded == 100
+    assert h.unbucketed == 350 - 100
     assert h.count + h.unbucketed == w.total == 350
-    assert counts(h) == {0.001: 49, math.inf: 99}  # 49 fast ones left in the ring, 50 slow
+    assert counts(h) == {0.001: 50, math.inf: 100}  # 50 fast ones left in the ring, 50 slow
 
 
 def test_the_default_buckets_are_ascending_and_cover_the_5_ms_budget() -> None:
@@ -63,16 +63,39 @@ def test_the_default_buckets_are_ascending_and_cover_the_5_ms_budget() -> None:
         LatencyHistogram(LatencyWindow(4), bounds_ms=(2.0, 1.0))
 
 
-def test_since_under_a_concurrent_writer_returns_only_whole_consecutive_samples() -> None:
+def _chunks(n: int) -> list[list[int]]:
+    """``n`` event times as the loop stamps them: runs of 1 to 9 equal stamps, cut into chunks of 1 to
+    13 (a chunk holds one run, a part of one, or several)."""
+    stamps = [r for r in range(n) for _ in range(1 + r % 9)][:n]
+    chunks, k, c = [], 0, 0
+    while k < n:
+        chunks.append(stamps[k : k + 1 + c % 13])
+        k += len(chunks[-1])
+        c += 1
+    return chunks
+
+
+@pytest.mark.parametrize("writes", ["one add a sample", "chunks of runs"])
+def test_since_under_a_concurrent_writer_returns_only_whole_consecutive_samples(writes: str) -> None:
     """The loop writes while the metrics thread reads, no lock: every sample read must be one the
-    writer stored (value == its number), in order, and none counted twice or lost silently."""
+    writer stored (its value is known from its number), in order, and none counted twice or lost
+    silently, whether the loop adds one sample at a time or a chunk's runs as slices."""
     w = LatencyWindow(64)  # small: the writer laps the reader often
     n = 300_000
     done = threading.Event()
+    if writes == "one add a sample":
+        expected = [float(k) for k in range(n)]
+    else:
+        chunks = _chunks(n)
+        expected = [-float(e) for chunk in chunks for e in chunk]  # now 0 - event time
 
     def writer() -> None:
-        for k in range(n):
-            w.add(float(k))
+        if writes == "one add a sample":
+            for k in range(n):
+                w.add(float(k))
+        else:
+            for chunk in chunks:
+                w.add_decided(0.0, chunk)
         done.set()
 
     old = sys.getswitchinterval()
@@ -83,7 +106,7 @@ def test_since_under_a_concurrent_writer_returns_only_whole_consecutive_samples(
         mark, seen, lost_total = 0, 0, 0
         while not (done.is_set() and mark == w.total):
             data, lost, new_mark = w.since(mark)
-            assert list(data) == [float(k) for k in range(new_mark - len(data), new_mark)]
+            assert list(data) == expected[new_mark - len(data) : new_mark]
             assert lost == new_mark - mark - len(data) >= 0
             seen, lost_total, mark = seen + len(data), lost_total + lost, new_mark
     finally:
@@ -110,9 +133,9 @@ def test_one_slice_of_a_fold_holds_the_interpreter_briefly(monkeypatch: pytest.M
     monkeypatch.setattr(histogram_module.time, "sleep", sleep)
     h = LatencyHistogram(w)
     started = time.perf_counter()
-    assert h.fold() == 19_999  # the whole ring less its oldest slot (see the overflow test)
+    assert h.fold() == 20_000  # the whole ring (see the overflow test)
     slices = [b - a for a, b in zip([started, *yields], yields, strict=False)]
-    assert len(yields) == math.ceil(19_999 / CHUNK)
+    assert len(yields) == math.ceil(20_000 / CHUNK)
     longest = max(slices)
     print(
         f"fold of 19,999 samples: {sum(slices) * 1000:.2f} ms in {len(slices)} slices, "
