@@ -15,8 +15,13 @@ one burst, built before the manager starts, again and again. The process runs tw
 alone (a third pair of runs), divided by the events in between, is the client's cost per event:
 start-up and imports cancel out. Each figure is the median of ``--repeat`` such measurements.
 
-Usage: python scripts/bench_instructions.py --tree /tmp/old --tree . [--events 24000] [--repeat 1]
-Needs valgrind on PATH. Takes about two minutes per tree and repeat.
+``--path loop`` counts the other half of an event's cost, the strategy loop's: ``Bot._on_klines``
+(from each tree) on chunks of the same shape, every symbol passing the filter with a known volume
+baseline, so each 1m update is a decision; the chunk is built once, so nothing is subtracted. An
+event's cost in the bot is about the sum of the two figures.
+
+Usage: python scripts/bench_instructions.py --tree /tmp/old --tree . [--path loop] [--events 24000]
+[--repeat 1]. Needs valgrind on PATH. Takes about two minutes per tree and repeat (the loop: less).
 """
 
 from __future__ import annotations
@@ -171,15 +176,49 @@ def child(events: int, build_only: bool) -> None:
         sys.exit(f"only {got[0]} of {total} events arrived")
 
 
+def loop_child(events: int) -> None:
+    """The strategy loop's side: ``Bot._on_klines`` on chunks of the same shape (one update of each
+    stream, 1m and 4h, every symbol passing the filter with its volume baseline known), as the loop
+    receives them from the manager; no signal (the candles move 0.4 %)."""
+    import tempfile as _tempfile
+
+    from surge.app import Bot
+    from surge.config import Settings
+    from surge.models import Kline
+
+    minute = 60_000
+    now = int(time.time() * 1000)
+    current = now // minute * minute
+    with _tempfile.TemporaryDirectory() as home:
+        bot = Bot(Settings(home=Path(home)))
+        bot.passing = set(SYMBOLS)
+        bot.streaming_1m = set(SYMBOLS)
+        for s in SYMBOLS:
+            history = [
+                Kline(s, "1m", t, t + minute - 1, 1.0, 1.0, 1.0, 1.0, 100.0, 100.0, 10, True, 0)
+                for t in range(current - 40 * minute, current, minute)
+            ]
+            bot.rule.seed(s, history)
+        chunk = [
+            Kline(s, iv, current, current + minute - 1, 1.234, 1.244, 1.224, 1.239, 50.0, 62.0, 5, False, now)
+            for s in SYMBOLS
+            for iv in ("1m", "4h")
+        ]
+        on_klines = bot._on_klines
+        for _ in range(events // len(chunk)):
+            on_klines(chunk)
+
+
 # ----------------------------------------------------------------- the driver
 
 
-def _count(tree: Path | None, events: int, build_only: bool) -> int:
+def _count(tree: Path | None, events: int, build_only: bool, path: str = "stream") -> int:
     """Instructions of one child process under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out"]
-        cmd += [sys.executable, __file__, "--child", str(events)] + (["--build-only"] if build_only else [])
-        env = dict(os.environ)
+        cmd += [sys.executable, __file__, "--path", path, "--child", str(events)]
+        cmd += ["--build-only"] if build_only else []
+        env = dict(os.environ, PYTHONHASHSEED="0")  # the same set and dict layouts run after run
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -194,26 +233,44 @@ def _count(tree: Path | None, events: int, build_only: bool) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", action="append", type=Path, help="a directory with a surge package (repeat)")
+    ap.add_argument(
+        "--path",
+        choices=("stream", "loop"),
+        default="stream",
+        help="stream: the manager up to the batch callback (default); loop: Bot._on_klines on chunks",
+    )
     ap.add_argument("--events", type=int, default=24_000)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        child(args.child, args.build_only)
+        if args.path == "loop":
+            loop_child(args.child)
+        else:
+            child(args.child, args.build_only)
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on PATH")
     trees = args.tree or [Path(__file__).resolve().parent.parent]
     big, small = args.events, args.events // 6
     extra = (big // len(STREAMS) - small // len(STREAMS)) * len(STREAMS)
-    say(f"{extra} events between the two runs; building the frames alone first")
-    build = statistics.median(_count(None, big, True) - _count(None, small, True) for _ in range(args.repeat))
-    out: dict[str, object] = {"events_counted": extra, "build_instructions_per_event": round(build / extra)}
+    out: dict[str, object] = {"path": args.path, "events_counted": extra}
+    if args.path == "stream":
+        say(f"{extra} events between the two runs; building the frames alone first")
+        build = statistics.median(
+            _count(None, big, True) - _count(None, small, True) for _ in range(args.repeat)
+        )
+        out["build_instructions_per_event"] = round(build / extra)
+    else:
+        build = 0  # the loop's chunk is built once, before the events: it cancels out
     per_tree = {}
     for tree in trees:
         say(f"tree {tree}")
-        diffs = [_count(tree, big, False) - _count(tree, small, False) for _ in range(args.repeat)]
+        diffs = [
+            _count(tree, big, False, args.path) - _count(tree, small, False, args.path)
+            for _ in range(args.repeat)
+        ]
         per_tree[str(tree)] = round((statistics.median(diffs) - build) / extra)
     out["instructions_per_event"] = per_tree
     if len(per_tree) > 1:
