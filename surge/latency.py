@@ -32,7 +32,7 @@ TOP_BIN = 10_000
 class LatencyWindow:
     """A ring of the last ``size`` latencies (ms) with their median and 99th percentile."""
 
-    __slots__ = ("_bins", "_buf", "_count", "_counts", "_next", "_reserved", "_size", "_total", "pending")
+    __slots__ = ("_bins", "_buf", "_count", "_counts", "_reserved", "_size", "_total", "pending")
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -41,7 +41,6 @@ class LatencyWindow:
         self._buf = array("d", bytes(8 * size))
         self._bins = array("H", bytes(2 * size))  # each sample's bin, to take it out when overwritten
         self._counts = array("q", bytes(8 * (TOP_BIN + 1)))  # samples in the window per bin
-        self._next = 0
         self._count = 0
         self._total = 0  # samples ever added; raised after the sample is stored (see since())
         self._reserved = 0  # raised before samples are stored: those below it minus size may be gone
@@ -100,7 +99,6 @@ class LatencyWindow:
             self._buf[i:j] = array("d", (ms,)) * (j - i)
             left -= j - i
             i = 0 if j == size else j
-        self._next = (total + n) % size
         self._total = total + n  # last: a reader that sees the new total sees the samples
 
     @property
