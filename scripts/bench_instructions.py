@@ -180,7 +180,6 @@ def loop_child(events: int) -> None:
     """The strategy loop's side: ``Bot._on_klines`` on chunks of the same shape (one update of each
     stream, 1m and 4h, every symbol passing the filter with its volume baseline known), as the loop
     receives them from the manager; no signal (the candles move 0.4 %)."""
-    import tempfile as _tempfile
 
     from surge.app import Bot
     from surge.config import Settings
@@ -189,7 +188,7 @@ def loop_child(events: int) -> None:
     minute = 60_000
     now = int(time.time() * 1000)
     current = now // minute * minute
-    with _tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home:
         bot = Bot(Settings(home=Path(home)))
         bot.passing = set(SYMBOLS)
         bot.streaming_1m = set(SYMBOLS)
