@@ -88,7 +88,8 @@ class Connection:
         self.last_e: dict[str, int] = {}  # stream -> last event time received on this connection
         self.limiter = SlidingWindow(tuning.max_msgs_per_s, 1.0)
         self.counters = StreamCounters()
-        self.handover: Handover | None = None  # set on both sides of a rotation while it lasts
+        # set on both sides of a rotation while it lasts; the replacement clears it once caught up
+        self.handover: Handover | None = None
         self.predecessor: Connection | None = None  # the connection this one replaces, during a rotation
         self.retiring = False
         self._delivery = KlineDelivery(
@@ -348,10 +349,13 @@ class Connection:
                 data = bytes(view[:n])
                 chunk = read_frames(data, n)
                 counters.messages += chunk.frames
-                if deliver(chunk.messages, self.handover):
+                handover = self.handover
+                if deliver(chunk.messages, handover):
                     self.last_event_rx = now
                     if not routed.is_set():
                         routed.set()
+                if handover is not None and handover.caught_up(self.last_e, self.streams.deliver, now):
+                    self.handover = None
                 if chunk.pings or chunk.close is not None or chunk.error is not None:
                     self._control(ws, chunk)
                 have = n - chunk.consumed

@@ -362,7 +362,11 @@ class MultiplexedKlineManager:
         with self._lock:
             if self._retiring or self._stopping:
                 return
-            due = [c for c in self._slots.values() if c.connected and c.age_s(now) >= t.max_connection_age_s]
+            due = [
+                c
+                for c in self._slots.values()
+                if c.connected and c.handover is None and c.age_s(now) >= t.max_connection_age_s
+            ]
             if not due:
                 return
             old = max(due, key=lambda c: c.age_s(now))
@@ -395,13 +399,14 @@ class MultiplexedKlineManager:
         with self._lock:
             items = [(old, self._successor[oid]) for oid, old in self._retiring.items()]
         for old, new in items:
-            if new.handover is None:
+            h = new.handover
+            if h is None:
                 continue
             if not old.alive:
                 if old.join(0.0):
-                    self._finish_rotation(old, new, new.handover)
+                    self._finish_rotation(old, new, h)
             elif not old.stopping:
-                self._close_if_settled(old, new, new.handover)
+                self._close_if_settled(old, new, h)
 
     def _close_if_settled(self, old: Connection, new: Connection, h: Handover) -> None:
         """Stop ``old`` once ``new`` carries everything and delivered (or the overlap ran long enough)."""
@@ -435,8 +440,7 @@ class MultiplexedKlineManager:
                         gap.setdefault(since, []).append(s)
                     else:
                         new.streams.mark_down(s, since)
-        h.old_acked = True
-        new.handover = None
+        h.old_ended()  # new.handover stays until the replacement caught up (see Handover.caught_up)
         new.predecessor = None
         for since, streams in gap.items():
             self._emit_gap(new, frozenset(streams), since, now_ms, "rotation")

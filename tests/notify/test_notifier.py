@@ -176,6 +176,8 @@ def test_a_failed_service_is_backed_off_and_told_what_it_missed(
     assert bad.requests == 1  # skipped, not waited on
     bad.mode, now[0] = "ok", 11.0
     notifier.post("error", "third")
-    wait_for(lambda: bad.requests == 2, what="the retry after the back-off")
+    # both services, not the first alone: the good one is sent to after the bad one (CI once read
+    # its last message between the two sends)
+    wait_for(lambda: bad.requests == 2 and good.requests == 3, what="the retry after the back-off")
     assert "third\n(1 earlier message(s) could not be delivered here)" in bad.messages()[-1]
     assert good.messages()[-1].endswith("third")

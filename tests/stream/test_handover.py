@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surge.stream.handover import Handover
+from surge.stream.handover import CATCH_UP_S, Handover
 
 
 def test_the_new_connection_waits_for_the_old_one_then_only_newer_events_pass() -> None:
@@ -15,3 +15,29 @@ def test_the_new_connection_waits_for_the_old_one_then_only_newer_events_pass() 
     assert h.old_acked
     assert not h.admit(2, "s", 5)  # the old one delivered E=5 already
     assert h.admit(2, "s", 6) and not h.admit(1, "s", 6) and h.admit(1, "s", 7)
+
+
+def test_the_replacement_keeps_deduping_after_the_old_one_ended_until_it_caught_up() -> None:
+    # The old connection ran ahead: it delivered E=7 and ended while the replacement had received
+    # E=5 only. Its late copies of 6 and 7 must not reach the consumer a second time (CI once saw a
+    # repeated event right after a rotation, when the handover was dropped as the old one ended).
+    h = Handover(old_id=1, old_last_e={"s": 5, "t": 9})
+    h.ack_old(1)
+    assert h.admit(1, "s", 6) and h.admit(1, "s", 7)
+    h.old_ended()
+    new_last_e = {"s": 5}
+    deliver = {"s"}  # "t" is no longer delivered: it does not hold the handover
+    now = h.old_ended_at or 0.0
+    assert not h.caught_up(new_last_e, deliver, now)
+    assert not h.admit(2, "s", 6) and not h.admit(2, "s", 7)
+    new_last_e["s"] = 7
+    assert h.caught_up(new_last_e, deliver, now) and h.admit(2, "s", 8)
+
+
+def test_a_silent_stream_ends_the_handover_after_catch_up_s() -> None:
+    h = Handover(old_id=1, old_last_e={"s": 5})
+    assert not h.caught_up({}, {"s"}, 1e12)  # the old connection has not ended: never
+    h.old_ended()
+    ended = h.old_ended_at or 0.0
+    assert not h.caught_up({}, {"s"}, ended + CATCH_UP_S / 2)
+    assert h.caught_up({}, {"s"}, ended + CATCH_UP_S)
