@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-
 #: How long after the old connection ended the replacement may still hold a late copy of an event
 #: the old one delivered. Past it the replacement is far behind the exchange anyway (its silence
 #: check is what deals with that), and a stream that went quiet must not keep the dedupe on.
