@@ -162,6 +162,10 @@ class Connection:
         """Monotonic time of the last sign of life: data, or an answered probe (quiet thin streams)."""
         return max(self.last_event_rx, self._liveness.answered_at)
 
+    def due_for_rotation(self, now: float) -> bool:
+        """Up past ``max_connection_age_s``, and not still catching up after its own rotation."""
+        return self.connected and not self.handover and self.age_s(now) >= self.tuning.max_connection_age_s
+
     def age_s(self, now: float | None = None) -> float:
         """Seconds since the current socket opened (0 while down)."""
         if not self.connected_at:

@@ -357,16 +357,11 @@ class MultiplexedKlineManager:
     def _rotate_if_due(self) -> None:
         """Start replacing the oldest connection past ``max_connection_age_s`` (one at a time, so a
         fleet opened together does not reconnect together)."""
-        t = self.tuning
         now = time.monotonic()
         with self._lock:
             if self._retiring or self._stopping:
                 return
-            due = [
-                c
-                for c in self._slots.values()
-                if c.connected and c.handover is None and c.age_s(now) >= t.max_connection_age_s
-            ]
+            due = [c for c in self._slots.values() if c.due_for_rotation(now)]
             if not due:
                 return
             old = max(due, key=lambda c: c.age_s(now))
