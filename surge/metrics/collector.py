@@ -166,7 +166,7 @@ class BotCollector:
             ledger = self._ledger
             values = (
                 ledger.signal_count(venue=venue),
-                entry_count(ledger, venue),
+                ledger.position_count(venue=venue),
                 ledger.realised_pnl(venue=venue),
             )
         except StoreError as exc:
@@ -177,16 +177,6 @@ class BotCollector:
         return values
 
 
-def entry_count(ledger: Store, venue: str) -> int:
-    """Positions ever entered on ``venue``: one row each in ``positions``, open or closed.
-
-    A count in SQL, not ``len(positions(include_closed=True))``: months of trades would be loaded and
-    turned into objects at every scrape. Through the ledger's own read helper, as the store's
-    ``reports`` module does."""
-    rows = ledger._read("SELECT count(*) FROM positions WHERE venue = ?", (venue,))
-    return int(rows[0][0]) if rows else 0
-
-
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
@@ -195,4 +185,4 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-__all__ = ["BotCollector", "entry_count"]
+__all__ = ["BotCollector"]

@@ -269,6 +269,13 @@ class TradeLedger(Database):
         rows = self._read(f"SELECT count(*) FROM signals {where}", params)
         return int(rows[0][0]) if rows else 0
 
+    def position_count(self, *, venue: str | None = None) -> int:
+        """Positions ever entered (on ``venue``), open or closed: a count in SQL, so a scrape every
+        second does not load months of trades as objects."""
+        where, params = _venue_filter(venue)
+        rows = self._read(f"SELECT count(*) FROM positions {where}", params)
+        return int(rows[0][0]) if rows else 0
+
     def open_position_count(self, *, venue: str | None = None) -> int:
         """How many positions have no exit yet (``surge status`` without loading them)."""
         where, params = _venue_filter(venue, "WHERE exit_time IS NULL")

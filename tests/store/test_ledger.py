@@ -118,6 +118,7 @@ def test_close_position_is_idempotent_and_counts_in_pnl(tmp_path: Path) -> None:
         assert store.positions(True, limit=2) == [pos(c), loss]
         assert store.realised_pnl() == pytest.approx(win.pnl + loss.pnl)  # type: ignore[operator]
         assert store.open_position_count() == 1
+        assert store.position_count() == 3  # every position entered, open or closed
 
 
 def test_signals_newest_first_and_last_times_per_symbol(tmp_path: Path) -> None:
@@ -156,6 +157,7 @@ def test_venues_keep_simulated_and_real_state_apart(tmp_path: Path) -> None:
         store.close_position(closed(pos(s), 101.0), venue="sim")
         store.close_position(closed(pos(s, qty=2.0), 99.0))  # now the only open one with that key
         assert store.open_positions() == []
+        assert store.position_count(venue="sim") == 1 and store.position_count() == 2
         assert store.realised_pnl(venue="sim") == pytest.approx(closed(pos(s), 101.0).pnl)
         assert {(r.venue, r.position.qty) for r in store.position_records(True)} == {
             ("sim", 1.0),
