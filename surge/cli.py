@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from surge import __version__
-from surge.backtest.command import backtest_command
 from surge.cli_shared import (
     CONTEXT,
     SurgeGroup,
@@ -33,9 +32,6 @@ from surge.cli_shared import (
 from surge.config import Settings
 from surge.errors import EXIT_OK, ConfigError, SurgeError
 from surge.heartbeat import number_of
-from surge.history.command import history_group
-from surge.notify.command import notify_command
-from surge.operator.command import report_command, watch_command
 from surge.record import DEFAULT_MAX_MB, EXPECTED_MB_PER_HOUR
 
 #: GIL switch interval of the ``surge run`` process (CPython's default is 5 ms; see run_command).
@@ -68,7 +64,17 @@ def wait_for_shutdown_signal(stop: threading.Event) -> None:
         pass
 
 
-@click.group(cls=SurgeGroup, context_settings=CONTEXT)
+#: The commands ``surge run`` never needs, imported only when used (see SurgeGroup).
+LAZY_COMMANDS = {
+    "history": "surge.history.command:history_group",
+    "backtest": "surge.backtest.command:backtest_command",
+    "report": "surge.operator.command:report_command",
+    "watch": "surge.operator.command:watch_command",
+    "notify": "surge.notify.command:notify_command",
+}
+
+
+@click.group(cls=SurgeGroup, context_settings=CONTEXT, lazy=LAZY_COMMANDS)
 @click.version_option(__version__, "-V", "--version", prog_name="surge")
 @config_option
 def main(config_path: str | None) -> None:
@@ -839,8 +845,3 @@ def positions_command(
 # ------------------------------------------------------------------- offline and operator commands
 # Each lives in its own package (history, backtest, operator) and loads its heavy libraries
 # (pyarrow, numpy, matplotlib, rich) only when it runs, so `surge --help` and `surge run` stay light.
-main.add_command(history_group)
-main.add_command(backtest_command)
-main.add_command(report_command)
-main.add_command(watch_command)
-main.add_command(notify_command)

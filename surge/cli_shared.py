@@ -7,6 +7,7 @@ ones) can share them without importing each other.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -26,7 +27,29 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 class SurgeGroup(click.Group):
-    """Turns every SurgeError raised by a command into its one-line message and exit code."""
+    """Turns every SurgeError raised by a command into its one-line message and exit code.
+
+    ``lazy`` names commands by ``"module:attribute"``, imported only when that command is run or
+    listed (``--help``): ``surge run``, restarted by cron every few minutes, does not pay for
+    importing the backtest, history and report commands it never uses.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self.lazy.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = where.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{where} is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -37,6 +37,24 @@ def test_help_on_every_command() -> None:
         assert "Usage:" in result.stdout and "Traceback" not in result.stderr
 
 
+def test_commands_run_never_uses_are_imported_only_when_used() -> None:
+    # cron restarts `surge run` every few minutes: it should not import the backtest, history,
+    # report, watch and notify commands (their modules and what they pull in)
+    code = (
+        "import sys, surge.cli\n"
+        "print(sorted(m for m in sys.modules if m.endswith('.command')))\n"
+        "ctx = surge.cli.click.Context(surge.cli.main)\n"
+        "for name, where in surge.cli.LAZY_COMMANDS.items():\n"
+        "    assert surge.cli.main.get_command(ctx, name).name == name, where\n"
+        "print(sorted(m for m in sys.modules if m.endswith('.command')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.splitlines()
+    assert before == "[]"
+    assert "surge.backtest.command" in after and "surge.history.command" in after
+
+
 def test_usage_errors_exit_2_without_traceback() -> None:
     for args in (("no-such-command",), ("sim", "--port", "-5"), ("sim", "--symbols", "many")):
         result = run(*args)
