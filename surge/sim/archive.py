@@ -102,6 +102,7 @@ class Archive:
         self.cache_bytes = int(cache_bytes)
         self._corrupt: set[str] = set()
         self._missing: set[str] = set()
+        self._failing: list[int] = []  # statuses the next requests answer, first one first
         self.lag_s = 0.0
         self.header = "auto"
         self.time_unit = "ms"
@@ -136,10 +137,19 @@ class Archive:
         with self._lock:
             self._missing.add(name.rsplit("/", 1)[-1].removesuffix(".CHECKSUM"))
 
+    def fail_next(self, count: int = 1, status: int = 503) -> None:
+        """The next ``count`` archive requests, whatever they ask for, answer ``status`` (a 5xx spell
+        of the CDN in front of the archive)."""
+        if count < 0 or not 400 <= status <= 599:
+            raise ValueError("count must be >= 0 and status an HTTP error status")
+        with self._lock:
+            self._failing.extend([int(status)] * int(count))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._corrupt.clear()
             self._missing.clear()
+            self._failing.clear()
 
     def stats(self) -> dict[str, Any]:
         """Archive requests since the last :meth:`reset_stats` (never counted with the Binance ones)."""
@@ -167,7 +177,9 @@ class Archive:
             self._cache_hits = 0
 
     def control(self, name: str, args: dict[str, str]) -> Any:
-        """``/_sim/archive/<name>``: corrupt, missing, clear_faults, options, stats, reset."""
+        """``/_sim/archive/<name>``: corrupt, missing, fail_next, clear_faults, options, stats, reset."""
+        if name == "fail_next":
+            return self.fail_next(int(args.get("count", "1")), int(args.get("status", "503")))
         if name == "corrupt":
             return self.corrupt(args["file"])
         if name == "missing":
@@ -185,9 +197,8 @@ class Archive:
             return self.stats()
         if name == "reset":
             return self.reset_stats()
-        raise KeyError(
-            f"unknown archive control {name!r} (corrupt, missing, clear_faults, options, stats, reset)"
-        )
+        controls = "corrupt, missing, fail_next, clear_faults, options, stats, reset"
+        raise KeyError(f"unknown archive control {name!r} ({controls})")
 
     # ------------------------------------------------------------------ serving
 
@@ -201,6 +212,14 @@ class Archive:
         return status, body, headers
 
     def _answer(self, path: str) -> Response:
+        with self._lock:
+            failing = self._failing.pop(0) if self._failing else None
+        if failing is not None:
+            return (
+                failing,
+                b"<Error><Code>ServiceUnavailable</Code></Error>",
+                {"Content-Type": "application/xml"},
+            )
         m = _PATH.match(path)
         if m is None:
             return _no_such_key(path)

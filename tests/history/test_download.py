@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from surge.config import load_settings
+from surge.history.archive import ATTEMPTS
 from surge.history.command import _download, history_group
 from surge.history.store import HistoryStore
 from surge.sim import Simulator
@@ -204,6 +205,33 @@ def test_checksum_mismatch_is_refused_others_stored(sim: Simulator, arch: Archiv
     again, result = download(sim, home, "--from", "2026-11-22", "--to", "2026-11-24", "--symbols", "BTCUSDT")
     assert result.exit_code == 0, result.output
     assert again["files_downloaded"] == 1 and again["files_skipped"] == 2  # only the refused day
+
+
+def test_a_5xx_spell_is_retried_and_loses_nothing(sim: Simulator, arch: Archive, home: Path) -> None:
+    arch.fail_next(2, 503)  # the first file's CHECKSUM twice: a third attempt gets it
+    report, result = download(sim, home, "--from", "2026-11-22", "--to", "2026-11-23", "--symbols", "BTCUSDT")
+    assert result.exit_code == 0, result.output
+    assert report["files_downloaded"] == 2
+    assert arch.stats()["by_status"]["503"] == 2
+    times = HistoryStore.for_home(home).read("BTCUSDT").open_time
+    assert len(times) == 2 * 1440 and len(np.unique(times)) == 2 * 1440
+
+
+def test_an_archive_failing_past_the_retries_names_the_file_and_a_rerun_gets_it(
+    sim: Simulator, arch: Archive, home: Path
+) -> None:
+    arch.fail_next(1000, 500)
+    report, result = download(sim, home, "--from", "2026-11-22", "--to", "2026-11-22", "--symbols", "BTCUSDT")
+    assert result.exit_code == 1
+    assert f"BTCUSDT-1m-2026-11-22.zip: HTTP 500 after {ATTEMPTS} attempts" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert report["files_downloaded"] == 0 and arch.stats()["by_status"] == {"500": ATTEMPTS}
+    arch.clear_faults()  # the day was not recorded absent: the next run asks again
+    again, result = download(sim, home, "--from", "2026-11-22", "--to", "2026-11-22", "--symbols", "BTCUSDT")
+    assert result.exit_code == 0, result.output
+    assert (
+        again["files_downloaded"] == 1 and len(HistoryStore.for_home(home).read("BTCUSDT").open_time) == 1440
+    )
 
 
 def test_old_missing_day_is_not_listed_and_not_asked_again(sim: Simulator, arch: Archive, home: Path) -> None:
