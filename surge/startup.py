@@ -71,7 +71,7 @@ def start(bot: Bot) -> None:
         # one list per received chunk instead of one queue item per kline: one put, one get
         # and one wake-up of this loop per chunk (hundreds of klines at Binance cadence)
         batch_callback=bot.events.put,
-        **bot.stream_tuning,
+        **{"decode_last": ("4h",), **bot.stream_tuning},  # 4h klines are only filed: 1m decisions first
     )
     bot.manager.start()
     # before the pass set: it submits the 1m backfill that seeds every volume baseline, which

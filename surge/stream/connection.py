@@ -102,6 +102,7 @@ class Connection:
             deliver=self.streams.deliver,
             last_e=self.last_e,
             on_reply=self._on_reply,
+            decode_last=tuning.decode_last,
         )
         self._liveness = Liveness(
             self.name, logger, self.counters, tuning.silence_timeout_s, tuning.probe_timeout_s

@@ -37,6 +37,10 @@ class StreamTuning:
     max_connect_attempts: int = 250  # manager-wide, per attempts_window_s (Binance: ~300 / 5 min / IP)
     attempts_window_s: float = 300.0
     recv_bufsize: int = 256 * 1024
+    # intervals whose events are decoded after the others of each received chunk and handed over as a
+    # second batch: a bot that decides on 1m klines and only files 4h ones (("4h",)) gets its
+    # decisions without waiting behind the decoding of the 4h half of every burst
+    decode_last: tuple[str, ...] = ()
     sslopt: dict[str, Any] | None = None  # passed to websocket-client for wss:// (CA bundle, proxies' CAs)
 
     @classmethod

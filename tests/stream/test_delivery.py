@@ -6,6 +6,8 @@ import json
 import logging
 from typing import Any
 
+import msgspec
+
 from surge.exchange import wire
 from surge.models import Kline
 from surge.stream.counters import StreamCounters
@@ -15,7 +17,14 @@ from tests.stream.test_connection import KLINE, STREAM, event
 
 
 class _Sink:
-    def __init__(self, batch: bool = False, fail: bool = False, conn_id: int = 3) -> None:
+    def __init__(
+        self,
+        batch: bool = False,
+        fail: bool = False,
+        conn_id: int = 3,
+        deliver: set[str] | None = None,
+        decode_last: tuple[str, ...] = (),
+    ) -> None:
         self.klines: list[Kline] = []
         self.batches: list[list[Kline]] = []
         self.replies: list[dict[str, Any]] = []
@@ -29,9 +38,10 @@ class _Sink:
             self.counters,
             callback=self._one,
             batch_callback=self._batch if batch else None,
-            deliver={STREAM},
+            deliver={STREAM} if deliver is None else deliver,
             last_e=self.last_e,
             on_reply=self.replies.append,
+            decode_last=decode_last,
         )
 
     def _one(self, k: Kline) -> None:
@@ -83,6 +93,60 @@ def test_batches_and_a_raising_consumer() -> None:
     failing = _Sink(fail=True)
     failing.delivery.deliver([event(1), event(2)], None)
     assert failing.counters.callback_errors == 2 and failing.counters.events == 2
+
+
+def _frame(symbol: str, interval: str, e_time: int) -> bytes:
+    k = msgspec.structs.replace(KLINE, symbol=symbol, interval=interval)
+    name = f"{symbol.lower()}@kline_{interval}"
+    return json.dumps(
+        {"stream": name, "data": wire.kline_to_event(k, e_time)}, separators=(",", ":")
+    ).encode()
+
+
+def test_decode_last_intervals_come_as_a_second_batch_each_stream_in_order() -> None:
+    # a 1m decision should not wait behind the decoding of the 4h half of a burst: the 4h frames are
+    # set aside and decoded after the chunk's other frames, each stream still in order
+    names = {"btcusdt@kline_1m", "btcusdt@kline_4h", "ethusdt@kline_1m", "1000shibusdt@kline_4h"}
+    sink = _Sink(batch=True, deliver=names, decode_last=("4h",))
+    chunk = [
+        _frame("BTCUSDT", "4h", 1),
+        _frame("BTCUSDT", "1m", 2),
+        _frame("1000SHIBUSDT", "4h", 3),
+        b'{"result":null,"id":7}',
+        _frame("ETHUSDT", "1m", 4),
+        _frame("BTCUSDT", "4h", 5),
+        b"not json",
+        _frame("BTCUSDT", "1m", 6),
+        _frame("XRPUSDT", "4h", 8),  # not delivered here: counted as unwanted
+    ]
+    assert sink.delivery.deliver(chunk, None) == 7
+    got = [[(k.symbol, k.interval, k.event_time) for k in b] for b in sink.batches]
+    assert got == [
+        [("BTCUSDT", "1m", 2), ("ETHUSDT", "1m", 4), ("BTCUSDT", "1m", 6)],
+        [("BTCUSDT", "4h", 1), ("1000SHIBUSDT", "4h", 3), ("BTCUSDT", "4h", 5)],
+    ]
+    assert sink.replies == [{"result": None, "id": 7}]
+    assert sink.last_e == {
+        "btcusdt@kline_1m": 6,
+        "ethusdt@kline_1m": 4,
+        "btcusdt@kline_4h": 5,
+        "1000shibusdt@kline_4h": 3,
+    }
+    c = sink.counters
+    assert (c.events, c.unwanted, c.dropped_frames) == (6, 1, 1)
+    plain = _Sink(batch=True, deliver=names)  # without decode_last: one batch, arrival order
+    plain.delivery.deliver(chunk, None)
+    assert [[k.event_time for k in b] for b in plain.batches] == [[1, 2, 3, 4, 5, 6]]
+
+
+def test_set_aside_frames_go_through_the_rotation_dedupe_too() -> None:
+    name = "btcusdt@kline_4h"
+    sink = _Sink(batch=True, deliver={STREAM, name}, decode_last=("4h",))  # the replacement (id 3) of 9
+    h = Handover(old_id=9, old_last_e={name: 2, STREAM: 2})
+    h.ack_old(9)
+    sink.delivery.deliver([_frame("BTCUSDT", "4h", 2), event(3), _frame("BTCUSDT", "4h", 3)], h)
+    assert [[k.event_time for k in b] for b in sink.batches] == [[3], [3]]
+    assert sink.counters.duplicates == 1 and not h.admit(9, name, 3)
 
 
 def test_a_rotation_overlap_drops_events_the_other_side_delivered() -> None:
