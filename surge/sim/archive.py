@@ -137,9 +137,10 @@ class Archive:
         with self._lock:
             self._missing.add(name.rsplit("/", 1)[-1].removesuffix(".CHECKSUM"))
 
-    def fail_next(self, count: int = 1, status: int = 503) -> None:
+    def error_next(self, count: int = 1, status: int = 503) -> None:
         """The next ``count`` archive requests, whatever they ask for, answer ``status`` (a 5xx spell
-        of the CDN in front of the archive)."""
+        of the CDN in front of the archive). Named as the REST side's ``error_next``, whose faults
+        never reach the archive: in production it is another host."""
         if count < 0 or not 400 <= status <= 599:
             raise ValueError("count must be >= 0 and status an HTTP error status")
         with self._lock:
@@ -177,9 +178,9 @@ class Archive:
             self._cache_hits = 0
 
     def control(self, name: str, args: dict[str, str]) -> Any:
-        """``/_sim/archive/<name>``: corrupt, missing, fail_next, clear_faults, options, stats, reset."""
-        if name == "fail_next":
-            return self.fail_next(int(args.get("count", "1")), int(args.get("status", "503")))
+        """``/_sim/archive/<name>``: corrupt, missing, error_next, clear_faults, options, stats, reset."""
+        if name == "error_next":
+            return self.error_next(int(args.get("count", "1")), int(args.get("status", "503")))
         if name == "corrupt":
             return self.corrupt(args["file"])
         if name == "missing":
@@ -197,7 +198,7 @@ class Archive:
             return self.stats()
         if name == "reset":
             return self.reset_stats()
-        controls = "corrupt, missing, fail_next, clear_faults, options, stats, reset"
+        controls = "corrupt, missing, error_next, clear_faults, options, stats, reset"
         raise KeyError(f"unknown archive control {name!r} ({controls})")
 
     # ------------------------------------------------------------------ serving

@@ -208,7 +208,7 @@ def test_checksum_mismatch_is_refused_others_stored(sim: Simulator, arch: Archiv
 
 
 def test_a_5xx_spell_is_retried_and_loses_nothing(sim: Simulator, arch: Archive, home: Path) -> None:
-    arch.fail_next(2, 503)  # the first file's CHECKSUM twice: a third attempt gets it
+    arch.error_next(2, 503)  # the first file's CHECKSUM twice: a third attempt gets it
     report, result = download(sim, home, "--from", "2026-11-22", "--to", "2026-11-23", "--symbols", "BTCUSDT")
     assert result.exit_code == 0, result.output
     assert report["files_downloaded"] == 2
@@ -220,7 +220,7 @@ def test_a_5xx_spell_is_retried_and_loses_nothing(sim: Simulator, arch: Archive,
 def test_an_archive_failing_past_the_retries_names_the_file_and_a_rerun_gets_it(
     sim: Simulator, arch: Archive, home: Path
 ) -> None:
-    arch.fail_next(1000, 500)
+    arch.error_next(1000, 500)
     report, result = download(sim, home, "--from", "2026-11-22", "--to", "2026-11-22", "--symbols", "BTCUSDT")
     assert result.exit_code == 1
     assert f"BTCUSDT-1m-2026-11-22.zip: HTTP 500 after {ATTEMPTS} attempts" in result.stderr

@@ -178,13 +178,14 @@ def test_corrupt_and_missing_controls_over_http(
     assert fetch(http, sim, path + ".CHECKSUM").text == good
     r = http.get(sim.rest_url + "/_sim/archive/options", params={"header": "sometimes"}, timeout=10)
     assert r.status_code == 400
-    r = http.get(sim.rest_url + "/_sim/archive/fail_next", params={"count": "2", "status": "502"}, timeout=10)
+    spell = {"count": "2", "status": "502"}
+    r = http.get(sim.rest_url + "/_sim/archive/error_next", params=spell, timeout=10)
     assert r.status_code == 200 and r.json()["ok"]
     assert [fetch(http, sim, path).status_code for _ in range(3)] == [502, 502, 200]
-    http.get(sim.rest_url + "/_sim/archive/fail_next", params={"count": "5"}, timeout=10)
+    http.get(sim.rest_url + "/_sim/archive/error_next", params={"count": "5"}, timeout=10)
     http.get(sim.rest_url + "/_sim/archive/clear_faults", timeout=10)  # ends a spell too
     assert fetch(http, sim, path).status_code == 200
-    r = http.get(sim.rest_url + "/_sim/archive/fail_next", params={"status": "200"}, timeout=10)
+    r = http.get(sim.rest_url + "/_sim/archive/error_next", params={"status": "200"}, timeout=10)
     assert r.status_code == 400
 
 
