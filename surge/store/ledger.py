@@ -265,21 +265,20 @@ class TradeLedger(Database):
 
     def signal_count(self, *, venue: str | None = None) -> int:
         """Every signal ever recorded (on ``venue``), entered or skipped."""
-        where, params = _venue_filter(venue)
-        rows = self._read(f"SELECT count(*) FROM signals {where}", params)
-        return int(rows[0][0]) if rows else 0
+        return self._count("signals", venue)
 
     def position_count(self, *, venue: str | None = None) -> int:
         """Positions ever entered (on ``venue``), open or closed: a count in SQL, so a scrape every
         second does not load months of trades as objects."""
-        where, params = _venue_filter(venue)
-        rows = self._read(f"SELECT count(*) FROM positions {where}", params)
-        return int(rows[0][0]) if rows else 0
+        return self._count("positions", venue)
 
     def open_position_count(self, *, venue: str | None = None) -> int:
         """How many positions have no exit yet (``surge status`` without loading them)."""
-        where, params = _venue_filter(venue, "WHERE exit_time IS NULL")
-        rows = self._read(f"SELECT count(*) FROM positions {where}", params)
+        return self._count("positions", venue, "WHERE exit_time IS NULL")
+
+    def _count(self, table: str, venue: str | None, where: str = "") -> int:
+        where, params = _venue_filter(venue, where)
+        rows = self._read(f"SELECT count(*) FROM {table} {where}", params)
         return int(rows[0][0]) if rows else 0
 
     def last_signal_times(self, *, venue: str | None = None) -> dict[str, int]:
