@@ -218,6 +218,7 @@ class Bot:
         handlers = loop_handlers(self)
         if self.recorder is not None:
             handlers = self.recorder.begin(self, started, handlers)
+        self.start_scan = None  # its verdicts (~0.2 KiB a symbol) must not outlive the first refresh
         get = self.events.get
         next_due = -math.inf  # earliest time any periodic job is due
         while not self.stop_event.is_set():

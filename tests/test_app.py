@@ -336,6 +336,7 @@ def test_dropped_connections_backfill_and_the_volume_baseline_stays_right(
         )
         assert bot.manager is not None
         assert bot.manager.tuning.decode_last == ("4h",)  # 1m frames of a chunk decoded first
+        assert bot.start_scan is None  # the start's verdicts do not outlive the loop's start
         for round_ in (1, 2, 3):
             gaps, backfills = bot.manager.stats()["gaps"], bot.backfills
             klines_before = sim.rest.stats()["by_path"].get("/fapi/v1/klines", 0)

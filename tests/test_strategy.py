@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -193,7 +194,7 @@ def test_rest_truth_wins_over_a_recorded_quiet_minute_and_long_silences_stay_bou
     assert volumes[T0 + 21 * MINUTE_MS] == 3.0 and volumes[T0 + 22 * MINUTE_MS] == 0.0
     rule.on_kline(candle(23, v=1.0))
     rule.on_kline(candle(5_000, v=1.0, closed=False))  # silent for three days
-    assert len(volumes) <= SETTINGS.volume_lookback + 2
+    assert len(rule._state["ABCUSDT"].volumes) <= SETTINGS.volume_lookback + 2
     assert rule.missing("ABCUSDT", T0 + 5_000 * MINUTE_MS) == []
 
 
@@ -256,3 +257,28 @@ def test_ready_count_always_equals_a_full_search(ops: list[tuple[str, int, bool,
             full = copy.deepcopy(rule)  # missing() on a copy: the count below must not lean on it
             expected = sum(1 for s in symbols if not full.missing(s, at))
             assert rule.ready_count(symbols, at) == expected
+
+
+def test_a_symbols_history_holds_the_same_memory_after_hours_as_after_its_first_minutes() -> None:
+    """Every closed minute adds one volume and drops the oldest. Deleting keys from one dict made
+    its table double ~20 minutes on (~1 KiB a symbol; issue 14's soak saw the step in RSS)."""
+    rule = SurgeRule(SETTINGS)
+    symbols = [f"S{i}USDT" for i in range(50)]
+    only = [tracemalloc.Filter(True, "*/surge/strategy.py")]
+
+    def minute(m: int) -> None:
+        for sym in symbols:
+            rule.on_kline(candle(m, v=1.0 + m % 7, symbol=sym))
+
+    tracemalloc.start()  # before the first minute: what exists at "before" must be traced too
+    try:
+        for m in range(SETTINGS.volume_lookback + 5):  # the history full, trimmed a few times
+            minute(m)
+        before = tracemalloc.take_snapshot().filter_traces(only)
+        for m in range(SETTINGS.volume_lookback + 5, 300):
+            minute(m)
+        after = tracemalloc.take_snapshot().filter_traces(only)
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown <= 2048, f"{grown} bytes more after 275 more minutes of {len(symbols)} symbols"
