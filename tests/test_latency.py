@@ -1,11 +1,11 @@
 import random
-import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surge.latency import BIN_MS, LatencyWindow
+from tests.memory import growth_in
 
 
 def test_empty_window_has_no_percentiles():
@@ -35,19 +35,13 @@ def test_only_the_last_samples_count_once_it_wraps():
 
 def test_memory_is_fixed_from_the_first_sample():
     # a deque of floats grows for its first N samples; the window must not (issue 14's soak)
-    # (what surge/latency.py allocated, not the process's total: another thread of the test worker
-    # must not count)
     w = LatencyWindow(20_000)
-    only = [tracemalloc.Filter(True, "*/surge/latency.py")]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot().filter_traces(only)
+
+    def run() -> None:
         for i in range(50_000):
             w.add(i * 0.001)
-        after = tracemalloc.take_snapshot().filter_traces(only)
-    finally:
-        tracemalloc.stop()
-    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+
+    grown = growth_in("*/surge/latency.py", lambda: None, run)
     assert grown < 4096, grown
 
 

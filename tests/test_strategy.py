@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 from surge.config import SurgeSettings
 from surge.models import Kline
 from surge.strategy import MINUTE_MS, SurgeRule
+from tests.memory import growth_in
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE_MS
 
@@ -264,21 +264,12 @@ def test_a_symbols_history_holds_the_same_memory_after_hours_as_after_its_first_
     its table double ~20 minutes on (~1 KiB a symbol; issue 14's soak saw the step in RSS)."""
     rule = SurgeRule(SETTINGS)
     symbols = [f"S{i}USDT" for i in range(50)]
-    only = [tracemalloc.Filter(True, "*/surge/strategy.py")]
 
-    def minute(m: int) -> None:
-        for sym in symbols:
-            rule.on_kline(candle(m, v=1.0 + m % 7, symbol=sym))
+    def minutes(first: int, end: int) -> None:
+        for m in range(first, end):
+            for sym in symbols:
+                rule.on_kline(candle(m, v=1.0 + m % 7, symbol=sym))
 
-    tracemalloc.start()  # before the first minute: what exists at "before" must be traced too
-    try:
-        for m in range(SETTINGS.volume_lookback + 5):  # the history full, trimmed a few times
-            minute(m)
-        before = tracemalloc.take_snapshot().filter_traces(only)
-        for m in range(SETTINGS.volume_lookback + 5, 300):
-            minute(m)
-        after = tracemalloc.take_snapshot().filter_traces(only)
-    finally:
-        tracemalloc.stop()
-    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-    assert grown <= 2048, f"{grown} bytes more after 275 more minutes of {len(symbols)} symbols"
+    full = SETTINGS.volume_lookback + 5  # the history full, trimmed a few times
+    grown = growth_in("*/surge/strategy.py", lambda: minutes(0, full), lambda: minutes(full, 300))
+    assert grown <= 2048, f"{grown} bytes more after {300 - full} more minutes of {len(symbols)} symbols"

@@ -36,10 +36,10 @@ def _stream_memory(snapshot: tracemalloc.Snapshot) -> int:
 def test_memory_held_by_the_manager_is_flat_over_hundreds_of_reconnects(
     server: WsServer, make_manager: MakeManager, market: Market, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Nothing outside the manager may keep what it allocated: the callback keeps only stream names it
-    # builds itself (a collector keeping event times would hold ints the decoder made), and the
-    # "connection lost" records go to a handler that drops them (pytest's log capture keeps every
-    # record with its arguments: ~12 KiB over this test, which is the test's, not the manager's).
+    # Nothing outside the manager may keep what it allocated: the callback keeps only stream names
+    # it builds itself (the conftest Collector keeps every event's times, growing with the traffic),
+    # and the "connection lost" records go to a handler that drops them (pytest's log capture keeps
+    # every record with its arguments: ~12 KiB over this test, the test's, not the manager's).
     seen: set[str] = set()
     stream_log = logging.getLogger("surge.stream")
     monkeypatch.setattr(stream_log, "propagate", False)
