@@ -517,6 +517,43 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
             assert worst < 3000, f"{name}: {worst} ms without an event"
 
 
+def test_a_rotation_whose_old_connection_never_takes_the_handover_reports_what_it_lost(
+    make_server: MakeServer, make_manager: MakeManager, market: Market
+) -> None:
+    # The old connection goes silent (stalled server side, socket open) just before its rotation: it
+    # never takes the handover, so the replacement drops everything until the old one is closed. What
+    # neither delivered must come as a gap, not vanish; and nothing may reach the consumer twice.
+    server = make_server()
+    got = Collector()
+    gaps: list[StreamGap] = []
+    mgr = make_manager(
+        got,
+        ws_url=server.url,
+        streams_per_connection=20,  # one connection
+        max_connection_age_s=4.0,
+        handover_settle_s=0.3,
+        silence_timeout_s=60.0,  # not the silence check's replacement: the rotation's
+        on_gap=gaps.append,
+    )
+    wanted = _names(market.tradable_symbols()[:10])
+    _subscribe(mgr, wanted)
+    mgr.start()
+    wait_until(lambda: got.seen() == wanted, 20, "all streams")
+    assert mgr.stats()["rotations"] == 0
+    assert server.stall(30.0) == 1
+    wait_until(lambda: any(g.reason == "rotation" for g in gaps), 30, "the rotation's gap report")
+    gap = next(g for g in gaps if g.reason == "rotation")
+    assert gap.streams == wanted and gap.start_ms < gap.end_ms
+    mark = time.monotonic()
+    wait_until(lambda: got.since(mark) >= wanted, 10, "the replacement delivering")
+    stats = mgr.stats()
+    assert stats["rotations"] == 1 and stats["reconnects"] == 0
+    with got.lock:
+        for name, times in got.events.items():
+            in_order = all(b > a for a, b in zip(times, times[1:], strict=False))
+            assert in_order, f"{name}: repeated or reordered"
+
+
 def test_stop_joins_every_thread_within_its_timeout(
     server: WsServer, make_manager: MakeManager, market: Market
 ) -> None:
