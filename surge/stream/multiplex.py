@@ -404,14 +404,8 @@ class MultiplexedKlineManager:
                 self._close_if_settled(old, new, h)
 
     def _close_if_settled(self, old: Connection, new: Connection, h: Handover) -> None:
-        """Stop ``old`` once ``new`` carries everything and delivered (or the overlap ran long enough).
-
-        An old connection that has not taken the handover by then (silent, or its thread stalled in
-        the middle of delivering a chunk on its own) is stopped without handing over: the replacement
-        keeps dropping until that thread has ended, and :meth:`_finish_rotation` reports what neither
-        delivered as a gap. Letting the replacement deliver at once would race a stalled thread's
-        last events (a repeated or older event reaching the consumer) and lose a silent one's
-        without a gap report."""
+        """Stop ``old`` once ``new`` carries everything and delivered (or the overlap ran long enough),
+        handed over or not: ``new`` drops until an ``old`` that never took it has ended (see Handover)."""
         t = self.tuning
         now = time.monotonic()
         with self._lock:
@@ -419,8 +413,7 @@ class MultiplexedKlineManager:
             seen = all(s in new.last_e for s in new.streams.deliver)
         settled = confirmed and (seen or now - new.confirmed_at >= t.handover_settle_s)
         if settled and (h.old_acked or now - h.started > t.handover_settle_s * 5):
-            how = "closing" if h.old_acked else "closing (it never took the handover)"
-            self.log.info("stream manager: %s confirmed, %s %s", new.name, how, old.name)
+            self.log.info("stream manager: %s confirmed, closing %s", new.name, old.name)
             old.stop()
 
     def _finish_rotation(self, old: Connection, new: Connection, h: Handover) -> None:
@@ -428,17 +421,13 @@ class MultiplexedKlineManager:
         now_ms = int(time.time() * 1000)
         gap: dict[int, list[str]] = {}
         with self._lock:
-            lost = old.streams.take_down()
+            lost = old.streams.take_down(None if h.old_acked else old.last_rx_wall_ms or now_ms)
             self._retiring.pop(old.id, None)
             self._successor.pop(old.id, None)
             if not h.old_acked:
                 # The old connection died, or was stopped, before the new one took over (which drops
                 # everything until then): a real gap. Streams the new one already carries end it now;
-                # the rest end when their SUBSCRIBE is confirmed, like any reconnect. A connection we
-                # stopped marked nothing down (stopping): its streams are down since it last received.
-                stopped_ms = old.last_rx_wall_ms or now_ms
-                for s in old.streams.deliver:
-                    lost.setdefault(s, stopped_ms)
+                # the rest end when their SUBSCRIBE is confirmed, like any reconnect.
                 for s, since in lost.items():
                     if s not in new.streams.assigned:
                         continue

@@ -106,9 +106,14 @@ class Subscriptions:
         self.failed.clear()
         return out
 
-    def take_down(self) -> dict[str, int]:
-        """Streams down and since when (wall ms), forgetting them."""
+    def take_down(self, stopped_ms: int | None = None) -> dict[str, int]:
+        """Streams down and since when (wall ms), forgetting them. ``stopped_ms``: the connection was
+        stopped before handing its streams over (stopping marks nothing down), so every delivered
+        stream not down already has been since then."""
         out = dict(self.down)
+        if stopped_ms is not None:
+            for s in self.deliver:
+                out.setdefault(s, stopped_ms)
         self.down.clear()
         return out
 
