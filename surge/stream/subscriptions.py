@@ -110,10 +110,9 @@ class Subscriptions:
         """Streams down and since when (wall ms), forgetting them. ``stopped_ms``: the connection was
         stopped before handing its streams over (stopping marks nothing down), so every delivered
         stream not down already has been since then."""
-        out = dict(self.down)
         if stopped_ms is not None:
-            for s in self.deliver:
-                out.setdefault(s, stopped_ms)
+            self.socket_lost(stopped_ms)
+        out = dict(self.down)
         self.down.clear()
         return out
 
