@@ -168,7 +168,9 @@ def main() -> int:
                 )
             if now >= end:
                 break
-            time.sleep(min(args.sample_s, max(0.0, end - now)))
+            # on a fixed grid (t0 + k * sample_s), not "sleep after sampling": the sampler's own work
+            # would drift its phase through the bot's one-minute cycle (see minute_means)
+            time.sleep(max(0.0, min(t0 + len(samples) * args.sample_s, end) - time.monotonic()))
         stop.set()
         hb = bot.heartbeat()
         code = bot.proc.poll()

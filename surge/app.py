@@ -77,7 +77,7 @@ PERIODIC_MAX_DEFER_S = 0.25  # ... but periodic work overdue by this long runs e
 EXIT_CHECK_EVERY_S = 1.0
 UNIVERSE_REFRESH_S = 3600.0
 LATENCY_SAMPLES = 20_000
-HEAP = HeapTrimmer()  # the process's C heap: free pages back to the system once a minute (see runtime)
+HEAP = HeapTrimmer()  # the process's C heap: free pages back to the system after each minute's close
 
 
 # --------------------------------------------------------------------------- the bot
@@ -438,7 +438,7 @@ class Bot:
             return
         if isinstance(self.desk, PaperDesk):
             self.desk.flush_unsaved()  # paper closes the database could not take
-        HEAP.tick(self.clock.monotonic())
+        HEAP.tick(self.now_ms() / 1000)  # the exchange's minute: its candles close then
         try:
             self.write_heartbeat(running=True)
         except (OSError, StoreError) as exc:

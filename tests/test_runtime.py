@@ -400,26 +400,31 @@ def test_malloc_is_tuned_unless_the_user_tuned_it() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_heap_trimmer_gives_free_heap_pages_back_once_a_period() -> None:
     """Freed C-heap memory below a live allocation stays resident until trimmed (glibc frees only
-    at the heap's top): the trimmer gives it back, at most once per period."""
+    at the heap's top): the trimmer gives it back, once per minute of the wall clock, a few seconds
+    after it turned (the streams' candles close then), whenever the ticks come."""
     code = """
 import sys
 from surge.runtime import HeapTrimmer
 def rss_kb():
     return int(open("/proc/self/statm").read().split()[1]) * 4
-trimmer = HeapTrimmer(every_s=60.0)
+trimmer = HeapTrimmer(every_s=60.0, offset_s=5.0)
 transient = [bytearray(2000) for _ in range(20000)]  # ~40 MB of heap chunks (below mmap's threshold)
 keep = [bytearray(600) for _ in range(50)]  # long-lived, allocated above them
 del transient
 before = rss_kb()
 trimmer.tick(100.0)
 after = rss_kb()
-trimmer.tick(130.0)  # within the period: nothing
-trimmer.tick(160.0)
-print(before, after, trimmer.trims)
+trimmer.tick(124.9)  # the minute turned at 120, its burst is not over: nothing
+first = trimmer.trims
+trimmer.tick(125.0)  # 5 s after the minute turned
+trimmer.tick(183.0)  # the next minute's trim waits for 185
+second = trimmer.trims
+trimmer.tick(187.0)
+print(before, after, first, second, trimmer.trims)
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    before, after, trims = (int(x) for x in out)
-    assert trims == 2
+    before, after, first, second, trims = (int(x) for x in out)
+    assert (first, second, trims) == (1, 2, 3)  # on the wall clock's minute, offset_s after it turned
     assert before - after > 20_000, (before, after)  # most of the 40 MB given back

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from surge.config import SurgeSettings
 from surge.models import Kline
-from surge.strategy import MINUTE_MS, SurgeRule
+from surge.strategy import MINUTE_MS, MinuteVolumes, SurgeRule
 from tests.memory import growth_in
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE_MS
@@ -273,3 +273,33 @@ def test_a_symbols_history_holds_the_same_memory_after_hours_as_after_its_first_
     full = SETTINGS.volume_lookback + 5  # the history full, trimmed a few times
     grown = growth_in("*/surge/strategy.py", lambda: minutes(0, full), lambda: minutes(full, 300))
     assert grown <= 2048, f"{grown} bytes more after {300 - full} more minutes of {len(symbols)} symbols"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=80))
+def test_minute_volumes_hold_exactly_the_newest_minutes_of_the_window(
+    size: int, puts: list[tuple[int, bool]]
+) -> None:
+    """The ring against the plain model: a dict of the minutes put, cut to the ``size`` minutes that
+    end at the newest one; a minute older than that window is not taken, and a known one is kept
+    when asked to (a REST answer is not overwritten by an inferred quiet minute)."""
+    ring, model = MinuteVolumes(size), {}
+    for n, (minute, keep_known) in enumerate(puts):
+        t = T0 + minute * MINUTE_MS
+        newest = max(model, default=t)
+        evicted = ring.put(t, float(n), keep_known=keep_known)
+        if t <= newest - size * MINUTE_MS:
+            assert evicted == t
+            continue
+        if not (keep_known and t in model):
+            model[t] = float(n)
+        end = max(newest, t)
+        gone = [k for k in model if k <= end - size * MINUTE_MS]
+        for k in gone:
+            del model[k]
+        assert evicted == max(gone, default=None)
+        assert dict(ring) == model and len(ring) == len(model) and list(ring) == sorted(model)
+        for m in range(minute - size - 1, minute + 2):
+            probe = T0 + m * MINUTE_MS
+            assert (probe in ring) == (probe in model)
+            assert ring.get(probe, -1.0) == model.get(probe, -1.0)
