@@ -348,7 +348,11 @@ def test_never_above_the_weight_budget_with_a_fast_minute() -> None:
         stats = server.stats()
         assert stats["by_status"] == {"200": 61}
         assert stats["max_weight_1m"] <= 40
-        assert limiter.budget == 36 and limiter.max_window_weight <= 36
+        # The scan books at most the budget in any 1 s of its own clock. The server counts by arrival in
+        # its fixed minute, so requests sent late in one second and arriving in the next can put up to
+        # the scan's 3 requests in flight into the same server minute, whose count the header
+        # correction then adopts (37 > 36 once in CI, on a loaded machine): no 429 either way.
+        assert limiter.budget == 36 and limiter.max_window_weight <= 36 + 3
 
         # another process on this IP spends 30 of the 40 in the current minute
         import requests
