@@ -66,11 +66,12 @@ def slope_per_hour(samples: list[tuple[float, float]]) -> float:
 def minute_means(samples: list[tuple[float, float]], sample_s: float) -> list[tuple[float, float]]:
     """(mid-minute seconds, mean MB) of every whole minute of samples.
 
-    Why: the bot lives on a one-minute cycle (every stream's candle closes on the minute, the heap
-    trim runs every 60 s) and its RSS swings by ~0.25 MB within each minute, flat from one minute to
-    the next. A 15 s sample catches one phase of that swing, and as the sampler's phase drifts the
-    raw samples form "regimes" that a slope over half an hour reads as a trend. A mean over a whole
-    minute holds every phase once, so its trend is the memory kept, not where in the cycle it was read.
+    Why: the bot lives on a one-minute cycle (every stream's candle closes on the minute, and the
+    heap trim gives that burst's memory back 5 s later) and its RSS swings within each minute. A
+    15 s sample catches one phase of that swing; the samples keep their phase (a fixed grid), but a
+    mean over a whole minute holds every phase once, so its trend is the memory kept, not where in
+    the cycle it was read. Before the trim was tied to the minute, it drifted through it, and the raw
+    slope of an hour-long quiet soak read 0.09-0.31 MB/h of memory nobody held.
     """
     by_minute: dict[int, list[float]] = {}
     for t, mb in samples:
