@@ -85,13 +85,12 @@ class MinuteVolumes:
     free space malloc_trim could not give back. The ring allocates once per symbol.
     """
 
-    __slots__ = ("_len", "_newest", "_times", "_values")
+    __slots__ = ("_newest", "_times", "_values")
 
     def __init__(self, size: int) -> None:
         self._times: list[int | None] = [None] * size
         self._values: list[float] = [0.0] * size
         self._newest: int | None = None  # the newest open time ever put: the window ends there
-        self._len = 0
 
     def put(self, open_time: int, volume: float, *, keep_known: bool = False) -> int | None:
         """Record a minute (``keep_known``: only if it is not known yet). Returns the newest open time
@@ -105,40 +104,39 @@ class MinuteVolumes:
             # the window moves on to end at open_time: a slot of a minute entering it holds an older one
             start = max(newest + MINUTE_MS, open_time - (size - 1) * MINUTE_MS)
             for minute in range(start, open_time + MINUTE_MS, MINUTE_MS):
-                i = minute // MINUTE_MS % size
+                i = self._slot(minute)
                 old = times[i]
                 if old is not None and old != minute:
                     times[i] = None
-                    self._len -= 1
                     evicted = old if evicted is None or old > evicted else evicted
         if newest is None or open_time > newest:
             self._newest = open_time
-        i = open_time // MINUTE_MS % size
+        i = self._slot(open_time)
         if times[i] is None:
             times[i] = open_time
-            self._len += 1
         elif keep_known:
             return evicted
         self._values[i] = volume
         return evicted
 
+    def _slot(self, open_time: int) -> int:
+        return open_time // MINUTE_MS % len(self._times)
+
     def get(self, open_time: int, default: float = 0.0) -> float:
-        i = open_time // MINUTE_MS % len(self._times)
+        i = self._slot(open_time)
         return self._values[i] if self._times[i] == open_time else default
 
     def __contains__(self, open_time: object) -> bool:
-        return (
-            isinstance(open_time, int) and self._times[open_time // MINUTE_MS % len(self._times)] == open_time
-        )
+        return isinstance(open_time, int) and self._times[self._slot(open_time)] == open_time
 
     def __getitem__(self, open_time: int) -> float:
-        i = open_time // MINUTE_MS % len(self._times)
+        i = self._slot(open_time)
         if self._times[i] != open_time:
             raise KeyError(open_time)
         return self._values[i]
 
     def __len__(self) -> int:
-        return self._len
+        return len(self._times) - self._times.count(None)
 
     def keys(self) -> list[int]:
         """The open times held, oldest first."""
