@@ -65,8 +65,16 @@ class KlineDelivery:
         Frames of the ``decode_last`` intervals are set aside and decoded after the others, as a
         second batch: each stream's events stay in order (a stream is of one interval), only the
         order across streams of a chunk changes."""
-        if handover is not None:
+        if handover is None:
+            return self._deliver_chunk(messages, None)
+        # Admitting an event and handing it over are one step under the handover's lock: otherwise
+        # the other connection could admit and deliver a newer event of the stream while this thread
+        # sits between the two (preempted on a loaded machine), and the consumer would see it first.
+        with handover.lock:
             handover.ack_old(self.conn_id)
+            return self._deliver_chunk(messages, handover)
+
+    def _deliver_chunk(self, messages: list[bytes], handover: Handover | None) -> int:
         if self._last_search is None:
             return self._decode(messages, handover, None)
         later: list[bytes] = []
@@ -103,7 +111,7 @@ class KlineDelivery:
                 dropped += 1
                 continue
             e_time = kline.event_time
-            if handover is not None and not handover.admit(conn_id, stream, e_time):
+            if handover is not None and not handover.admit(conn_id, stream, e_time, kline.open_time):
                 last_e[stream] = e_time
                 dups += 1
                 continue

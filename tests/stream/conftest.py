@@ -45,11 +45,12 @@ def name_of(k: Kline) -> str:
 
 
 class Collector:
-    """Thread-safe callback: per-stream event times and arrival times."""
+    """Thread-safe callback: per-stream event times, candle open times and arrival times."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.events: dict[str, list[int]] = defaultdict(list)
+        self.open_times: dict[str, list[int]] = defaultdict(list)
         self.arrivals: dict[str, list[float]] = defaultdict(list)
         self.count = 0
 
@@ -58,6 +59,7 @@ class Collector:
         name = name_of(k)
         with self.lock:
             self.events[name].append(k.event_time)
+            self.open_times[name].append(k.open_time)
             self.arrivals[name].append(now)
             self.count += 1
 
@@ -68,8 +70,17 @@ class Collector:
     def reset(self) -> None:
         with self.lock:
             self.events.clear()
+            self.open_times.clear()
             self.arrivals.clear()
             self.count = 0
+
+    def out_of_order(self) -> list[str]:
+        """Streams whose events did not come strictly in order, or came twice. An event is its (E,
+        candle): a candle's final state and the next candle's first update may share one E."""
+        with self.lock:
+            keyed = {s: list(zip(e, self.open_times[s], strict=True)) for s, e in self.events.items()}
+        pairs = {s: zip(keys, keys[1:], strict=False) for s, keys in keyed.items()}
+        return sorted(s for s, steps in pairs.items() if any(a >= b for a, b in steps))
 
     def since(self, t: float) -> set[str]:
         """Streams with at least one event that arrived after monotonic time ``t``."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -24,6 +26,7 @@ class _Sink:
         conn_id: int = 3,
         deliver: set[str] | None = None,
         decode_last: tuple[str, ...] = (),
+        consumer: Callable[[Kline], None] | None = None,
     ) -> None:
         self.klines: list[Kline] = []
         self.batches: list[list[Kline]] = []
@@ -36,7 +39,7 @@ class _Sink:
             f"surge-ws-{conn_id}",
             logging.getLogger("test.delivery"),
             self.counters,
-            callback=self._one,
+            callback=self._one if consumer is None else consumer,
             batch_callback=self._batch if batch else None,
             deliver={STREAM} if deliver is None else deliver,
             last_e=self.last_e,
@@ -146,7 +149,7 @@ def test_set_aside_frames_go_through_the_rotation_dedupe_too() -> None:
     h.ack_old(9)
     sink.delivery.deliver([_frame("BTCUSDT", "4h", 2), event(3), _frame("BTCUSDT", "4h", 3)], h)
     assert [[k.event_time for k in b] for b in sink.batches] == [[3], [3]]
-    assert sink.counters.duplicates == 1 and not h.admit(9, name, 3)
+    assert sink.counters.duplicates == 1 and not h.admit(9, name, 3, 0)
 
 
 def test_a_rotation_overlap_drops_events_the_other_side_delivered() -> None:
@@ -158,7 +161,7 @@ def test_a_rotation_overlap_drops_events_the_other_side_delivered() -> None:
     h.ack_old(9)
     sink.delivery.deliver([event(2), event(4)], h)  # E=2: the old one delivered it already
     assert [k.event_time for k in sink.klines] == [4] and sink.counters.duplicates == 2
-    assert not h.admit(9, STREAM, 4) and h.admit(9, STREAM, 5)  # ... and the old one now skips E=4
+    assert not h.admit(9, STREAM, 4, 0) and h.admit(9, STREAM, 5, 0)  # ... and the old one now skips E=4
 
 
 def test_a_rotation_delivers_every_event_exactly_once_when_both_connections_see_the_same_e() -> None:
@@ -176,3 +179,34 @@ def test_a_rotation_delivers_every_event_exactly_once_when_both_connections_see_
     delivered = sorted(k.event_time for k in old.klines + new.klines)
     assert delivered == [2, 3, 4]
     assert old.counters.duplicates + new.counters.duplicates == 2
+
+
+def test_a_rotation_hands_each_stream_over_in_order_when_one_side_stalls_in_its_callback() -> None:
+    """Both connections of a rotation share one consumer. The old one admits E=3 and stalls in the
+    consumer (preempted, or a slow consumer); the replacement must not deliver E=4 meanwhile, or the
+    consumer sees 4 before 3 (CI caught it: "adausdt@kline_1m: repeated or reordered")."""
+    seen: list[int] = []
+    in_callback, new_returned = threading.Event(), threading.Event()
+
+    def consume(k: Kline) -> None:
+        if threading.current_thread().name == "old" and k.event_time == 3:
+            in_callback.set()
+            new_returned.wait(1.0)  # with the fix the replacement cannot return while this is held
+        seen.append(k.event_time)
+
+    old, new = _Sink(conn_id=9, consumer=consume), _Sink(conn_id=3, consumer=consume)
+    h = Handover(old_id=9, old_last_e=old.last_e)
+    old_side = threading.Thread(target=old.delivery.deliver, args=([event(3)], h), name="old")
+    old_side.start()
+    assert in_callback.wait(10.0)
+
+    def replacement() -> None:
+        new.delivery.deliver([event(3), event(4)], h)
+        new_returned.set()
+
+    new_side = threading.Thread(target=replacement, name="new")
+    new_side.start()
+    old_side.join(10.0)
+    new_side.join(10.0)
+    assert not old_side.is_alive() and not new_side.is_alive()
+    assert seen == [3, 4] and new.counters.duplicates == 1

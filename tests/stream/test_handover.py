@@ -8,13 +8,13 @@ from surge.stream.handover import CATCH_UP_S, Handover
 def test_the_new_connection_waits_for_the_old_one_then_only_newer_events_pass() -> None:
     old_last_e = {"s": 5}
     h = Handover(old_id=1, old_last_e=old_last_e)
-    assert not h.admit(2, "s", 6)  # the old one has not acknowledged yet: it delivers alone
+    assert not h.admit(2, "s", 6, 0)  # the old one has not acknowledged yet: it delivers alone
     h.ack_old(2)
     assert not h.old_acked
     h.ack_old(1)
     assert h.old_acked
-    assert not h.admit(2, "s", 5)  # the old one delivered E=5 already
-    assert h.admit(2, "s", 6) and not h.admit(1, "s", 6) and h.admit(1, "s", 7)
+    assert not h.admit(2, "s", 5, 0)  # the old one delivered E=5 already
+    assert h.admit(2, "s", 6, 0) and not h.admit(1, "s", 6, 0) and h.admit(1, "s", 7, 0)
 
 
 def test_the_replacement_keeps_deduping_after_the_old_one_ended_until_it_caught_up() -> None:
@@ -23,15 +23,15 @@ def test_the_replacement_keeps_deduping_after_the_old_one_ended_until_it_caught_
     # repeated event right after a rotation, when the handover was dropped as the old one ended).
     h = Handover(old_id=1, old_last_e={"s": 5, "t": 9})
     h.ack_old(1)
-    assert h.admit(1, "s", 6) and h.admit(1, "s", 7)
+    assert h.admit(1, "s", 6, 0) and h.admit(1, "s", 7, 0)
     h.old_ended()
     new_last_e = {"s": 5}
     deliver = {"s"}  # "t" is no longer delivered: it does not hold the handover
     now = h.old_ended_at or 0.0
     assert not h.caught_up(new_last_e, deliver, now)
-    assert not h.admit(2, "s", 6) and not h.admit(2, "s", 7)
+    assert not h.admit(2, "s", 6, 0) and not h.admit(2, "s", 7, 0)
     new_last_e["s"] = 7
-    assert h.caught_up(new_last_e, deliver, now) and h.admit(2, "s", 8)
+    assert h.caught_up(new_last_e, deliver, now) and h.admit(2, "s", 8, 0)
 
 
 def test_a_silent_stream_ends_the_handover_after_catch_up_s() -> None:
@@ -41,3 +41,14 @@ def test_a_silent_stream_ends_the_handover_after_catch_up_s() -> None:
     ended = h.old_ended_at or 0.0
     assert not h.caught_up({}, {"s"}, ended + CATCH_UP_S / 2)
     assert h.caught_up({}, {"s"}, ended + CATCH_UP_S)
+
+
+def test_a_closing_candle_and_the_next_one_stamped_in_the_same_millisecond_both_pass_once() -> None:
+    # At the minute a candle's final state and the next candle's first update can carry one E (the
+    # simulator stamps them so under load; a rotation there dropped the second as a "copy").
+    h = Handover(old_id=1, old_last_e={"s": 5})
+    h.ack_old(1)
+    assert not h.admit(2, "s", 5, 60)  # equal E, candle unknown (the old side delivered it alone)
+    assert h.admit(1, "s", 9, 0) and h.admit(1, "s", 9, 60)  # final state of candle 0, then candle 60
+    assert not h.admit(2, "s", 9, 0) and not h.admit(2, "s", 9, 60)  # the replacement's copies
+    assert h.admit(2, "s", 10, 60)

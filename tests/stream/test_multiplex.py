@@ -506,10 +506,10 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
     assert stats["reconnects"] == 0 and not gaps
     closed = server.stats()["closed_connections"]
     assert closed and all(c["close_reason"] == "client" for c in closed)  # we closed them, not "lifetime"
+    assert not got.out_of_order(), "repeated or reordered"
     with got.lock:
         for name, times in got.events.items():
             steps = [b - a for a, b in zip(times, times[1:], strict=False)]
-            assert all(step > 0 for step in steps), f"{name}: repeated or reordered"
             # E is stamped by the simulator as it sends, so a stall of the loaded machine (CI shares 2
             # cores) shows as a gap too: once 1,501 ms. A stream left out of a rotation would be
             # silent for good (the waits above fail); this bounds a stream dropped for a while.
@@ -548,10 +548,7 @@ def test_a_rotation_whose_old_connection_never_takes_the_handover_reports_what_i
     wait_until(lambda: got.since(mark) >= wanted, 10, "the replacement delivering")
     stats = mgr.stats()
     assert stats["rotations"] >= 1 and stats["reconnects"] == 0
-    with got.lock:
-        for name, times in got.events.items():
-            in_order = all(b > a for a, b in zip(times, times[1:], strict=False))
-            assert in_order, f"{name}: repeated or reordered"
+    assert not got.out_of_order(), "repeated or reordered"
 
 
 def test_stop_joins_every_thread_within_its_timeout(
@@ -621,5 +618,4 @@ def test_batch_callback_gets_lists_and_replaces_the_per_kline_callback(
     assert not per_kline
     assert all(type(b) is list and b and all(type(k) is Kline for k in b) for b in list(batches))
     assert mgr.stats()["events"] >= len(wanted)
-    for times in got.events.values():  # each stream's events in order
-        assert times == sorted(times)
+    assert not got.out_of_order()  # each stream's events in order, once
