@@ -19,9 +19,9 @@ class Handover:
     While both are subscribed to the same streams each event arrives twice. Until the old
     connection has seen this object (``old_acked``) it keeps delivering on its own and the new one
     drops everything; from then on both offer every event here and only a newer event per stream
-    passes (see :meth:`offer`). Each connection holds :attr:`lock` while it admits and hands over a chunk, so the
-    consumer sees each stream's events once and in order (admission alone under the lock let the
-    other side deliver a newer event between one side's admit and its callback).
+    passes (see :meth:`offer`). Each connection holds :attr:`lock` while it admits and hands over a
+    chunk, so the consumer sees each stream's events once and in order (admission alone under the
+    lock let the other side deliver a newer event between one side's admit and its callback).
 
     The replacement keeps offering its events here after the old connection ended, until it has
     itself received everything the old one delivered (:meth:`caught_up`): a replacement running
