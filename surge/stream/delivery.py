@@ -70,8 +70,7 @@ class KlineDelivery:
         # Admitting an event and handing it over are one step under the handover's lock: otherwise
         # the other connection could admit and deliver a newer event of the stream while this thread
         # sits between the two (preempted on a loaded machine), and the consumer would see it first.
-        with handover.lock:
-            handover.ack_old(self.conn_id)
+        with handover.turn(self.conn_id):
             return self._deliver_chunk(messages, handover)
 
     def _deliver_chunk(self, messages: list[bytes], handover: Handover | None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 #: How long after the old connection ended the replacement may still hold a late copy of an event
@@ -19,9 +21,9 @@ class Handover:
     While both are subscribed to the same streams each event arrives twice. Until the old
     connection has seen this object (``old_acked``) it keeps delivering on its own and the new one
     drops everything; from then on both offer every event here and only a newer event per stream
-    passes (see :meth:`offer`). Each connection holds :attr:`lock` while it admits and hands over a
-    chunk, so the consumer sees each stream's events once and in order (admission alone under the
-    lock let the other side deliver a newer event between one side's admit and its callback).
+    passes (see :meth:`offer`). Each connection admits and hands over a chunk in one :meth:`turn`,
+    so the consumer sees each stream's events once and in order (admission alone under the lock let
+    the other side deliver a newer event between one side's admit and its callback).
 
     The replacement keeps offering its events here after the old connection ended, until it has
     itself received everything the old one delivered (:meth:`caught_up`): a replacement running
@@ -31,12 +33,18 @@ class Handover:
 
     old_id: int
     old_last_e: dict[str, int]  # the old connection's last event time per stream (its live dict)
-    lock: threading.RLock = field(default_factory=threading.RLock)  # deliver() holds it, offer() retakes it
-    last: dict[str, int] = field(default_factory=dict)
-    last_open: dict[str, int] = field(default_factory=dict)  # open time of the candle of ``last``'s event
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held for a whole turn()
+    last: dict[str, tuple[int, int]] = field(default_factory=dict)  # (E, candle open time) delivered last
     old_acked: bool = False
     started: float = field(default_factory=time.monotonic)
     old_ended_at: float | None = None  # monotonic time the old connection's thread ended
+
+    @contextmanager
+    def turn(self, conn_id: int) -> Iterator[None]:
+        """Connection ``conn_id`` admits (:meth:`admit`) and hands over one chunk, the other waiting."""
+        with self.lock:
+            self.ack_old(conn_id)
+            yield
 
     def ack_old(self, conn_id: int) -> None:
         """Called by each connection before it delivers a chunk: the old one's first call means every
@@ -61,27 +69,25 @@ class Handover:
         if now - ended >= CATCH_UP_S:
             return True
         delivered = dict(self.old_last_e)
-        delivered.update(self.last)
+        delivered.update((s, e) for s, (e, _) in self.last.items())
         return all(last_e.get(s, 0) >= e for s, e in delivered.items() if s in deliver)
 
     def admit(self, conn_id: int, stream: str, event_time: int, open_time: int) -> bool:
-        """Whether connection ``conn_id`` may deliver this event (False: the other one did, or will)."""
+        """Whether connection ``conn_id`` may deliver this event (False: the other one did, or will).
+        Called within the connection's :meth:`turn`."""
         if conn_id != self.old_id and not self.old_acked:
             return False
         return self.offer(stream, event_time, open_time)
 
     def offer(self, stream: str, event_time: int, open_time: int) -> bool:
-        """An event passes if its ``E`` is newer, or equal with a newer candle: a candle's final state
-        and the next candle's first update can leave in the same millisecond, and the second is not a
-        copy of the first. An equal ``E`` against the old side's own record (candle unknown) does not."""
-        with self.lock:
-            prev = self.last.get(stream)
-            if prev is None:
-                prev = self.old_last_e.get(stream, 0)
-            if event_time < prev or (
-                event_time == prev and open_time <= self.last_open.get(stream, open_time)
-            ):
-                return False
-            self.last[stream] = event_time
-            self.last_open[stream] = open_time
-            return True
+        """An event passes if its (``E``, candle) is newer: a candle's final state and the next
+        candle's first update can leave in the same millisecond, and the second is not a copy of the
+        first. An equal ``E`` against the old side's own record (candle unknown) does not."""
+        event = (event_time, open_time)
+        prev = self.last.get(stream)
+        if prev is None:
+            prev = (self.old_last_e.get(stream, 0), open_time)
+        if event <= prev:
+            return False
+        self.last[stream] = event
+        return True
