@@ -311,6 +311,8 @@ class WsServer:
     ``require_market_route`` (default True, Binance since 2026-04-23): a connection whose path lacks
     ``/market`` gets its replies but never a kline. ``url`` is the ``/market`` base
     (``ws://127.0.0.1:PORT/market``, what ``SURGE_WS_URL`` takes); ``root_url`` the bare address.
+    ``record_sent=True`` keeps every distinct candle state pushed per stream (:meth:`sent_klines`):
+    what a test needs to prove a client lost nothing, whatever the machine's stalls did to ``E``.
     """
 
     def __init__(
@@ -329,6 +331,7 @@ class WsServer:
         refuse_unknown_symbols: bool = False,
         push_mode: str = "on_change",
         require_market_route: bool = True,
+        record_sent: bool = False,
     ) -> None:
         self._market = market
         self.host = host
@@ -372,6 +375,8 @@ class WsServer:
         self._events_sent = 0
         self._malformed_sent = 0
         self._unknown_sent = 0
+        #: stream -> every distinct kline event it was pushed (E zeroed), with ``record_sent``
+        self._sent: dict[str, set[bytes]] | None = {} if record_sent else None
         #: clock for E; a test may replace it to prove every event is stamped separately
         self.clock_ms: Callable[[], int] = _wall_ms
 
@@ -562,6 +567,19 @@ class WsServer:
             if self._final is not None:
                 return self._final
             raise
+
+    def sent_klines(self) -> dict[str, set[Kline]]:
+        """Every distinct candle state pushed so far per stream, on any connection, ``event_time`` 0
+        (the server was made with ``record_sent=True``). Decoded with the client's wire format, so a
+        test compares it with what a client delivered, its ``E`` zeroed."""
+        sent = self._sent
+        if sent is None:
+            raise RuntimeError("WsServer was not made with record_sent=True")
+        payloads = self._call(lambda: {name: set(events) for name, events in sent.items()})
+        return {
+            name: {wire.kline_from_event(wire.loads(p), name) for p in events}
+            for name, events in payloads.items()
+        }
 
     # ------------------------------------------------------------------ loop-side implementations
 
@@ -824,12 +842,16 @@ class WsServer:
         if conn.awaiting_since is None:
             conn.awaiting_since = now
 
+    @staticmethod
+    def _writable(conn: _Conn) -> bool:
+        ws = conn.ws
+        return not conn.closing and ws.protocol.state is State.OPEN and not ws.transport.is_closing()
+
     def _write(self, conn: _Conn, data: bytes, count: int) -> bool:
         """Write complete frames to the socket; False when the connection cannot take them."""
-        ws = conn.ws
-        if conn.closing or ws.protocol.state is not State.OPEN or ws.transport.is_closing():
+        if not self._writable(conn):
             return False
-        ws.transport.write(data)
+        conn.ws.transport.write(data)
         conn.messages_out += count
         return True
 
@@ -1024,7 +1046,8 @@ class WsServer:
         require_route = self._require_route
         on_change = self.push_mode == "on_change"
         for conn in due:
-            if conn.closing or self._stalled(conn, loop_now):
+            # not writable: skipped before its frames are built, so what is recorded was written
+            if not self._writable(conn) or self._stalled(conn, loop_now):
                 continue
             if require_route and not conn.routed:
                 continue
@@ -1064,11 +1087,18 @@ class WsServer:
                 ):
                     closed_sent[name] = final.open_time
                     append((closing.combined if combined else closing.raw).frame(self._event_time()))
+                    self._record(name, closing)
             if sent_ver.get(name) != stream.version:
                 sent_ver[name] = stream.version
                 if tpl.kline.trades:
                     append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
+                    self._record(name, tpl)
         return frames
+
+    def _record(self, name: str, tpl: KlineTemplates) -> None:
+        if self._sent is not None:
+            raw = tpl.raw
+            self._sent.setdefault(name, set()).add(raw.prefix + b"0" + raw.suffix)
 
     def _tick_frames(self, conn: _Conn) -> list[bytes]:
         """Every tick, every stream's current frame (and a closed candle's final state once)."""
@@ -1087,8 +1117,10 @@ class WsServer:
                 if last is not None and closing is not None and closing.kline.open_time == last:
                     # the candle this connection last saw has closed: its final state first
                     append((closing.combined if combined else closing.raw).frame(self._event_time()))
+                    self._record(name, closing)
                 sent_open[name] = open_time
             append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
+            self._record(name, tpl)
         return frames
 
     def _refresh(self, stream: _Stream, now: int) -> None:

@@ -542,6 +542,30 @@ def test_a_closing_candle_gets_a_final_x_true_event() -> None:
     assert all(k.close_time == k.open_time + 59_999 for k in closed)
 
 
+def test_record_sent_holds_every_candle_state_pushed_without_its_e() -> None:
+    t0 = time.time()
+    fast = Market(seed=SEED, clock=lambda: t0 + (time.time() - t0) * 300)  # a 1m candle lasts 0.2 s
+    srv = make_server(market=fast, push_interval_s=0.05, record_sent=True)
+    plain = make_server()
+    try:
+        names = ["btcusdt@kline_1m", "ethusdt@kline_1m"]
+        c = Client(srv.root_url + "/market/stream?streams=" + "/".join(names))
+        got = [wire.parse_combined(m) for m in c.events(40, timeout=10)]
+        c.close()
+        sent = srv.sent_klines()
+        with pytest.raises(RuntimeError, match="record_sent"):
+            plain.sent_klines()
+    finally:
+        srv.stop()
+        plain.stop()
+    assert set(sent) == set(names)
+    for name, kline in got:
+        assert kline.event_time > 0
+        assert msgspec.structs.replace(kline, event_time=0) in sent[name]
+    assert all(k.event_time == 0 for states in sent.values() for k in states)
+    assert any(k.closed for k in sent["btcusdt@kline_1m"])  # final states are recorded too
+
+
 def test_a_closing_candle_reaches_every_connection_sharing_the_stream() -> None:
     """Connections push at different phases; each one still gets every candle's final x=true event."""
     t0 = time.time()

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from surge.models import Kline
@@ -45,13 +46,15 @@ def name_of(k: Kline) -> str:
 
 
 class Collector:
-    """Thread-safe callback: per-stream event times, candle open times and arrival times."""
+    """Thread-safe callback: per-stream event times, candle open times, arrival times and the
+    candle states delivered (each Kline with its ``E`` zeroed, to compare with what was sent)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.events: dict[str, list[int]] = defaultdict(list)
         self.open_times: dict[str, list[int]] = defaultdict(list)
         self.arrivals: dict[str, list[float]] = defaultdict(list)
+        self.states: dict[str, set[Kline]] = defaultdict(set)
         self.count = 0
 
     def __call__(self, k: Kline) -> None:
@@ -61,6 +64,7 @@ class Collector:
             self.events[name].append(k.event_time)
             self.open_times[name].append(k.open_time)
             self.arrivals[name].append(now)
+            self.states[name].add(msgspec.structs.replace(k, event_time=0))
             self.count += 1
 
     def seen(self) -> set[str]:
@@ -72,6 +76,7 @@ class Collector:
             self.events.clear()
             self.open_times.clear()
             self.arrivals.clear()
+            self.states.clear()
             self.count = 0
 
     def out_of_order(self) -> list[str]:
@@ -81,6 +86,13 @@ class Collector:
             keyed = {s: list(zip(e, self.open_times[s], strict=True)) for s, e in self.events.items()}
         pairs = {s: zip(keys, keys[1:], strict=False) for s, keys in keyed.items()}
         return sorted(s for s, steps in pairs.items() if any(a >= b for a, b in steps))
+
+    def missing(self, sent: dict[str, set[Kline]]) -> dict[str, int]:
+        """Per stream, how many of the candle states in ``sent`` (``WsServer.sent_klines()``) were
+        never delivered: a state lost, whatever ``E`` it was stamped with."""
+        with self.lock:
+            lost = {s: len(states - self.states.get(s, set())) for s, states in sent.items()}
+        return {s: n for s, n in lost.items() if n}
 
     def since(self, t: float) -> set[str]:
         """Streams with at least one event that arrived after monotonic time ``t``."""

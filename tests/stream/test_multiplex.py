@@ -483,8 +483,9 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
     # aligned pushes: both connections of a switch carry the same events, as on Binance. Whether a
     # copy is a true duplicate depends on the simulator stamping both sends with the same ms of E,
     # which a loaded machine does not guarantee: the dedupe itself (each event once, none lost) is
-    # proven on plain bytes in tests/stream/test_delivery.py; here, nothing repeated or reordered.
-    server = make_server(push_phases="aligned")
+    # proven on plain bytes in tests/stream/test_delivery.py; here, nothing reordered or repeated,
+    # and every candle state the simulator pushed on any of the connections delivered.
+    server = make_server(push_phases="aligned", record_sent=True)
     got = Collector()
     gaps: list[StreamGap] = []
     mgr = make_manager(
@@ -492,7 +493,10 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
         ws_url=server.url,
         streams_per_connection=10,
         max_connection_age_s=1.5,
-        handover_settle_s=0.3,
+        # an old connection not taking the handover within 5 x this is stopped and its streams are
+        # reported as a gap. At 0.3 (1.5 s), a SIGSTOP of the test process for 3.5 s did that in 3 of
+        # 6 tries (those that hit a rotation); at 1.0 (5 s), in none of 3. The switch waits for "seen".
+        handover_settle_s=1.0,
         on_gap=gaps.append,
     )
     wanted = _names(market.tradable_symbols()[:10])
@@ -507,14 +511,12 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
     closed = server.stats()["closed_connections"]
     assert closed and all(c["close_reason"] == "client" for c in closed)  # we closed them, not "lifetime"
     assert not got.out_of_order(), "repeated or reordered"
-    with got.lock:
-        for name, times in got.events.items():
-            steps = [b - a for a, b in zip(times, times[1:], strict=False)]
-            # E is stamped by the simulator as it sends, so a stall of the loaded machine (CI shares 2
-            # cores) shows as a gap too: once 1,501 ms. A stream left out of a rotation would be
-            # silent for good (the waits above fail); this bounds a stream dropped for a while.
-            worst = max(steps, default=0)
-            assert worst < 3000, f"{name}: {worst} ms without an event"
+    # Lost, counted in candle states rather than in gaps of E: E is stamped as the simulator sends,
+    # so a stall of the loaded machine is a gap too (3.5 s once on CI, with nothing lost). What was
+    # pushed before this point and is still in flight gets the deadline to arrive.
+    sent = server.sent_klines()
+    assert set(sent) == wanted
+    wait_until(lambda: not got.missing(sent), 10, "every candle state pushed delivered")
 
 
 def test_a_rotation_whose_old_connection_never_takes_the_handover_reports_what_it_lost(
