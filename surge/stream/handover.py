@@ -26,7 +26,7 @@ class Handover:
     the other side deliver a newer event between one side's admit and its callback).
 
     The replacement keeps offering its events here after the old connection ended, until it has
-    itself received everything the old one delivered (:meth:`caught_up`): a replacement running
+    gone past everything the old one delivered (:meth:`caught_up`): a replacement running
     behind would otherwise hand a late copy of an event the old one already delivered to the
     consumer a second time, or an older update after a newer one.
     """
@@ -35,6 +35,7 @@ class Handover:
     old_last_e: dict[str, int]  # the old connection's last event time per stream (its live dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # held for a whole turn()
     last: dict[str, tuple[int, int]] = field(default_factory=dict)  # (E, candle open time) delivered last
+    ahead: set[str] = field(default_factory=set)  # streams whose event in :attr:`last` is the replacement's
     old_acked: bool = False
     started: float = field(default_factory=time.monotonic)
     old_ended_at: float | None = None  # monotonic time the old connection's thread ended
@@ -59,10 +60,13 @@ class Handover:
 
     def caught_up(self, last_e: dict[str, int], deliver: set[str], now: float) -> bool:
         """Whether the replacement, whose last received event per stream is ``last_e``, may deliver
-        on its own again: the old connection ended and every stream still delivered has reached the
-        last event the old one delivered. Called by the replacement's own thread, the only writer of
-        :attr:`last` once the old one ended. A stream that stays silent does not hold the rotation
-        forever: :data:`CATCH_UP_S` after the old connection ended the handover is over anyway."""
+        on its own again: the old connection ended and on every stream still delivered it has gone
+        past the last event the old one delivered (or delivered a newer one itself). Past, not up
+        to: at an equal ``E`` the replacement may still hold the next candle's first update of that
+        millisecond, which the old one delivered.
+        Called by the replacement's own thread, the only writer of :attr:`last` once the old one
+        ended. A stream that stays silent does not hold the rotation forever: :data:`CATCH_UP_S`
+        after the old connection ended the handover is over anyway."""
         ended = self.old_ended_at
         if ended is None:
             return False
@@ -70,14 +74,21 @@ class Handover:
             return True
         delivered = dict(self.old_last_e)
         delivered.update((s, e) for s, (e, _) in self.last.items())
-        return all(last_e.get(s, 0) >= e for s, e in delivered.items() if s in deliver)
+        ahead = self.ahead
+        return all(s in ahead or last_e.get(s, 0) > e for s, e in delivered.items() if s in deliver)
 
     def admit(self, conn_id: int, stream: str, event_time: int, open_time: int) -> bool:
         """Whether connection ``conn_id`` may deliver this event (False: the other one did, or will).
         Called within the connection's :meth:`turn`."""
-        if conn_id != self.old_id and not self.old_acked:
+        if conn_id == self.old_id:
+            if not self.offer(stream, event_time, open_time):
+                return False
+            self.ahead.discard(stream)
+            return True
+        if not self.old_acked or not self.offer(stream, event_time, open_time):
             return False
-        return self.offer(stream, event_time, open_time)
+        self.ahead.add(stream)
+        return True
 
     def offer(self, stream: str, event_time: int, open_time: int) -> bool:
         """An event passes if its (``E``, candle) is newer: a candle's final state and the next

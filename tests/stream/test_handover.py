@@ -31,7 +31,20 @@ def test_the_replacement_keeps_deduping_after_the_old_one_ended_until_it_caught_
     assert not h.caught_up(new_last_e, deliver, now)
     assert not h.admit(2, "s", 6, 0) and not h.admit(2, "s", 7, 0)
     new_last_e["s"] = 7
-    assert h.caught_up(new_last_e, deliver, now) and h.admit(2, "s", 8, 0)
+    assert not h.caught_up(new_last_e, deliver, now)  # another event of E=7 may follow
+    new_last_e["s"] = 8
+    assert h.caught_up(new_last_e, deliver, now)
+
+
+def test_the_replacement_delivering_a_newer_event_itself_is_caught_up_on_that_stream() -> None:
+    h = Handover(old_id=1, old_last_e={"s": 5, "t": 5})
+    h.ack_old(1)
+    assert h.admit(1, "s", 7, 0) and h.admit(2, "t", 6, 0)  # the replacement ran ahead on "t"
+    h.old_ended()
+    now = h.old_ended_at or 0.0
+    assert not h.caught_up({"s": 6, "t": 6}, {"s", "t"}, now)  # "s" still behind the old one's 7
+    assert h.admit(2, "s", 8, 0)
+    assert h.caught_up({"s": 8, "t": 6}, {"s", "t"}, now)
 
 
 def test_a_silent_stream_ends_the_handover_after_catch_up_s() -> None:
@@ -52,3 +65,19 @@ def test_a_closing_candle_and_the_next_one_stamped_in_the_same_millisecond_both_
     assert h.admit(1, "s", 9, 0) and h.admit(1, "s", 9, 60)  # final state of candle 0, then candle 60
     assert not h.admit(2, "s", 9, 0) and not h.admit(2, "s", 9, 60)  # the replacement's copies
     assert h.admit(2, "s", 10, 60)
+
+
+def test_the_replacement_is_not_caught_up_at_the_first_of_two_events_sharing_an_e() -> None:
+    # The old connection delivered a candle's final state and the next candle's first update, both
+    # E=9, and ended; the replacement has received the first of the two. Done at "E reached", its
+    # copy of the second would reach the consumer a second time.
+    h = Handover(old_id=1, old_last_e={"s": 5})
+    h.ack_old(1)
+    assert h.admit(1, "s", 9, 0) and h.admit(1, "s", 9, 60)
+    h.old_ended()
+    now = h.old_ended_at or 0.0
+    assert not h.admit(2, "s", 9, 0)
+    assert not h.caught_up({"s": 9}, {"s"}, now)
+    assert not h.admit(2, "s", 9, 60)  # still deduped: a copy
+    assert h.admit(2, "s", 10, 60)
+    assert h.caught_up({"s": 10}, {"s"}, now)
