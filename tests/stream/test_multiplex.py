@@ -470,8 +470,8 @@ def test_connection_attempts_are_capped_across_the_manager(
     assert stats["connect_attempts"] == 6
     assert stats["threads"] == 4  # 3 connections waiting for budget + resubscriber
     t0 = time.monotonic()
-    assert mgr.stop(5.0)  # a thread waiting for budget stops at once
-    assert time.monotonic() - t0 < 2.0
+    assert mgr.stop(10.0)  # a thread waiting for budget stops at once, not when the 60 s window frees one
+    assert time.monotonic() - t0 < 10.0
 
 
 # --------------------------------------------------------------------------- rotation and stop
