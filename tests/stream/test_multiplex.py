@@ -495,7 +495,7 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
         max_connection_age_s=1.5,
         # an old connection not taking the handover within 5 x this is stopped and its streams are
         # reported as a gap. At 0.3 (1.5 s), a SIGSTOP of the test process for 3.5 s did that in 3 of
-        # 6 tries (those that hit a rotation); at 1.0 (5 s), in none of 3. The switch waits for "seen".
+        # 6 tries (those that hit a rotation); at 1.0 (5 s), in none of 9. The switch waits for "seen".
         handover_settle_s=1.0,
         on_gap=gaps.append,
     )
@@ -512,8 +512,9 @@ def test_rotation_before_max_age_loses_and_repeats_nothing(
     assert closed and all(c["close_reason"] == "client" for c in closed)  # we closed them, not "lifetime"
     assert not got.out_of_order(), "repeated or reordered"
     # Lost, counted in candle states rather than in gaps of E: E is stamped as the simulator sends,
-    # so a stall of the loaded machine is a gap too (3.5 s once on CI, with nothing lost). What was
-    # pushed before this point and is still in flight gets the deadline to arrive.
+    # so a stall of the loaded machine is a gap too: 3.5 s once on CI, with no gap reported; a SIGSTOP
+    # of 3.5 s reproduces it with nothing lost. What was pushed before this point and is still in
+    # flight gets the deadline to arrive.
     sent = server.sent_klines()
     assert set(sent) == wanted
     wait_until(lambda: not got.missing(sent), 10, "every candle state pushed delivered")
