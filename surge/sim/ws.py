@@ -1071,6 +1071,7 @@ class WsServer:
         had trades once it closes, before the next candle, if the connection was subscribed then."""
         combined = conn.combined
         sent_ver, closed_sent, sub_ms = conn.sent_ver, conn.closed_sent, conn.sub_ms
+        record = self._record if self._sent is not None else None
         frames: list[bytes] = []
         append = frames.append
         for name, stream in conn.subs.items():
@@ -1087,23 +1088,27 @@ class WsServer:
                 ):
                     closed_sent[name] = final.open_time
                     append((closing.combined if combined else closing.raw).frame(self._event_time()))
-                    self._record(name, closing)
+                    if record is not None:
+                        record(name, closing)
             if sent_ver.get(name) != stream.version:
                 sent_ver[name] = stream.version
                 if tpl.kline.trades:
                     append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
-                    self._record(name, tpl)
+                    if record is not None:
+                        record(name, tpl)
         return frames
 
     def _record(self, name: str, tpl: KlineTemplates) -> None:
-        if self._sent is not None:
-            raw = tpl.raw
-            self._sent.setdefault(name, set()).add(raw.prefix + b"0" + raw.suffix)
+        """``record_sent``: keep this event (E zeroed). Looked up once per push, not per frame."""
+        assert self._sent is not None
+        raw = tpl.raw
+        self._sent.setdefault(name, set()).add(raw.prefix + b"0" + raw.suffix)
 
     def _tick_frames(self, conn: _Conn) -> list[bytes]:
         """Every tick, every stream's current frame (and a closed candle's final state once)."""
         combined = conn.combined
         sent_open = conn.sent_open
+        record = self._record if self._sent is not None else None
         frames: list[bytes] = []
         append = frames.append
         for name, stream in conn.subs.items():
@@ -1117,10 +1122,12 @@ class WsServer:
                 if last is not None and closing is not None and closing.kline.open_time == last:
                     # the candle this connection last saw has closed: its final state first
                     append((closing.combined if combined else closing.raw).frame(self._event_time()))
-                    self._record(name, closing)
+                    if record is not None:
+                        record(name, closing)
                 sent_open[name] = open_time
             append((tpl.combined if combined else tpl.raw).frame(self._event_time()))
-            self._record(name, tpl)
+            if record is not None:
+                record(name, tpl)
         return frames
 
     def _refresh(self, stream: _Stream, now: int) -> None:

@@ -80,14 +80,13 @@ class Handover:
     def admit(self, conn_id: int, stream: str, event_time: int, open_time: int) -> bool:
         """Whether connection ``conn_id`` may deliver this event (False: the other one did, or will).
         Called within the connection's :meth:`turn`."""
-        if conn_id == self.old_id:
-            if not self.offer(stream, event_time, open_time):
-                return False
-            self.ahead.discard(stream)
-            return True
-        if not self.old_acked or not self.offer(stream, event_time, open_time):
+        replacement = conn_id != self.old_id
+        if (replacement and not self.old_acked) or not self.offer(stream, event_time, open_time):
             return False
-        self.ahead.add(stream)
+        if replacement:
+            self.ahead.add(stream)
+        else:
+            self.ahead.discard(stream)
         return True
 
     def offer(self, stream: str, event_time: int, open_time: int) -> bool:
